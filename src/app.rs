@@ -1,0 +1,200 @@
+//! Wiring: builds the store, keys, rooms and listeners from a validated config, runs the pacer
+//! loops, and shuts everything down in order (stop accepting, drain, flush liveness records).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::config::Config;
+use crate::http::{serve, Listener};
+use crate::ops::metrics;
+use crate::pass::{KeyError, PassIssuer, PassKeys, TicketSigner};
+use crate::queue::{pacer, Rooms};
+use crate::store::{MemoryStore, RedisStore, Store, StoreError};
+
+/// Cheap handles every request needs. Clone freely.
+#[derive(Clone)]
+pub struct AppState {
+    /// The running configuration.
+    pub config: Arc<Config>,
+    /// Rooms with their cached state.
+    pub rooms: Rooms,
+    /// Room storage.
+    pub store: Arc<dyn Store>,
+    /// Pass signer / verifier.
+    pub passes: PassIssuer,
+    /// Ticket signer / verifier.
+    pub tickets: TicketSigner,
+    /// Prometheus renderer.
+    pub metrics: PrometheusHandle,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The pass signing key could not be loaded or created.
+    #[error("pass signing key: {0}")]
+    Key(#[from] KeyError),
+    /// The store could not be set up.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    /// A listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address from the config.
+        addr: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+impl AppState {
+    /// Builds the state: store (Redis when `redis_url` is set, else embedded), keys, rooms.
+    /// Creates a development key when the key file is missing and the config allows it.
+    pub fn from_config(config: Config) -> Result<AppState, StartError> {
+        let store: Arc<dyn Store> = match &config.store.redis_url {
+            Some(url) => Arc::new(RedisStore::connect(
+                url,
+                config.store.pool_size,
+                Duration::from_millis(config.store.command_timeout_ms),
+            )?),
+            None => Arc::new(MemoryStore::new()),
+        };
+        let (keys, created) = PassKeys::load_or_create(
+            &config.passes.signing_key_file,
+            config.passes.algorithm,
+            config.passes.generate_missing_key,
+        )?;
+        if created {
+            tracing::warn!(
+                path = %config.passes.signing_key_file.display(),
+                kid = keys.kid(),
+                "generated a DEVELOPMENT pass signing key; use `rushgate keygen` and set \
+                 passes.generate_missing_key = false in production"
+            );
+        }
+        if config.uses_default_ticket_secret() {
+            tracing::warn!("passes.ticket_secret is the shipped placeholder; set RUSHGATE_PASSES_TICKET_SECRET");
+        }
+        Ok(AppState {
+            rooms: Rooms::new(&config.rooms),
+            passes: PassIssuer::new(keys, &config.passes.issuer, &config.passes.audience),
+            tickets: TicketSigner::new(config.passes.ticket_secret.0.as_bytes()),
+            store,
+            metrics: metrics::install(),
+            config: Arc::new(config),
+        })
+    }
+}
+
+/// A running server: its bound addresses, its state, and the handle to stop it.
+pub struct App {
+    /// Where the public listener is bound.
+    pub public_addr: SocketAddr,
+    /// Where the admin listener is bound.
+    pub admin_addr: SocketAddr,
+    /// The shared state (tests reach the store and rooms through it).
+    pub state: AppState,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl App {
+    /// Binds both listeners and starts serving and pacing. Returns once the listeners are bound.
+    pub async fn start(config: Config) -> Result<App, StartError> {
+        let state = AppState::from_config(config)?;
+        let config = state.config.clone();
+        let public = bind(&config.server.listen).await?;
+        let admin = bind(&config.server.admin_listen).await?;
+        let (public_addr, admin_addr) = (local(&public, &config.server.listen)?, local(&admin, &config.server.admin_listen)?);
+        let (shutdown, rx) = watch::channel(false);
+        let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
+        let mut tasks = JoinSet::new();
+        let max = config.server.max_connections;
+        tasks.spawn(serve(public, Listener::Public, state.clone(), rx.clone(), max, grace));
+        tasks.spawn(serve(admin, Listener::Admin, state.clone(), rx.clone(), max, grace));
+        let every = Duration::from_millis(config.store.refresh_ms);
+        for room in state.rooms.iter() {
+            tasks.spawn(pacer::run(room.clone(), state.store.clone(), every, rx.clone()));
+        }
+        tasks.spawn(metrics::upkeep(state.metrics.clone(), rx.clone()));
+        tasks.spawn(health_probe(state.store.clone(), rx));
+        tracing::info!(version = env!("CARGO_PKG_VERSION"), %public_addr, %admin_addr, rooms = state.rooms.iter().count(), "rushgate serving");
+        Ok(App {
+            public_addr,
+            admin_addr,
+            state,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Stops accepting, drains in-flight requests (bounded by the grace period) and flushes the
+    /// batched liveness records.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        while self.tasks.join_next().await.is_some() {}
+        tracing::info!("rushgate stopped");
+    }
+}
+
+/// Runs until SIGINT or SIGTERM, then shuts down gracefully.
+pub async fn run(config: Config) -> Result<(), StartError> {
+    let app = App::start(config).await?;
+    shutdown_signal().await;
+    tracing::info!("shutdown signal received; draining");
+    app.shutdown().await;
+    Ok(())
+}
+
+async fn bind(addr: &str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|source| StartError::Bind {
+        addr: addr.to_string(),
+        source,
+    })
+}
+
+fn local(listener: &TcpListener, addr: &str) -> Result<SocketAddr, StartError> {
+    listener.local_addr().map_err(|source| StartError::Bind {
+        addr: addr.to_string(),
+        source,
+    })
+}
+
+/// Keeps readiness truthful when no room traffic touches the store: pings every second.
+async fn health_probe(store: Arc<dyn Store>, mut shutdown: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => { let _ = store.ping().await; }
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

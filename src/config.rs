@@ -1,0 +1,551 @@
+//! Typed TOML configuration: defaults, environment overrides and validation.
+//!
+//! Loading goes file → TOML value → env overrides (`RUSHGATE_<SECTION>_<KEY>`, and
+//! `RUSHGATE_ROOMS_<ID>_<KEY>` for a room) → typed [`Config`] → [`Config::validate`]. Every
+//! problem names the field it is about (`rooms[1].admit_per_minute: must be greater than 0`),
+//! and validation collects all of them before returning.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::pass::PassAlgorithm;
+
+/// Prefix of every environment override.
+const ENV_PREFIX: &str = "RUSHGATE";
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listeners and cookie policy.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Where room, sale and coupon state lives.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// Admission passes and queue tickets.
+    #[serde(default)]
+    pub passes: PassesConfig,
+    /// The waiting rooms.
+    #[serde(default)]
+    pub rooms: Vec<RoomConfig>,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Public listener: shopper traffic and the JSON API.
+    pub listen: String,
+    /// Admin listener: probes and metrics. Keep it on loopback or a private network.
+    pub admin_listen: String,
+    /// Whether cookies carry `Secure`: `auto` sets it when the request came over TLS or with
+    /// `X-Forwarded-Proto: https`.
+    pub secure_cookies: SecureCookies,
+    /// URL prefix of the JSON API.
+    pub api_prefix: String,
+    /// How long in-flight requests may take to finish on shutdown.
+    pub shutdown_grace_seconds: u64,
+    /// Maximum simultaneous connections per listener; further accepts wait.
+    pub max_connections: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            admin_listen: "127.0.0.1:9090".into(),
+            secure_cookies: SecureCookies::Auto,
+            api_prefix: "/_rushgate".into(),
+            shutdown_grace_seconds: 10,
+            max_connections: 50_000,
+        }
+    }
+}
+
+/// Cookie `Secure` attribute policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecureCookies {
+    /// Secure when the request came over TLS or `X-Forwarded-Proto: https`.
+    Auto,
+    /// Always Secure.
+    True,
+    /// Never Secure.
+    False,
+}
+
+/// `[store]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `redis://` or `rediss://` URL; absent means the embedded in-process store (one node only).
+    pub redis_url: Option<String>,
+    /// What requests that need the store get while it is unreachable.
+    pub on_store_error: OnStoreError,
+    /// Per-command timeout; a slower store counts as unavailable.
+    pub command_timeout_ms: u64,
+    /// How often each node refreshes its cached room state (and ticks the pacer).
+    pub refresh_ms: u64,
+    /// Redis connections per node.
+    pub pool_size: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            redis_url: None,
+            on_store_error: OnStoreError::FailClosed,
+            command_timeout_ms: 1000,
+            refresh_ms: 250,
+            pool_size: 4,
+        }
+    }
+}
+
+/// Store outage policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnStoreError {
+    /// Refuse work that needs the store with 503 + `Retry-After`.
+    FailClosed,
+    /// Let shoppers through (issue passes without queueing) while the store is down.
+    FailOpen,
+}
+
+/// `[passes]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PassesConfig {
+    /// JWT `iss`.
+    pub issuer: String,
+    /// JWT `aud`: the shop.
+    pub audience: String,
+    /// Pass signature algorithm.
+    pub algorithm: PassAlgorithm,
+    /// PKCS#8 PEM private key file (relative paths are relative to the working directory).
+    pub signing_key_file: PathBuf,
+    /// Generate `signing_key_file` when it is missing (development only; warns).
+    pub generate_missing_key: bool,
+    /// HMAC secret of queue tickets; every node of one deployment needs the same one.
+    pub ticket_secret: Secret,
+}
+
+impl Default for PassesConfig {
+    fn default() -> Self {
+        Self {
+            issuer: "rushgate".into(),
+            audience: "shop".into(),
+            algorithm: PassAlgorithm::EdDSA,
+            signing_key_file: PathBuf::from("config/dev-signing-key.pem"),
+            generate_missing_key: true,
+            ticket_secret: Secret("change-me".into()),
+        }
+    }
+}
+
+/// A secret string whose `Debug` never shows the value.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+/// One `[[rooms]]` entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomConfig {
+    /// Room id: `[a-z0-9_-]{1,64}`; appears in URLs, cookie names and store keys.
+    pub id: String,
+    /// Pacing: admissions per minute across all nodes.
+    #[serde(default = "defaults::admit_per_minute")]
+    pub admit_per_minute: u32,
+    /// Admitted sessions alive at once across all nodes.
+    #[serde(default = "defaults::max_active")]
+    pub max_active: u32,
+    /// Pass lifetime.
+    #[serde(default = "defaults::session_seconds")]
+    pub session_seconds: u32,
+    /// A waiter who stops polling this long loses the place.
+    #[serde(default = "defaults::idle_timeout_seconds")]
+    pub idle_timeout_seconds: u32,
+    /// Message shown to waiters (operator note).
+    #[serde(default)]
+    pub message: String,
+}
+
+mod defaults {
+    pub fn admit_per_minute() -> u32 {
+        600
+    }
+    pub fn max_active() -> u32 {
+        100
+    }
+    pub fn session_seconds() -> u32 {
+        600
+    }
+    pub fn idle_timeout_seconds() -> u32 {
+        60
+    }
+}
+
+impl RoomConfig {
+    /// A room with default settings (used for env-override key discovery and tests).
+    pub fn with_id(id: &str) -> Self {
+        Self {
+            id: id.to_string(),
+            admit_per_minute: defaults::admit_per_minute(),
+            max_active: defaults::max_active(),
+            session_seconds: defaults::session_seconds(),
+            idle_timeout_seconds: defaults::idle_timeout_seconds(),
+            message: String::new(),
+        }
+    }
+}
+
+/// Why a configuration could not be used. Display lists every problem, one per line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("{path}: not valid TOML: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// Parser message with line and column.
+        message: String,
+    },
+    /// Fields with wrong types, unknown names or values that fail validation.
+    #[error("{}", .0.join("\n"))]
+    Invalid(Vec<String>),
+}
+
+/// Where environment overrides come from; tests pass a map instead of touching the process env.
+pub trait EnvSource {
+    /// The value of variable `name`, if set.
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl EnvSource for ProcessEnv {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl EnvSource for std::collections::HashMap<String, String> {
+    fn get(&self, name: &str) -> Option<String> {
+        std::collections::HashMap::get(self, name).cloned()
+    }
+}
+
+impl Config {
+    /// Reads, overrides from `env`, parses and validates `path`.
+    pub fn load(path: &Path, env: &dyn EnvSource) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml_str(&text, path, env)
+    }
+
+    /// Parses and validates config text; `origin` only names the source in messages.
+    pub fn from_toml_str(
+        text: &str,
+        origin: &Path,
+        env: &dyn EnvSource,
+    ) -> Result<Config, ConfigError> {
+        let mut value: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
+            path: origin.to_path_buf(),
+            message: e.to_string().trim().to_string(),
+        })?;
+        apply_env_overrides(&mut value, env)?;
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(value))
+            .map_err(|e| ConfigError::Invalid(vec![format!("{}: {}", e.path(), e.inner())]))?;
+        config.validate().map_err(ConfigError::Invalid)?;
+        Ok(config)
+    }
+
+    /// Checks every rule and returns all problems, each prefixed with its field path.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut problems = Vec::new();
+        let mut bad = |field: &str, msg: &str| problems.push(format!("{field}: {msg}"));
+
+        if self.server.listen.parse::<SocketAddr>().is_err() {
+            bad("server.listen", "must be an address like 127.0.0.1:8080");
+        }
+        if self.server.admin_listen.parse::<SocketAddr>().is_err() {
+            bad("server.admin_listen", "must be an address like 127.0.0.1:9090");
+        }
+        if self.server.listen == self.server.admin_listen {
+            bad("server.admin_listen", "must differ from server.listen");
+        }
+        let prefix = &self.server.api_prefix;
+        if !prefix.starts_with('/') || prefix.len() < 2 || prefix.ends_with('/') {
+            bad("server.api_prefix", "must start with '/' and not end with '/'");
+        }
+        if self.server.max_connections == 0 {
+            bad("server.max_connections", "must be greater than 0");
+        }
+        if let Some(url) = &self.store.redis_url {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                bad("store.redis_url", "must start with redis:// or rediss://");
+            }
+        }
+        if self.store.command_timeout_ms == 0 {
+            bad("store.command_timeout_ms", "must be greater than 0");
+        }
+        if !(10..=5000).contains(&self.store.refresh_ms) {
+            bad("store.refresh_ms", "must be between 10 and 5000");
+        }
+        if self.store.pool_size == 0 || self.store.pool_size > 64 {
+            bad("store.pool_size", "must be between 1 and 64");
+        }
+        if self.passes.issuer.is_empty() {
+            bad("passes.issuer", "must not be empty");
+        }
+        if self.passes.audience.is_empty() {
+            bad("passes.audience", "must not be empty");
+        }
+        if self.passes.ticket_secret.0.len() < 8 {
+            bad("passes.ticket_secret", "must be at least 8 characters");
+        }
+        let mut seen = HashSet::new();
+        for (i, room) in self.rooms.iter().enumerate() {
+            let mut field = |name: &str, msg: &str| bad(&format!("rooms[{i}].{name}"), msg);
+            if !is_valid_id(&room.id) {
+                field("id", "must be 1-64 characters of a-z, 0-9, '-' or '_'");
+            } else if !seen.insert(room.id.as_str()) {
+                field("id", "is used by another room");
+            }
+            if room.admit_per_minute == 0 {
+                field("admit_per_minute", "must be greater than 0");
+            }
+            if room.max_active == 0 {
+                field("max_active", "must be greater than 0");
+            }
+            if room.session_seconds == 0 {
+                field("session_seconds", "must be greater than 0");
+            }
+            if room.idle_timeout_seconds < 2 {
+                field("idle_timeout_seconds", "must be at least 2");
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// Whether the ticket secret is still the shipped placeholder.
+    pub fn uses_default_ticket_secret(&self) -> bool {
+        self.passes.ticket_secret == PassesConfig::default().ticket_secret
+    }
+}
+
+/// Whether `id` is a valid room / sale / campaign id: `[a-z0-9_-]{1,64}`.
+pub fn is_valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// Applies `RUSHGATE_<SECTION>_<KEY>` to every scalar of the sections (including defaults that the
+/// file left out) and `RUSHGATE_ROOMS_<ID>_<KEY>` to every room (id upper-cased, `-` as `_`).
+fn apply_env_overrides(table: &mut toml::Table, env: &dyn EnvSource) -> Result<(), ConfigError> {
+    let mut problems = Vec::new();
+    let defaults = match toml::Table::try_from(Config::default()) {
+        Ok(t) => t,
+        Err(e) => return Err(ConfigError::Invalid(vec![format!("defaults: {e}")])),
+    };
+    for (section, default_value) in &defaults {
+        let toml::Value::Table(default_section) = default_value else {
+            continue;
+        };
+        let target = table
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let toml::Value::Table(target) = target else {
+            continue; // a type error that deserialization reports with its path
+        };
+        let mut keys: Vec<String> = default_section.keys().cloned().collect();
+        // Optional keys (redis_url) serialize to nothing; they can still be set from env.
+        if section == "store" {
+            keys.push("redis_url".into());
+        }
+        for key in keys {
+            let var = format!("{ENV_PREFIX}_{}_{}", section.to_uppercase(), key.to_uppercase());
+            if let Some(raw) = env.get(&var) {
+                let like = target.get(&key).or_else(|| default_section.get(&key));
+                match env_value(&raw, like) {
+                    Ok(v) => {
+                        target.insert(key, v);
+                    }
+                    Err(msg) => problems.push(format!("{var}: {msg}")),
+                }
+            }
+        }
+    }
+    let room_keys = match toml::Table::try_from(RoomConfig::with_id("x")) {
+        Ok(t) => t,
+        Err(e) => return Err(ConfigError::Invalid(vec![format!("defaults: {e}")])),
+    };
+    if let Some(toml::Value::Array(rooms)) = table.get_mut("rooms") {
+        for room in rooms.iter_mut() {
+            let toml::Value::Table(room) = room else {
+                continue;
+            };
+            let Some(id) = room.get("id").and_then(|v| v.as_str()).map(str::to_string) else {
+                continue;
+            };
+            let env_id = id.to_uppercase().replace('-', "_");
+            for (key, default) in &room_keys {
+                if key == "id" {
+                    continue;
+                }
+                let var = format!("{ENV_PREFIX}_ROOMS_{env_id}_{}", key.to_uppercase());
+                if let Some(raw) = env.get(&var) {
+                    let like = room.get(key).unwrap_or(default).clone();
+                    match env_value(&raw, Some(&like)) {
+                        Ok(v) => {
+                            room.insert(key.clone(), v);
+                        }
+                        Err(msg) => problems.push(format!("{var}: {msg}")),
+                    }
+                }
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid(problems))
+    }
+}
+
+/// Converts an env string into a TOML value of the same type as `like`.
+fn env_value(raw: &str, like: Option<&toml::Value>) -> Result<toml::Value, String> {
+    match like {
+        Some(toml::Value::Integer(_)) => raw
+            .trim()
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .map_err(|_| format!("expected an integer, got `{raw}`")),
+        Some(toml::Value::Float(_)) => raw
+            .trim()
+            .parse::<f64>()
+            .map(toml::Value::Float)
+            .map_err(|_| format!("expected a number, got `{raw}`")),
+        Some(toml::Value::Boolean(_)) => match raw.trim() {
+            "true" | "1" => Ok(toml::Value::Boolean(true)),
+            "false" | "0" => Ok(toml::Value::Boolean(false)),
+            _ => Err(format!("expected true or false, got `{raw}`")),
+        },
+        _ => Ok(toml::Value::String(raw.to_string())),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_toml_str(text, Path::new("test.toml"), &env)
+    }
+
+    #[test]
+    fn shipped_config_is_valid() {
+        let text = include_str!("../config/rushgate.toml");
+        let config = parse(text, &[]).expect("shipped config parses");
+        assert!(config.store.redis_url.is_none(), "shipped config must use the embedded store");
+        assert!(!config.rooms.is_empty());
+    }
+
+    #[test]
+    fn names_the_field_and_collects_every_problem() {
+        let text = r#"
+            [[rooms]]
+            id = "a"
+            [[rooms]]
+            id = "b"
+            admit_per_minute = 0
+            max_active = 0
+        "#;
+        let Err(ConfigError::Invalid(problems)) = parse(text, &[]) else {
+            panic!("expected invalid");
+        };
+        assert!(problems.contains(&"rooms[1].admit_per_minute: must be greater than 0".into()));
+        assert!(problems.contains(&"rooms[1].max_active: must be greater than 0".into()));
+    }
+
+    #[test]
+    fn type_errors_and_unknown_fields_name_the_path() {
+        let err = parse("[[rooms]]\nid = \"a\"\nmax_active = \"many\"\n", &[]).unwrap_err();
+        assert!(err.to_string().starts_with("rooms[0].max_active:"), "{err}");
+        let err = parse("[server]\nlisten_on = \"x\"\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("listen_on"), "{err}");
+        let err = parse("[server\n", &[]).unwrap_err();
+        assert!(matches!(err, ConfigError::Syntax { .. }));
+    }
+
+    #[test]
+    fn env_overrides_scalars_sections_and_rooms() {
+        let text = "[[rooms]]\nid = \"summer-drop\"\n";
+        let config = parse(
+            text,
+            &[
+                ("RUSHGATE_PASSES_TICKET_SECRET", "from-the-environment"),
+                ("RUSHGATE_STORE_REDIS_URL", "redis://10.0.0.1:6379"),
+                ("RUSHGATE_SERVER_LISTEN", "0.0.0.0:80"),
+                ("RUSHGATE_ROOMS_SUMMER_DROP_ADMIT_PER_MINUTE", "1200"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.passes.ticket_secret.0, "from-the-environment");
+        assert_eq!(config.store.redis_url.as_deref(), Some("redis://10.0.0.1:6379"));
+        assert_eq!(config.server.listen, "0.0.0.0:80");
+        assert_eq!(config.rooms[0].admit_per_minute, 1200);
+
+        let err = parse(text, &[("RUSHGATE_STORE_REFRESH_MS", "soon")]).unwrap_err();
+        assert!(err.to_string().contains("RUSHGATE_STORE_REFRESH_MS"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_and_malformed_room_ids_are_rejected() {
+        let text = "[[rooms]]\nid = \"a\"\n[[rooms]]\nid = \"a\"\n[[rooms]]\nid = \"Bad Id\"\n";
+        let err = parse(text, &[]).unwrap_err().to_string();
+        assert!(err.contains("rooms[1].id: is used by another room"), "{err}");
+        assert!(err.contains("rooms[2].id: must be"), "{err}");
+    }
+
+    #[test]
+    fn secret_debug_is_redacted() {
+        assert_eq!(format!("{:?}", Secret("hunter2".into())), "[REDACTED]");
+    }
+}

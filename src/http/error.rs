@@ -1,0 +1,120 @@
+//! `ApiError`: the one place that turns a failure into an HTTP status and an RFC 9457
+//! `application/problem+json` body (with `Retry-After` where a retry can help).
+
+use http::{header, HeaderValue, Response, StatusCode};
+
+use super::body::{full, Body};
+use crate::pass::TokenError;
+use crate::store::StoreError;
+
+/// Everything a request can fail with. Display is the problem `detail` shown to the client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No route for this path.
+    #[error("no such endpoint: {0}")]
+    NotFound(String),
+    /// The path exists but not for this method.
+    #[error("method {method} is not allowed here; use {allow}")]
+    MethodNotAllowed {
+        /// Method used.
+        method: String,
+        /// Methods the path accepts.
+        allow: &'static str,
+    },
+    /// The room id is not configured.
+    #[error("unknown room `{0}`")]
+    UnknownRoom(String),
+    /// The body is not the JSON this endpoint takes.
+    #[error("malformed JSON body: {0}")]
+    MalformedJson(String),
+    /// A field is present but unacceptable.
+    #[error("invalid `{field}`: {problem}")]
+    InvalidField {
+        /// The field.
+        field: &'static str,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+    /// Body over the limit.
+    #[error("request body is larger than {limit} bytes")]
+    BodyTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The request body could not be read.
+    #[error("could not read the request body")]
+    BodyRead,
+    /// No queue ticket in the cookie or `Authorization: Bearer`.
+    #[error("no queue ticket: join the room first (cookie `{0}` or Authorization: Bearer)")]
+    MissingTicket(String),
+    /// A ticket was presented but is not acceptable.
+    #[error("invalid queue ticket: {0}")]
+    BadTicket(TokenError),
+    /// A pass was presented but is not acceptable.
+    #[error("invalid pass: {0}")]
+    BadPass(TokenError),
+    /// The store is unreachable and the room fails closed.
+    #[error("the queue is temporarily unavailable; retry shortly")]
+    StoreUnavailable,
+    /// A fault on our side (never caused by input).
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) => ApiError::StoreUnavailable,
+            StoreError::Protocol(msg) => ApiError::Internal(msg),
+        }
+    }
+}
+
+impl ApiError {
+    fn status_and_type(&self) -> (StatusCode, &'static str, &'static str) {
+        use ApiError::*;
+        match self {
+            NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+            MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed"),
+            UnknownRoom(_) => (StatusCode::NOT_FOUND, "unknown-room", "Unknown room"),
+            MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed-json", "Malformed JSON"),
+            InvalidField { .. } => (StatusCode::BAD_REQUEST, "invalid-field", "Invalid field"),
+            BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body-too-large", "Body too large"),
+            BodyRead => (StatusCode::BAD_REQUEST, "body-unreadable", "Body unreadable"),
+            MissingTicket(_) => (StatusCode::UNAUTHORIZED, "missing-ticket", "Missing ticket"),
+            BadTicket(_) => (StatusCode::UNAUTHORIZED, "invalid-ticket", "Invalid ticket"),
+            BadPass(_) => (StatusCode::UNAUTHORIZED, "invalid-pass", "Invalid pass"),
+            StoreUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "store-unavailable", "Queue unavailable"),
+            Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
+        }
+    }
+
+    /// The problem+json response. Server-side faults are logged here, once.
+    pub fn into_response(self) -> Response<Body> {
+        let (status, slug, title) = self.status_and_type();
+        if let ApiError::Internal(cause) = &self {
+            tracing::error!(%cause, "internal error");
+        }
+        let body = serde_json::json!({
+            "type": format!("https://rushgate.dev/problems/{slug}"),
+            "title": title,
+            "status": status.as_u16(),
+            "detail": self.to_string(),
+        });
+        let mut resp = Response::new(full(body.to_string()));
+        *resp.status_mut() = status;
+        let headers = resp.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        match self {
+            ApiError::StoreUnavailable => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+            }
+            ApiError::MethodNotAllowed { allow, .. } => {
+                headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            _ => {}
+        }
+        resp
+    }
+}

@@ -1,0 +1,36 @@
+//! Admin-listener probes and metrics: `/livez` (the process serves), `/readyz` and its alias
+//! `/healthz` (the store answers), `/metrics` (Prometheus text).
+
+use http::{header, HeaderValue, Response, StatusCode};
+
+use super::body::{full, json, Body};
+use crate::app::AppState;
+
+/// `GET /livez`: 200 while the process can answer at all.
+pub fn livez() -> Response<Body> {
+    json(StatusCode::OK, &serde_json::json!({ "status": "live" }))
+}
+
+/// `GET /readyz`: 200 when the store answered its last command, else 503.
+pub fn readyz(state: &AppState) -> Response<Body> {
+    if state.store.healthy() {
+        json(StatusCode::OK, &serde_json::json!({ "status": "ready", "store": "ok" }))
+    } else {
+        let mut resp = json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({ "status": "not ready", "store": "unavailable" }),
+        );
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+        resp
+    }
+}
+
+/// `GET /metrics`
+pub fn metrics(state: &AppState) -> Response<Body> {
+    let mut resp = Response::new(full(state.metrics.render()));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    resp
+}

@@ -1,0 +1,441 @@
+//! Queue endpoints: join, position, leave, public room status.
+//!
+//! A poll of a waiting ticket is answered from the room's cached snapshot: verify the ticket's
+//! HMAC, locate its sequence number, buffer a seen-record. Only a ticket at or past the serving
+//! watermark (admitted, or evicted at the head) asks the store, once, to claim its session.
+
+use std::sync::Arc;
+
+use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde::{Deserialize, Serialize};
+
+use super::body::{bearer, cookie, json, parse_optional_json, read_limited, Body};
+use super::error::ApiError;
+use crate::app::AppState;
+use crate::config::{OnStoreError, SecureCookies};
+use crate::pass::{TicketClaims, TokenError};
+use crate::queue::{Eta, Located, Room};
+use crate::store::{now_ms, JoinOutcome, LeaveOutcome, RoomStatus, StoreError};
+
+/// A ticket older than this is refused even with a valid signature: a place is not held for days.
+const TICKET_MAX_AGE_SECS: u64 = 24 * 3600;
+/// Longest accepted shop user key.
+const MAX_USER_KEY_LEN: usize = 256;
+
+/// Body of `join`.
+#[derive(Debug, Default, Deserialize)]
+struct JoinBody {
+    /// The shop's user key: one place per user key, whatever device asks.
+    user: Option<String>,
+}
+
+/// State of a place, as the JSON contract names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum PlaceState {
+    Waiting,
+    Admitted,
+    Expired,
+    Closed,
+}
+
+#[derive(Debug, Serialize)]
+struct EtaBody {
+    p50: Option<u64>,
+    p90: Option<u64>,
+}
+
+/// The answer of join and position (field names are the API contract).
+#[derive(Debug, Serialize)]
+struct PlaceBody {
+    room: String,
+    ticket: Option<String>,
+    state: PlaceState,
+    position: u64,
+    ahead: u64,
+    eta_seconds: EtaBody,
+    poll_after_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pass: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pass_expires_at: Option<u64>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    message: String,
+}
+
+/// What a handler decided about one place, before it becomes a response.
+struct Place {
+    state: PlaceState,
+    ticket: Option<String>,
+    position: u64,
+    pass: Option<(String, u64)>,
+}
+
+impl Place {
+    fn without_ticket(state: PlaceState) -> Self {
+        Place {
+            state,
+            ticket: None,
+            position: 0,
+            pass: None,
+        }
+    }
+}
+
+fn ticket_cookie(room: &Room) -> String {
+    format!("rg_ticket_{}", room.id)
+}
+
+fn pass_cookie(room: &Room) -> String {
+    format!("rg_pass_{}", room.id)
+}
+
+fn room_or_404<'a>(state: &'a AppState, id: &str) -> Result<&'a Arc<Room>, ApiError> {
+    state
+        .rooms
+        .get(id)
+        .ok_or_else(|| ApiError::UnknownRoom(id.chars().take(64).collect()))
+}
+
+/// Verifies a ticket for `room`: signature, room, age.
+fn verify_ticket(state: &AppState, room: &Room, token: &str, now_secs: u64) -> Result<TicketClaims, ApiError> {
+    let claims = state.tickets.verify(token).map_err(ApiError::BadTicket)?;
+    if claims.room != room.id.as_str() {
+        return Err(ApiError::BadTicket(TokenError::WrongRoom(claims.room)));
+    }
+    if now_secs.saturating_sub(claims.iat) > TICKET_MAX_AGE_SECS {
+        return Err(ApiError::BadTicket(TokenError::Expired));
+    }
+    Ok(claims)
+}
+
+/// `POST {prefix}/v1/rooms/{room}/join`
+pub async fn join(state: &AppState, room_id: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let room = room_or_404(state, room_id)?;
+    let (parts, body) = req.into_parts();
+    let bytes = read_limited(&parts.headers, body).await?;
+    let body: JoinBody = parse_optional_json(&bytes)?;
+    let now = now_ms();
+    let now_secs = now / 1000;
+
+    let identity = match body.user.as_deref() {
+        Some(user) => {
+            let user = user.trim();
+            if user.is_empty() || user.len() > MAX_USER_KEY_LEN {
+                return Err(ApiError::InvalidField {
+                    field: "user",
+                    problem: "must be 1 to 256 characters",
+                });
+            }
+            Some(state.tickets.user_identity(user))
+        }
+        None => None,
+    };
+
+    if identity.is_none() {
+        // A ticket presented explicitly must be valid; a stale cookie is simply replaced.
+        let presented = match bearer(&parts.headers) {
+            Some(token) => Some(verify_ticket(state, room, token, now_secs)?),
+            None => cookie(&parts.headers, &ticket_cookie(room))
+                .and_then(|token| verify_ticket(state, room, token, now_secs).ok()),
+        };
+        if let Some(claims) = presented {
+            if let Some(place) = existing_place(state, room, &parts.headers, &claims, now).await? {
+                return Ok(respond(state, room, &parts.headers, StatusCode::OK, place));
+            }
+        }
+    }
+
+    let identity = identity.unwrap_or_else(crate::pass::TicketSigner::anonymous_identity);
+    let outcome = match state.store.join(&room.id, &identity, &room.params, now).await {
+        Ok(outcome) => outcome,
+        Err(e) => return store_failed_join(state, room, &parts.headers, &identity, e, now),
+    };
+    let (place, created) = match outcome {
+        JoinOutcome::Closed => (Place::without_ticket(PlaceState::Closed), false),
+        JoinOutcome::Waiting { seq, created } => {
+            let position = match room.locate(seq) {
+                Located::Waiting { position } => position,
+                _ => 1,
+            };
+            room.record_seen(seq, now);
+            let ticket = sign(state, room, &identity, seq, now_secs, position);
+            let place = Place {
+                state: PlaceState::Waiting,
+                ticket: Some(ticket),
+                position,
+                pass: None,
+            };
+            (place, created)
+        }
+        JoinOutcome::Admitted { seq, created } => {
+            room.note_admitted(seq);
+            let ticket = sign(state, room, &identity, seq, now_secs, 1);
+            let place = admitted_place(state, room, &identity, ticket, 1, now).await?;
+            (place, created)
+        }
+    };
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok(respond(state, room, &parts.headers, status, place))
+}
+
+/// The place a valid ticket still holds, or `None` when it holds nothing any more (a new join
+/// then makes a new place).
+async fn existing_place(
+    state: &AppState,
+    room: &Room,
+    headers: &HeaderMap,
+    claims: &TicketClaims,
+    now: u64,
+) -> Result<Option<Place>, ApiError> {
+    let token = sign(state, room, &claims.id, claims.seq, claims.iat, claims.pos);
+    let place = locate_place(state, room, headers, claims, token, now).await?;
+    Ok((place.state != PlaceState::Expired).then_some(place))
+}
+
+/// Where a ticket stands now; asks the store only for a ticket past the serving watermark
+/// that has no valid pass cookie yet.
+async fn locate_place(
+    state: &AppState,
+    room: &Room,
+    headers: &HeaderMap,
+    claims: &TicketClaims,
+    ticket: String,
+    now: u64,
+) -> Result<Place, ApiError> {
+    match room.locate(claims.seq) {
+        Located::Waiting { position } => {
+            if room.snapshot().state.status == RoomStatus::Closed {
+                return Ok(Place::without_ticket(PlaceState::Closed));
+            }
+            room.record_seen(claims.seq, now);
+            Ok(Place {
+                state: PlaceState::Waiting,
+                ticket: Some(ticket),
+                position,
+                pass: None,
+            })
+        }
+        Located::Gone => Ok(Place {
+            state: PlaceState::Expired,
+            ticket: Some(ticket),
+            position: 0,
+            pass: None,
+        }),
+        Located::PastHead => {
+            if let Some(pass) = cookie(headers, &pass_cookie(room)) {
+                if let Ok(c) = state.passes.verify_for_room(pass, room.id.as_str()) {
+                    if c.sub == claims.id {
+                        return Ok(Place {
+                            state: PlaceState::Admitted,
+                            ticket: Some(ticket),
+                            position: 0,
+                            pass: Some((pass.to_string(), c.exp)),
+                        });
+                    }
+                }
+            }
+            admitted_place(state, room, &claims.id, ticket, claims.pos, now).await
+        }
+    }
+}
+
+/// Claims the session of an admitted identity and signs its pass; expired when the store says
+/// the admission is gone.
+async fn admitted_place(
+    state: &AppState,
+    room: &Room,
+    identity: &str,
+    ticket: String,
+    pos: u64,
+    now: u64,
+) -> Result<Place, ApiError> {
+    let expiry_ms = match state.store.claim(&room.id, identity, &room.params, now).await {
+        Ok(Some(expiry)) => expiry,
+        Ok(None) => {
+            return Ok(Place {
+                state: PlaceState::Expired,
+                ticket: Some(ticket),
+                position: 0,
+                pass: None,
+            })
+        }
+        Err(StoreError::Unavailable(_)) if state.config.store.on_store_error == OnStoreError::FailOpen => {
+            now + room.params.session_ms
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let exp = expiry_ms / 1000;
+    let pass = state
+        .passes
+        .issue(room.id.as_str(), identity, pos, now / 1000, exp)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Place {
+        state: PlaceState::Admitted,
+        ticket: Some(ticket),
+        position: 0,
+        pass: Some((pass, exp)),
+    })
+}
+
+/// A join the store could not take: fail closed with 503, or fail open by admitting directly.
+fn store_failed_join(
+    state: &AppState,
+    room: &Room,
+    headers: &HeaderMap,
+    identity: &str,
+    error: StoreError,
+    now: u64,
+) -> Result<Response<Body>, ApiError> {
+    if !matches!(error, StoreError::Unavailable(_))
+        || state.config.store.on_store_error == OnStoreError::FailClosed
+    {
+        return Err(error.into());
+    }
+    tracing::warn!(room = %room.id, "store unavailable: failing open, admitting without queueing");
+    let exp = (now + room.params.session_ms) / 1000;
+    let pass = state
+        .passes
+        .issue(room.id.as_str(), identity, 0, now / 1000, exp)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let place = Place {
+        state: PlaceState::Admitted,
+        ticket: Some(sign(state, room, identity, 0, now / 1000, 0)),
+        position: 0,
+        pass: Some((pass, exp)),
+    };
+    Ok(respond(state, room, headers, StatusCode::CREATED, place))
+}
+
+/// `GET {prefix}/v1/rooms/{room}/position`
+pub async fn position(state: &AppState, room_id: &str, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let room = room_or_404(state, room_id)?;
+    let headers = req.headers();
+    let token = presented_ticket(room, headers)?;
+    let now = now_ms();
+    let claims = verify_ticket(state, room, token, now / 1000)?;
+    let place = locate_place(state, room, headers, &claims, token.to_string(), now).await?;
+    Ok(respond(state, room, headers, StatusCode::OK, place))
+}
+
+/// `POST {prefix}/v1/rooms/{room}/leave`
+pub async fn leave(state: &AppState, room_id: &str, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let room = room_or_404(state, room_id)?;
+    let headers = req.headers();
+    let token = presented_ticket(room, headers)?;
+    let claims = verify_ticket(state, room, token, now_ms() / 1000)?;
+    let outcome = state.store.leave(&room.id, &claims.id).await?;
+    let left = match outcome {
+        LeaveOutcome::LeftQueue => "waiting",
+        LeaveOutcome::EndedSession => "admitted",
+        LeaveOutcome::Absent => "nothing",
+    };
+    let mut resp = json(
+        StatusCode::OK,
+        &serde_json::json!({ "room": room.id.as_str(), "state": "left", "gave_up": left }),
+    );
+    for name in [ticket_cookie(room), pass_cookie(room)] {
+        append_cookie(&mut resp, &format!("{name}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax"));
+    }
+    Ok(resp)
+}
+
+/// `GET {prefix}/v1/rooms/{room}`: public status, from the cache.
+pub fn status(state: &AppState, room_id: &str) -> Result<Response<Body>, ApiError> {
+    let room = room_or_404(state, room_id)?;
+    let snap = room.snapshot();
+    let s = &snap.state;
+    let eta = room.eta(s.waiting.max(1));
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "room": room.id.as_str(),
+            "state": s.status.as_str(),
+            "waiting": s.waiting,
+            "active": s.active,
+            "admit_per_minute": room.config.admit_per_minute,
+            "max_active": room.config.max_active,
+            "serving": s.served,
+            "last_number": s.last_seq,
+            "admitted_total": s.admitted_total,
+            "admission_rate_per_minute": (snap.rates.p50 * 60.0).round(),
+            "eta_seconds_for_last": eta.p50,
+            "message": room.config.message,
+        }),
+    ))
+}
+
+fn presented_ticket<'a>(room: &Room, headers: &'a HeaderMap) -> Result<&'a str, ApiError> {
+    bearer(headers)
+        .or_else(|| cookie(headers, &ticket_cookie(room)))
+        .ok_or_else(|| ApiError::MissingTicket(ticket_cookie(room)))
+}
+
+fn sign(state: &AppState, room: &Room, id: &str, seq: u64, iat: u64, pos: u64) -> String {
+    state.tickets.sign(&TicketClaims {
+        room: room.id.as_str().to_string(),
+        id: id.to_string(),
+        seq,
+        iat,
+        pos,
+    })
+}
+
+fn respond(state: &AppState, room: &Room, headers: &HeaderMap, status: StatusCode, place: Place) -> Response<Body> {
+    let waiting = place.state == PlaceState::Waiting;
+    let eta = if waiting {
+        room.eta(place.position)
+    } else {
+        Eta { p50: Some(0), p90: Some(0) }
+    };
+    let poll_after_ms = room.poll_after_ms(&eta);
+    let body = PlaceBody {
+        room: room.id.as_str().to_string(),
+        ticket: place.ticket.clone(),
+        state: place.state,
+        position: place.position,
+        ahead: place.position.saturating_sub(1),
+        eta_seconds: EtaBody { p50: eta.p50, p90: eta.p90 },
+        poll_after_ms,
+        pass: place.pass.as_ref().map(|(p, _)| p.clone()),
+        pass_expires_at: place.pass.as_ref().map(|(_, exp)| *exp),
+        message: room.config.message.clone(),
+    };
+    let mut resp = json(status, &body);
+    let secure = if secure_cookie(state, headers) { "; Secure" } else { "" };
+    if let Some(ticket) = &place.ticket {
+        append_cookie(
+            &mut resp,
+            &format!(
+                "{}={ticket}; Path=/; Max-Age={TICKET_MAX_AGE_SECS}; HttpOnly; SameSite=Lax{secure}",
+                ticket_cookie(room)
+            ),
+        );
+    }
+    if let Some((pass, exp)) = &place.pass {
+        let max_age = exp.saturating_sub(now_ms() / 1000);
+        append_cookie(
+            &mut resp,
+            &format!("{}={pass}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}", pass_cookie(room)),
+        );
+    }
+    resp
+}
+
+fn secure_cookie(state: &AppState, headers: &HeaderMap) -> bool {
+    match state.config.server.secure_cookies {
+        SecureCookies::True => true,
+        SecureCookies::False => false,
+        SecureCookies::Auto => headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("https")),
+    }
+}
+
+fn append_cookie(resp: &mut Response<Body>, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+}

@@ -1,0 +1,20 @@
+//! rushgate: a virtual waiting room and flash-sale engine.
+//!
+//! Code map (see ARCHITECTURE.md for the invariants):
+//! - [`cli`]: the command line (`serve`, `check-config`, `keygen`, `pass verify`).
+//! - [`config`]: typed TOML config with env overrides and validation naming each field.
+//! - [`app`]: wiring of store, rooms, listeners and background loops; graceful shutdown.
+//! - [`store`]: the only code that talks to storage: the `Store` trait, Redis (Lua) and embedded.
+//! - [`queue`]: rooms on a node: cached state, position arithmetic, ETA, the pacer loop.
+//! - [`pass`]: admission passes (Ed25519/ES256 JWT, JWKS) and queue tickets (HMAC).
+//! - [`http`]: the hyper service: router, handlers, problem+json errors, accept loop.
+//! - [`ops`]: metrics.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod ops;
+pub mod pass;
+pub mod queue;
+pub mod store;

@@ -1,0 +1,3 @@
+//! Operating concerns: metrics (and, in later issues, admin API, rate limits, reload).
+
+pub mod metrics;

@@ -1,0 +1,11 @@
+//! Queue rooms: the cached per-node room state, position arithmetic, ETA, and the pacer loop
+//! that admits waiters through the store.
+
+mod eta;
+pub mod pacer;
+mod room;
+mod snapshot;
+
+pub use eta::EtaEstimator;
+pub use room::{params_for, Eta, Room, Rooms};
+pub use snapshot::{Located, Rates, Snapshot};

@@ -1,0 +1,82 @@
+//! The per-room background loop: flush batched liveness records, tick the shared pacer in the
+//! store, publish the new snapshot. Every node runs it; the token bucket lives in the store, so
+//! any number of nodes admit in one global FIFO order at the configured rate.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::eta::EtaEstimator;
+use super::room::Room;
+use crate::store::{now_ms, RoomStatus, Store, StoreError};
+
+/// One step: flush seen-records, tick, publish. On a store error the old snapshot stays (polls
+/// keep being answered) and unflushed records are kept for the next step.
+pub async fn step(room: &Room, store: &dyn Store, eta: &mut EtaEstimator) -> Result<(), StoreError> {
+    flush_seen(room, store).await?;
+    let previous = room.snapshot();
+    let state = store
+        .tick(&room.id, &room.params, now_ms(), previous.known_departed())
+        .await?;
+    let rates = eta.update(
+        Instant::now(),
+        state.admitted_total,
+        state.waiting > 0,
+        if state.status == RoomStatus::Open {
+            room.configured_rate(state.active)
+        } else {
+            0.0
+        },
+    );
+    let next = previous.next(state, rates);
+    drop(previous);
+    room.publish(next);
+    Ok(())
+}
+
+/// Writes the buffered seen-records (one script call per liveness interval, usually one).
+pub async fn flush_seen(room: &Room, store: &dyn Store) -> Result<(), StoreError> {
+    let mut batch = room.take_seen();
+    let intervals: Vec<u64> = batch.keys().copied().collect();
+    for interval in intervals {
+        let Some(seqs) = batch.get(&interval) else {
+            continue;
+        };
+        if let Err(e) = store.mark_alive(&room.id, &room.params, interval, seqs).await {
+            room.restore_seen(batch);
+            return Err(e);
+        }
+        batch.remove(&interval);
+    }
+    Ok(())
+}
+
+/// Runs [`step`] every `every` until `shutdown` flips, then flushes once more.
+pub async fn run(room: Arc<Room>, store: Arc<dyn Store>, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    let mut eta = EtaEstimator::default();
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.changed() => break,
+        }
+        match step(&room, store.as_ref(), &mut eta).await {
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!(room = %room.id, "store reachable again; room state refreshing");
+            }
+            Ok(()) => {}
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(room = %room.id, error = %e, "room refresh failed; serving cached state");
+            }
+            Err(_) => {}
+        }
+    }
+    if let Err(e) = flush_seen(&room, store.as_ref()).await {
+        tracing::warn!(room = %room.id, error = %e, "could not flush liveness records at shutdown");
+    }
+}

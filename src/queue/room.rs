@@ -1,0 +1,187 @@
+//! A room on this node: its settings, its cached snapshot, and the buffer of waiters seen since
+//! the last flush. Everything a poll needs is here, in memory.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+
+use super::eta::seconds_for;
+use super::snapshot::{Located, Snapshot};
+use crate::config::RoomConfig;
+use crate::store::{RoomId, RoomParams};
+
+/// Most seen-records buffered while the store is unreachable; beyond it new ones are dropped
+/// (those waiters may then be evicted as idle, which is the safe side of an outage).
+const MAX_PENDING_SEEN: usize = 1_000_000;
+
+/// Fastest and slowest poll interval the server asks for.
+const POLL_MIN_MS: u64 = 1_000;
+const POLL_MAX_MS: u64 = 10_000;
+
+/// ETA range in seconds; `None` while nothing is being admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Eta {
+    /// Typical wait.
+    pub p50: Option<u64>,
+    /// Pessimistic wait.
+    pub p90: Option<u64>,
+}
+
+/// One room on this node.
+pub struct Room {
+    /// The room id.
+    pub id: RoomId,
+    /// Its settings.
+    pub config: RoomConfig,
+    /// Store parameters derived from the settings.
+    pub params: RoomParams,
+    snapshot: ArcSwap<Snapshot>,
+    /// Watermark learned from this node's own instant admissions, ahead of the next refresh.
+    served_floor: AtomicU64,
+    seen: Mutex<Vec<(u64, u64)>>,
+}
+
+impl Room {
+    /// A room with an empty snapshot; the pacer fills it within one refresh.
+    pub fn new(id: RoomId, config: RoomConfig) -> Self {
+        let params = params_for(&config);
+        Self {
+            id,
+            config,
+            params,
+            snapshot: ArcSwap::from_pointee(Snapshot::empty()),
+            served_floor: AtomicU64::new(0),
+            seen: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The current cached state (lock-free read).
+    pub fn snapshot(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.snapshot.load()
+    }
+
+    /// Publishes a new cached state.
+    pub fn publish(&self, snapshot: Snapshot) {
+        self.snapshot.store(Arc::new(snapshot));
+    }
+
+    /// Where waiter `seq` stands, from the cache.
+    pub fn locate(&self, seq: u64) -> Located {
+        self.snapshot()
+            .locate_with_floor(seq, self.served_floor.load(Ordering::Relaxed))
+    }
+
+    /// Notes that this node admitted `seq` at join: every seq up to it is past the head, even
+    /// before the next refresh shows it (so the next poll does not read "waiting").
+    pub fn note_admitted(&self, seq: u64) {
+        self.served_floor.fetch_max(seq, Ordering::Relaxed);
+    }
+
+    /// Records a poll by waiter `seq` at `now_ms`, for the next batched liveness write.
+    pub fn record_seen(&self, seq: u64, now_ms: u64) {
+        let interval = self.params.interval_of(now_ms);
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() < MAX_PENDING_SEEN {
+            seen.push((interval, seq));
+        }
+    }
+
+    /// Takes the buffered seen-records, grouped by liveness interval, deduplicated.
+    pub fn take_seen(&self) -> HashMap<u64, Vec<u64>> {
+        let taken = std::mem::take(&mut *self.seen.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut by_interval: HashMap<u64, Vec<u64>> = HashMap::new();
+        for (interval, seq) in taken {
+            by_interval.entry(interval).or_default().push(seq);
+        }
+        for seqs in by_interval.values_mut() {
+            seqs.sort_unstable();
+            seqs.dedup();
+        }
+        by_interval
+    }
+
+    /// Puts records back after a failed flush (bounded, oldest kept).
+    pub fn restore_seen(&self, batch: HashMap<u64, Vec<u64>>) {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        for (interval, seqs) in batch {
+            let room = MAX_PENDING_SEEN.saturating_sub(seen.len());
+            seen.extend(seqs.into_iter().take(room).map(|s| (interval, s)));
+        }
+    }
+
+    /// ETA range for a waiter at `position`.
+    pub fn eta(&self, position: u64) -> Eta {
+        let rates = self.snapshot().rates;
+        Eta {
+            p50: seconds_for(position, rates.p50),
+            p90: seconds_for(position, rates.p90),
+        }
+    }
+
+    /// How long a waiter at `position` should wait before polling again: often near the head,
+    /// rarely far back, and always well inside the idle timeout so a polling waiter stays alive.
+    pub fn poll_after_ms(&self, eta: &Eta) -> u64 {
+        let ceiling = (self.params.idle_ms / 3).clamp(200, POLL_MAX_MS);
+        let wanted = eta.p50.map_or(POLL_MAX_MS, |s| s.saturating_mul(1000) / 5);
+        wanted.clamp(POLL_MIN_MS.min(ceiling), ceiling)
+    }
+
+    /// The admission rate (per second) the settings alone allow: the pacing rate, bounded by how
+    /// fast sessions turn over when the room is full (`active` at the cap).
+    pub fn configured_rate(&self, active: u64) -> f64 {
+        let pacing = f64::from(self.config.admit_per_minute) / 60.0;
+        if active < u64::from(self.config.max_active) {
+            return pacing;
+        }
+        let turnover = f64::from(self.config.max_active) / f64::from(self.config.session_seconds);
+        pacing.min(turnover)
+    }
+}
+
+/// Store parameters for a room's settings. The liveness interval is a tenth of the idle timeout
+/// (at least 100 ms), so eviction happens within 10% of the configured timeout.
+pub fn params_for(config: &RoomConfig) -> RoomParams {
+    let idle_ms = u64::from(config.idle_timeout_seconds) * 1000;
+    RoomParams {
+        admit_per_minute: config.admit_per_minute,
+        max_active: config.max_active,
+        burst: (config.admit_per_minute / 60).max(1),
+        idle_ms,
+        interval_ms: (idle_ms / 10).max(100),
+        session_ms: u64::from(config.session_seconds) * 1000,
+    }
+}
+
+/// Every room of the configuration, by id.
+#[derive(Clone, Default)]
+pub struct Rooms {
+    by_id: Arc<HashMap<String, Arc<Room>>>,
+}
+
+impl Rooms {
+    /// Builds the rooms of a validated configuration (ids that fail to parse are skipped; the
+    /// config validation already rejected them).
+    pub fn new(configs: &[RoomConfig]) -> Self {
+        let by_id = configs
+            .iter()
+            .filter_map(|c| {
+                RoomId::parse(&c.id).map(|id| (c.id.clone(), Arc::new(Room::new(id, c.clone()))))
+            })
+            .collect();
+        Self {
+            by_id: Arc::new(by_id),
+        }
+    }
+
+    /// The room with this id.
+    pub fn get(&self, id: &str) -> Option<&Arc<Room>> {
+        self.by_id.get(id)
+    }
+
+    /// All rooms.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Room>> {
+        self.by_id.values()
+    }
+}

@@ -1,0 +1,20 @@
+-- claim.lua: an admitted identity picks up its pass; the session clock starts at the first claim.
+-- KEYS:  1 active (ZSET identity -> expiry ms), 2 sess (HASH identity -> session expiry ms)
+-- ARGV:  1 identity, 2 now ms, 3 session length ms
+-- Returns the session expiry in ms, the same on every later claim (polling again never extends a
+-- session), or nil when the identity holds no live admission (never admitted, left, evicted, or
+-- its session or claim window expired).
+local active, sess = KEYS[1], KEYS[2]
+local id, now, session = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local exp = redis.call('ZSCORE', active, id)
+if not exp or tonumber(exp) <= now then
+  return false
+end
+local claimed = redis.call('HGET', sess, id)
+if claimed then
+  return tonumber(claimed)
+end
+local expiry = now + session
+redis.call('ZADD', active, expiry, id)
+redis.call('HSET', sess, id, expiry)
+return expiry

@@ -1,0 +1,20 @@
+-- leave.lua: give a place up (waiting) or end an admitted session early.
+-- KEYS:  1 meta, 2 q, 3 active, 4 sess, 5 gone
+-- ARGV:  1 identity
+-- Returns 'waiting' (place given up; its gone bit set so positions behind it fall),
+--         'admitted' (session ended, slot freed) or 'absent' (nothing held).
+local meta, q, active, sess, gone = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local id = ARGV[1]
+local s = redis.call('ZSCORE', q, id)
+if s then
+  redis.call('ZREM', q, id)
+  redis.call('SETBIT', gone, tonumber(s), 1)
+  redis.call('HINCRBY', meta, 'left', 1)
+  return 'waiting'
+end
+if redis.call('ZREM', active, id) == 1 then
+  redis.call('HDEL', sess, id)
+  redis.call('HINCRBY', meta, 'left', 1)
+  return 'admitted'
+end
+return 'absent'

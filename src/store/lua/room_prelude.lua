@@ -1,0 +1,53 @@
+-- room_prelude.lua: helpers shared by the room scripts (join.lua, tick.lua). It is prepended to
+-- each of them at build time, so every script stays one self-contained EVALSHA.
+--
+-- Derived keys (liveness bitmaps `<prefix>alive:<interval>`) carry the room's hash tag through
+-- `prefix` ("rg:{room}:"), so a script only ever touches one cluster slot.
+-- Time is always an argument (ms since the epoch): the embedded store runs the same logic under
+-- test-controlled time.
+
+-- Drops admitted sessions whose expiry (ZSET score, ms) has passed, with their claim records.
+local function rg_expire_sessions(active, sess, now)
+  local expired = redis.call('ZRANGEBYSCORE', active, '-inf', now)
+  if #expired > 0 then
+    redis.call('ZREMRANGEBYSCORE', active, '-inf', now)
+    for i = 1, #expired, 500 do
+      redis.call('HDEL', sess, unpack(expired, i, math.min(i + 499, #expired)))
+    end
+  end
+end
+
+-- Token bucket shared by every node: refilled from the time of the last save, capped at `burst`.
+-- A fresh room starts with a full bucket.
+local function rg_refill(meta, now, per_min, burst)
+  local v = redis.call('HMGET', meta, 'tokens', 'ts')
+  local tokens = tonumber(v[1]) or burst
+  local ts = tonumber(v[2]) or now
+  if now > ts then
+    tokens = math.min(burst, tokens + (now - ts) * per_min / 60000)
+  end
+  return tokens, math.max(ts, now)
+end
+
+local function rg_save_tokens(meta, tokens, ts)
+  redis.call('HSET', meta, 'tokens', tostring(tokens), 'ts', ts)
+end
+
+-- Records that waiter `seq` was seen during interval `cur`. The bitmap lives until no check can
+-- look at it any more.
+local function rg_mark_alive(prefix, seq, cur, interval, idle)
+  local key = prefix .. 'alive:' .. cur
+  redis.call('SETBIT', key, seq, 1)
+  redis.call('PEXPIREAT', key, (cur + 2) * interval + idle)
+end
+
+-- Newest interval in [cur - span, cur] in which `seq` was seen, or false when it was not: then
+-- the waiter has been idle for longer than the idle timeout.
+local function rg_last_seen(prefix, seq, cur, span)
+  for k = cur, cur - span, -1 do
+    if redis.call('GETBIT', prefix .. 'alive:' .. k, seq) == 1 then
+      return k
+    end
+  end
+  return false
+end

@@ -1,0 +1,74 @@
+-- tick.lua: expire sessions, admit waiters in sequence order at the paced rate, report state.
+-- KEYS:  1 meta, 2 q, 3 active, 4 sess, 5 gone (BITMAP seq -> left or evicted), 6 seq
+-- ARGV:  1 key prefix "rg:{room}:", 2 now ms, 3 liveness interval ms, 4 idle ms,
+--        5 admit per minute, 6 max active, 7 bucket burst,
+--        8 departures the caller already knows (-1: always send the bitmap),
+--        9 most head entries examined per call (bounds the script's run time)
+-- Returns {served, last_seq, waiting, active, admitted_total, evicted_total, left_total, state,
+--          gone_base_byte, gone_bytes | nil}
+-- gone_bytes is GETRANGE gone [floor((served+1)/8), floor(last_seq/8)], sent only when the
+-- departure count differs from ARGV[8] (new bits past the old range are all zero otherwise).
+-- A head waiter not seen within the idle timeout is evicted (gone bit set) and skipped, so a
+-- silent head never holds the queue. An admitted waiter must claim its pass before the idle
+-- timeout runs out from when it was last seen, or its slot frees.
+local meta, q, active, sess, gone, seqkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local prefix = ARGV[1]
+local now, interval, idle = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local per_min, max_active, burst = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local known, max_checks = tonumber(ARGV[8]), tonumber(ARGV[9])
+local cur = math.floor(now / interval)
+local span = math.ceil(idle / interval)
+
+rg_expire_sessions(active, sess, now)
+local state = redis.call('HGET', meta, 'state') or 'open'
+if state == 'open' then
+  local tokens, ts = rg_refill(meta, now, per_min, burst)
+  local want = math.min(math.floor(tokens), max_active - redis.call('ZCARD', active))
+  local checks, admitted, evicted, served = max_checks, 0, 0, false
+  while want > 0 and checks > 0 do
+    local head = redis.call('ZRANGE', q, 0, math.min(want, checks) - 1, 'WITHSCORES')
+    if #head == 0 then
+      break
+    end
+    for i = 1, #head, 2 do
+      local member, seq = head[i], tonumber(head[i + 1])
+      redis.call('ZREM', q, member)
+      served = seq
+      checks = checks - 1
+      local k = rg_last_seen(prefix, seq, cur, span)
+      if k then
+        redis.call('ZADD', active, math.max((k + 1) * interval + idle, now + interval), member)
+        admitted = admitted + 1
+        want = want - 1
+        if want == 0 then
+          break
+        end
+      else
+        redis.call('SETBIT', gone, seq, 1)
+        evicted = evicted + 1
+      end
+    end
+  end
+  rg_save_tokens(meta, tokens - admitted, ts)
+  if served then
+    redis.call('HSET', meta, 'served', served)
+    redis.call('HINCRBY', meta, 'admitted', admitted)
+    redis.call('HINCRBY', meta, 'evicted', evicted)
+  end
+end
+
+local m = redis.call('HMGET', meta, 'served', 'admitted', 'evicted', 'left', 'state')
+local served = tonumber(m[1]) or 0
+local evicted_total, left_total = tonumber(m[3]) or 0, tonumber(m[4]) or 0
+local last = tonumber(redis.call('GET', seqkey)) or 0
+local base = math.floor((served + 1) / 8)
+local bytes = false
+if evicted_total + left_total ~= known then
+  if last > served then
+    bytes = redis.call('GETRANGE', gone, base, math.floor(last / 8))
+  else
+    bytes = ''
+  end
+end
+return {served, last, redis.call('ZCARD', q), redis.call('ZCARD', active),
+        tonumber(m[2]) or 0, evicted_total, left_total, m[5] or 'open', base, bytes}

@@ -1,0 +1,330 @@
+//! Embedded in-process store: the same operations and semantics as the Lua scripts in
+//! `store/lua/`, for a single node with no Redis. Each operation runs under one mutex, which
+//! gives it the same all-or-nothing atomicity a Lua script has in Redis.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{
+    GoneBits, JoinOutcome, LeaveOutcome, RoomId, RoomParams, RoomState, RoomStatus, Store,
+    StoreError, MAX_HEAD_CHECKS,
+};
+
+/// The embedded store. Cheap to share behind an `Arc`; state lives until the process exits.
+#[derive(Default)]
+pub struct MemoryStore {
+    rooms: Mutex<HashMap<RoomId, RoomData>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with_room<T>(&self, room: &RoomId, f: impl FnOnce(&mut RoomData) -> T) -> T {
+        // A panic while holding the lock cannot leave half-applied state behind (each operation
+        // validates before mutating), so a poisoned lock is safe to keep using.
+        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        f(rooms.entry(room.clone()).or_default())
+    }
+}
+
+/// One room: the in-memory twin of the room's Redis keys.
+#[derive(Default)]
+struct RoomData {
+    seq: u64,
+    served: u64,
+    admitted: u64,
+    evicted: u64,
+    left: u64,
+    /// `None` until the first save: a fresh bucket starts full.
+    bucket: Option<(f64, u64)>,
+    status: Option<RoomStatus>,
+    /// seq → identity (the ZSET ordered by score) and identity → seq (its member index).
+    queue: BTreeMap<u64, String>,
+    queued: HashMap<String, u64>,
+    /// identity → expiry ms (claim deadline, or session expiry once claimed).
+    active: HashMap<String, u64>,
+    sessions: HashMap<String, u64>,
+    gone: Bitmap,
+    /// interval → (expire-at ms, bitmap).
+    alive: HashMap<u64, (u64, Bitmap)>,
+}
+
+/// A growable bitmap with Redis's layout (bit 0 = most significant bit of byte 0).
+#[derive(Default, Clone)]
+struct Bitmap(Vec<u8>);
+
+impl Bitmap {
+    fn set(&mut self, bit: u64) {
+        let byte = (bit / 8) as usize;
+        if self.0.len() <= byte {
+            self.0.resize(byte + 1, 0);
+        }
+        self.0[byte] |= 0x80 >> (bit % 8);
+    }
+
+    fn get(&self, bit: u64) -> bool {
+        self.0
+            .get((bit / 8) as usize)
+            .is_some_and(|b| b & (0x80 >> (bit % 8)) != 0)
+    }
+
+    /// GETRANGE semantics: inclusive byte range, clipped to the bitmap.
+    fn range(&self, start: u64, end: u64) -> Bytes {
+        let len = self.0.len() as u64;
+        if start >= len || start > end {
+            return Bytes::new();
+        }
+        let end = end.min(len - 1);
+        Bytes::copy_from_slice(&self.0[start as usize..=end as usize])
+    }
+}
+
+impl RoomData {
+    fn status(&self) -> RoomStatus {
+        self.status.unwrap_or(RoomStatus::Open)
+    }
+
+    /// rg_expire_sessions
+    fn expire_sessions(&mut self, now: u64) {
+        let sessions = &mut self.sessions;
+        self.active.retain(|id, exp| {
+            let keep = *exp > now;
+            if !keep {
+                sessions.remove(id);
+            }
+            keep
+        });
+    }
+
+    /// rg_refill: (tokens, timestamp to save)
+    fn refill(&self, now: u64, p: &RoomParams) -> (f64, u64) {
+        let burst = f64::from(p.burst);
+        let (tokens, ts) = self.bucket.unwrap_or((burst, now));
+        let tokens = if now > ts {
+            burst.min(tokens + (now - ts) as f64 * f64::from(p.admit_per_minute) / 60000.0)
+        } else {
+            tokens
+        };
+        (tokens, ts.max(now))
+    }
+
+    /// rg_mark_alive
+    fn mark_alive(&mut self, seq: u64, interval: u64, p: &RoomParams) {
+        let entry = self
+            .alive
+            .entry(interval)
+            .or_insert_with(|| (0, Bitmap::default()));
+        entry.0 = p.alive_expire_at(interval);
+        entry.1.set(seq);
+    }
+
+    /// rg_last_seen
+    fn last_seen(&self, seq: u64, cur: u64, span: u64, now: u64) -> Option<u64> {
+        (cur.saturating_sub(span)..=cur).rev().find(|k| {
+            self.alive
+                .get(k)
+                .is_some_and(|(expire_at, bits)| *expire_at > now && bits.get(seq))
+        })
+    }
+
+    fn drop_expired_alive(&mut self, now: u64) {
+        self.alive.retain(|_, (expire_at, _)| *expire_at > now);
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn join(
+        &self,
+        room: &RoomId,
+        identity: &str,
+        p: &RoomParams,
+        now: u64,
+    ) -> Result<JoinOutcome, StoreError> {
+        Ok(self.with_room(room, |r| {
+            let cur = p.interval_of(now);
+            let status = r.status();
+            if status == RoomStatus::Closed {
+                return JoinOutcome::Closed;
+            }
+            if let Some(&seq) = r.queued.get(identity) {
+                r.mark_alive(seq, cur, p);
+                return JoinOutcome::Waiting {
+                    seq,
+                    created: false,
+                };
+            }
+            r.expire_sessions(now);
+            if r.active.contains_key(identity) {
+                return JoinOutcome::Admitted {
+                    seq: 0,
+                    created: false,
+                };
+            }
+            r.seq += 1;
+            let seq = r.seq;
+            if status == RoomStatus::Open
+                && r.queue.is_empty()
+                && (r.active.len() as u64) < u64::from(p.max_active)
+            {
+                let (tokens, ts) = r.refill(now, p);
+                if tokens >= 1.0 {
+                    r.bucket = Some((tokens - 1.0, ts));
+                    r.active.insert(identity.to_string(), now + p.idle_ms);
+                    r.served = seq;
+                    r.admitted += 1;
+                    return JoinOutcome::Admitted { seq, created: true };
+                }
+            }
+            r.queue.insert(seq, identity.to_string());
+            r.queued.insert(identity.to_string(), seq);
+            r.mark_alive(seq, cur, p);
+            JoinOutcome::Waiting { seq, created: true }
+        }))
+    }
+
+    async fn tick(
+        &self,
+        room: &RoomId,
+        p: &RoomParams,
+        now: u64,
+        known_departed: Option<u64>,
+    ) -> Result<RoomState, StoreError> {
+        Ok(self.with_room(room, |r| {
+            let cur = p.interval_of(now);
+            let span = p.idle_ms.div_ceil(p.interval_ms);
+            r.expire_sessions(now);
+            r.drop_expired_alive(now);
+            if r.status() == RoomStatus::Open {
+                let (tokens, ts) = r.refill(now, p);
+                let free = i64::from(p.max_active) - r.active.len() as i64;
+                let mut want = (tokens.floor() as i64).min(free);
+                let (mut checks, mut admitted, mut evicted, mut served) = (MAX_HEAD_CHECKS, 0u32, 0u64, None);
+                while want > 0 && checks > 0 {
+                    let Some((&seq, _)) = r.queue.first_key_value() else {
+                        break;
+                    };
+                    let Some(member) = r.queue.remove(&seq) else {
+                        break;
+                    };
+                    r.queued.remove(&member);
+                    served = Some(seq);
+                    checks -= 1;
+                    match r.last_seen(seq, cur, span, now) {
+                        Some(k) => {
+                            let deadline = ((k + 1) * p.interval_ms + p.idle_ms)
+                                .max(now + p.interval_ms);
+                            r.active.insert(member, deadline);
+                            admitted += 1;
+                            want -= 1;
+                        }
+                        None => {
+                            r.gone.set(seq);
+                            evicted += 1;
+                        }
+                    }
+                }
+                r.bucket = Some((tokens - f64::from(admitted), ts));
+                if let Some(seq) = served {
+                    r.served = seq;
+                    r.admitted += u64::from(admitted);
+                    r.evicted += evicted;
+                }
+            }
+            let departed = r.evicted + r.left;
+            let gone = (known_departed != Some(departed)).then(|| {
+                let base_byte = (r.served + 1) / 8;
+                let bytes = if r.seq > r.served {
+                    r.gone.range(base_byte, r.seq / 8)
+                } else {
+                    Bytes::new()
+                };
+                GoneBits { base_byte, bytes }
+            });
+            RoomState {
+                served: r.served,
+                last_seq: r.seq,
+                waiting: r.queue.len() as u64,
+                active: r.active.len() as u64,
+                admitted_total: r.admitted,
+                evicted_total: r.evicted,
+                left_total: r.left,
+                status: r.status(),
+                gone,
+            }
+        }))
+    }
+
+    async fn mark_alive(
+        &self,
+        room: &RoomId,
+        p: &RoomParams,
+        interval: u64,
+        seqs: &[u64],
+    ) -> Result<(), StoreError> {
+        self.with_room(room, |r| {
+            for &seq in seqs {
+                r.mark_alive(seq, interval, p);
+            }
+        });
+        Ok(())
+    }
+
+    async fn claim(
+        &self,
+        room: &RoomId,
+        identity: &str,
+        p: &RoomParams,
+        now: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        Ok(self.with_room(room, |r| {
+            let exp = *r.active.get(identity)?;
+            if exp <= now {
+                return None;
+            }
+            if let Some(&claimed) = r.sessions.get(identity) {
+                return Some(claimed);
+            }
+            let expiry = now + p.session_ms;
+            r.active.insert(identity.to_string(), expiry);
+            r.sessions.insert(identity.to_string(), expiry);
+            Some(expiry)
+        }))
+    }
+
+    async fn leave(&self, room: &RoomId, identity: &str) -> Result<LeaveOutcome, StoreError> {
+        Ok(self.with_room(room, |r| {
+            if let Some(seq) = r.queued.remove(identity) {
+                r.queue.remove(&seq);
+                r.gone.set(seq);
+                r.left += 1;
+                return LeaveOutcome::LeftQueue;
+            }
+            if r.active.remove(identity).is_some() {
+                r.sessions.remove(identity);
+                r.left += 1;
+                return LeaveOutcome::EndedSession;
+            }
+            LeaveOutcome::Absent
+        }))
+    }
+
+    async fn set_status(&self, room: &RoomId, status: RoomStatus) -> Result<(), StoreError> {
+        self.with_room(room, |r| r.status = Some(status));
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn healthy(&self) -> bool {
+        true
+    }
+}

@@ -1,0 +1,258 @@
+//! The only code that talks to storage: the [`Store`] trait speaks the domain (join, tick,
+//! claim, leave, mark_alive), with a Redis implementation (one Lua script per multi-key
+//! operation) and an embedded in-process twin with the same semantics.
+//!
+//! Room keys (Redis), all hash-tagged so a room lives in one cluster slot:
+//! `rg:{room}:meta` HASH (served, admitted, evicted, left, tokens, ts, state),
+//! `rg:{room}:seq` counter, `rg:{room}:q` ZSET identity → seq, `rg:{room}:active` ZSET
+//! identity → expiry ms, `rg:{room}:sess` HASH identity → session expiry ms,
+//! `rg:{room}:gone` BITMAP by seq (left or evicted), `rg:{room}:alive:<interval>` BITMAP by seq.
+
+mod memory;
+mod redis;
+
+use std::fmt;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub use memory::MemoryStore;
+pub use redis::RedisStore;
+
+/// Most head entries one tick examines (admits or evicts), bounding a tick's run time in Redis.
+pub const MAX_HEAD_CHECKS: u64 = 20_000;
+
+/// A validated room id (`[a-z0-9_-]{1,64}`), safe inside store keys, URLs and cookie names.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoomId(String);
+
+impl RoomId {
+    /// Parses an id; `None` when it has characters outside `[a-z0-9_-]` or a bad length.
+    pub fn parse(id: &str) -> Option<RoomId> {
+        crate::config::is_valid_id(id).then(|| RoomId(id.to_string()))
+    }
+
+    /// The id text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RoomId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Why a store operation failed. Expected outcomes (closed room, absent identity) are values.
+#[derive(Debug, thiserror::Error, Clone)]
+pub enum StoreError {
+    /// The store could not be reached or did not answer in time; retrying later may work.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The store answered something this code does not understand (a bug or a foreign key).
+    #[error("unexpected store reply: {0}")]
+    Protocol(String),
+}
+
+/// The pacing and liveness parameters of one room, passed to every room operation so that all
+/// nodes apply the same rules to the shared state.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RoomParams {
+    /// Admissions per minute across all nodes.
+    pub admit_per_minute: u32,
+    /// Admitted sessions alive at once.
+    pub max_active: u32,
+    /// Most tokens the bucket holds (admissions allowed in one burst).
+    pub burst: u32,
+    /// A waiter not seen for this long is evicted when it reaches the head.
+    pub idle_ms: u64,
+    /// Granularity of liveness records; eviction happens at most this much after `idle_ms`.
+    pub interval_ms: u64,
+    /// Session (pass) length, counted from the first claim.
+    pub session_ms: u64,
+}
+
+impl RoomParams {
+    /// Index of the liveness interval that contains `now_ms`.
+    pub fn interval_of(&self, now_ms: u64) -> u64 {
+        now_ms / self.interval_ms
+    }
+
+    /// When the liveness bitmap of `interval` may be dropped: no eviction check reads it after.
+    pub fn alive_expire_at(&self, interval: u64) -> u64 {
+        (interval + 2) * self.interval_ms + self.idle_ms
+    }
+}
+
+/// Room lifecycle as stored in `meta.state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomStatus {
+    /// Joining and admitting.
+    Open,
+    /// Joining, not admitting.
+    Paused,
+    /// Neither joining nor admitting.
+    Closed,
+}
+
+impl RoomStatus {
+    /// The stored / JSON name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoomStatus::Open => "open",
+            RoomStatus::Paused => "paused",
+            RoomStatus::Closed => "closed",
+        }
+    }
+
+    /// Parses a stored name; unknown names read as open so a newer writer cannot wedge a room.
+    pub fn from_stored(s: &str) -> RoomStatus {
+        match s {
+            "paused" => RoomStatus::Paused,
+            "closed" => RoomStatus::Closed,
+            _ => RoomStatus::Open,
+        }
+    }
+}
+
+/// What a join did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinOutcome {
+    /// The identity now waits with sequence number `seq`; `created` tells whether this call made
+    /// the place (false: the identity already had it and keeps it).
+    Waiting {
+        /// Sequence number: global FIFO order of the room.
+        seq: u64,
+        /// Whether this call created the place.
+        created: bool,
+    },
+    /// The identity holds an admission (now, because nobody waited, or from earlier).
+    Admitted {
+        /// Sequence number when known (0 for an admission made earlier).
+        seq: u64,
+        /// Whether this call created the admission.
+        created: bool,
+    },
+    /// The room is closed: no place was made.
+    Closed,
+}
+
+/// What leaving did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaveOutcome {
+    /// A waiting place was given up.
+    LeftQueue,
+    /// An admitted session was ended and its slot freed.
+    EndedSession,
+    /// The identity held nothing.
+    Absent,
+}
+
+/// The departure bitmap from `base_byte` on: bit `seq` is set when waiter `seq` left or was
+/// evicted. Byte `i` of `bytes` covers seqs `(base_byte + i) * 8 ..`, most significant bit first
+/// (the Redis bitmap layout).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GoneBits {
+    /// First byte of the bitmap that `bytes` holds.
+    pub base_byte: u64,
+    /// The bitmap bytes.
+    pub bytes: Bytes,
+}
+
+/// A room's shared state after a tick: what every node caches to answer polls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomState {
+    /// Serving watermark: every seq ≤ `served` was admitted or departed.
+    pub served: u64,
+    /// Highest sequence number handed out.
+    pub last_seq: u64,
+    /// Waiters in the queue (including idle ones not yet evicted).
+    pub waiting: u64,
+    /// Live admitted sessions (claimed or within their claim window).
+    pub active: u64,
+    /// Admissions ever made.
+    pub admitted_total: u64,
+    /// Idle waiters evicted at the head, ever.
+    pub evicted_total: u64,
+    /// Places and sessions given up, ever.
+    pub left_total: u64,
+    /// Lifecycle state.
+    pub status: RoomStatus,
+    /// Departure bits past the watermark; `None` when departures did not change since the
+    /// count the caller passed in (its copy is still right).
+    pub gone: Option<GoneBits>,
+}
+
+impl RoomState {
+    /// Departures ever (the change detector for the gone bitmap).
+    pub fn departed(&self) -> u64 {
+        self.evicted_total + self.left_total
+    }
+}
+
+/// Storage of rooms. Every method is atomic with respect to every other call on any node, and
+/// takes the current time as an argument so both implementations run the same logic.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Gives `identity` a place (or its existing place or admission). Marks it seen. When nobody
+    /// waits, a slot is free and the bucket has a token, admits it at once. Never creates a
+    /// second place for one identity. Keys: meta, seq, q, active, sess, alive.
+    async fn join(
+        &self,
+        room: &RoomId,
+        identity: &str,
+        params: &RoomParams,
+        now_ms: u64,
+    ) -> Result<JoinOutcome, StoreError>;
+
+    /// One pacer step: expires sessions, refills the shared token bucket and admits head waiters
+    /// in seq order (evicting idle ones) while tokens and slots allow, then returns the state.
+    /// `known_departed`: departures the caller's gone bitmap reflects (`None`: send it anyway).
+    async fn tick(
+        &self,
+        room: &RoomId,
+        params: &RoomParams,
+        now_ms: u64,
+        known_departed: Option<u64>,
+    ) -> Result<RoomState, StoreError>;
+
+    /// Records that waiters `seqs` were seen during liveness interval `interval`.
+    async fn mark_alive(
+        &self,
+        room: &RoomId,
+        params: &RoomParams,
+        interval: u64,
+        seqs: &[u64],
+    ) -> Result<(), StoreError>;
+
+    /// Starts (first call) or reads the session of an admitted identity: returns its expiry in
+    /// ms, or `None` when the identity holds no live admission.
+    async fn claim(
+        &self,
+        room: &RoomId,
+        identity: &str,
+        params: &RoomParams,
+        now_ms: u64,
+    ) -> Result<Option<u64>, StoreError>;
+
+    /// Gives up a waiting place or ends an admitted session.
+    async fn leave(&self, room: &RoomId, identity: &str) -> Result<LeaveOutcome, StoreError>;
+
+    /// Sets the room's lifecycle state (pause, resume, close, open).
+    async fn set_status(&self, room: &RoomId, status: RoomStatus) -> Result<(), StoreError>;
+
+    /// Checks the store answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Whether the last store command succeeded (readiness).
+    fn healthy(&self) -> bool;
+}
+
+/// Current wall-clock time in ms since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,355 @@
+//! Redis store (fred): every multi-key operation is one Lua script from `store/lua/`, run with
+//! EVALSHA and reloaded on NOSCRIPT. This is the only file that names a fred type.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use fred::prelude::*;
+use fred::types::scripts::Script;
+
+use super::{
+    GoneBits, JoinOutcome, LeaveOutcome, RoomId, RoomParams, RoomState, RoomStatus, Store,
+    StoreError, MAX_HEAD_CHECKS,
+};
+
+/// The room scripts share a prelude, prepended at build time so each stays one EVALSHA.
+macro_rules! room_script {
+    ($file:literal) => {
+        concat!(
+            include_str!("lua/room_prelude.lua"),
+            "\n",
+            include_str!(concat!("lua/", $file))
+        )
+    };
+}
+
+struct Scripts {
+    join: Script,
+    tick: Script,
+    leave: Script,
+    claim: Script,
+    mark_alive: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        Self {
+            join: Script::from_lua(room_script!("join.lua")),
+            tick: Script::from_lua(room_script!("tick.lua")),
+            leave: Script::from_lua(include_str!("lua/leave.lua")),
+            claim: Script::from_lua(include_str!("lua/claim.lua")),
+            mark_alive: Script::from_lua(include_str!("lua/mark_alive.lua")),
+        }
+    }
+}
+
+/// Redis-backed store. Clone is cheap; all clones share one connection pool.
+#[derive(Clone)]
+pub struct RedisStore {
+    pool: Pool,
+    scripts: Arc<Scripts>,
+    healthy: Arc<AtomicBool>,
+}
+
+/// Key names of one room.
+struct RoomKeys {
+    prefix: String,
+}
+
+impl RoomKeys {
+    fn new(room: &RoomId) -> Self {
+        Self {
+            prefix: format!("rg:{{{}}}:", room.as_str()),
+        }
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+}
+
+impl RedisStore {
+    /// Builds the pool and starts connecting in the background. Never waits for Redis: a store
+    /// that is down at start makes the node unready, and it recovers when Redis comes up.
+    pub fn connect(url: &str, pool_size: usize, command_timeout: Duration) -> Result<Self, StoreError> {
+        let mut config =
+            Config::from_url(url).map_err(|e| StoreError::Unavailable(format!("bad redis_url: {e}")))?;
+        config.fail_fast = false;
+        let pool = Builder::from_config(config)
+            .with_performance_config(|perf| {
+                perf.default_command_timeout = command_timeout;
+            })
+            .with_connection_config(|conn| {
+                conn.connection_timeout = command_timeout;
+                conn.internal_command_timeout = command_timeout;
+                // A write that may have run must not be replayed blindly on another connection.
+                conn.max_command_attempts = 1;
+            })
+            .set_policy(ReconnectPolicy::new_constant(0, 250))
+            .build_pool(pool_size)
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        // The handles end when the pool quits; reconnection runs inside them.
+        let _handles = pool.connect_pool();
+        Ok(Self {
+            pool,
+            scripts: Arc::new(Scripts::new()),
+            healthy: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Waits until every connection is up (or fails after `timeout`).
+    pub async fn wait_connected(&self, timeout: Duration) -> Result<(), StoreError> {
+        tokio::time::timeout(timeout, self.pool.wait_for_connect())
+            .await
+            .map_err(|_| StoreError::Unavailable("timed out connecting to redis".into()))?
+            .map_err(|e| self.fail(e))
+    }
+
+    fn fail(&self, e: Error) -> StoreError {
+        let unavailable = matches!(
+            e.kind(),
+            ErrorKind::IO | ErrorKind::Timeout | ErrorKind::Canceled | ErrorKind::Backpressure
+        ) || !self.pool.is_connected();
+        if unavailable {
+            self.healthy.store(false, Ordering::Relaxed);
+            StoreError::Unavailable(e.to_string())
+        } else {
+            StoreError::Protocol(e.to_string())
+        }
+    }
+
+    async fn eval(&self, script: &Script, keys: Vec<String>, args: Vec<String>) -> Result<Value, StoreError> {
+        metrics::counter!("rushgate_store_commands_total").increment(1);
+        let started = std::time::Instant::now();
+        let result = script
+            .evalsha_with_reload::<Value, _, _>(self.pool.next(), keys, args)
+            .await;
+        metrics::histogram!("rushgate_store_latency_seconds").record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(v) => {
+                self.healthy.store(true, Ordering::Relaxed);
+                Ok(v)
+            }
+            Err(e) => {
+                metrics::counter!("rushgate_store_errors_total").increment(1);
+                Err(self.fail(e))
+            }
+        }
+    }
+}
+
+fn int(v: &Value, what: &str) -> Result<u64, StoreError> {
+    match v {
+        Value::Integer(i) => u64::try_from(*i).map_err(|_| bad(what)),
+        Value::String(s) => s.parse::<u64>().map_err(|_| bad(what)),
+        _ => Err(bad(what)),
+    }
+}
+
+fn text<'a>(v: &'a Value, what: &str) -> Result<&'a str, StoreError> {
+    v.as_str_ref().ok_or_else(|| bad(what))
+}
+
+trait AsStrRef {
+    fn as_str_ref(&self) -> Option<&str>;
+}
+
+impl AsStrRef for Value {
+    fn as_str_ref(&self) -> Option<&str> {
+        match self {
+            Value::String(s) => Some(s),
+            Value::Bytes(b) => std::str::from_utf8(b).ok(),
+            _ => None,
+        }
+    }
+}
+
+fn bad(what: &str) -> StoreError {
+    StoreError::Protocol(format!("cannot read {what}"))
+}
+
+fn array(v: Value, len: usize, what: &str) -> Result<Vec<Value>, StoreError> {
+    match v {
+        Value::Array(items) if items.len() == len => Ok(items),
+        _ => Err(bad(what)),
+    }
+}
+
+fn room_args(p: &RoomParams) -> [String; 4] {
+    [
+        p.admit_per_minute.to_string(),
+        p.max_active.to_string(),
+        p.burst.to_string(),
+        MAX_HEAD_CHECKS.to_string(),
+    ]
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn join(
+        &self,
+        room: &RoomId,
+        identity: &str,
+        p: &RoomParams,
+        now: u64,
+    ) -> Result<JoinOutcome, StoreError> {
+        let k = RoomKeys::new(room);
+        let [per_min, max_active, burst, _] = room_args(p);
+        let keys = vec![k.key("meta"), k.key("q"), k.key("active"), k.key("sess"), k.key("seq")];
+        let args = vec![
+            k.prefix.clone(),
+            identity.to_string(),
+            now.to_string(),
+            p.interval_ms.to_string(),
+            p.idle_ms.to_string(),
+            per_min,
+            max_active,
+            burst,
+        ];
+        let reply = array(self.eval(&self.scripts.join, keys, args).await?, 3, "join reply")?;
+        let seq = int(&reply[1], "join seq")?;
+        let created = int(&reply[2], "join created")? == 1;
+        match text(&reply[0], "join status")? {
+            "waiting" => Ok(JoinOutcome::Waiting { seq, created }),
+            "admitted" => Ok(JoinOutcome::Admitted { seq, created }),
+            "closed" => Ok(JoinOutcome::Closed),
+            other => Err(StoreError::Protocol(format!("join status {other}"))),
+        }
+    }
+
+    async fn tick(
+        &self,
+        room: &RoomId,
+        p: &RoomParams,
+        now: u64,
+        known_departed: Option<u64>,
+    ) -> Result<RoomState, StoreError> {
+        let k = RoomKeys::new(room);
+        let [per_min, max_active, burst, checks] = room_args(p);
+        let keys = vec![
+            k.key("meta"),
+            k.key("q"),
+            k.key("active"),
+            k.key("sess"),
+            k.key("gone"),
+            k.key("seq"),
+        ];
+        let known = known_departed.map_or_else(|| "-1".to_string(), |d| d.to_string());
+        let args = vec![
+            k.prefix.clone(),
+            now.to_string(),
+            p.interval_ms.to_string(),
+            p.idle_ms.to_string(),
+            per_min,
+            max_active,
+            burst,
+            known,
+            checks,
+        ];
+        let r = array(self.eval(&self.scripts.tick, keys, args).await?, 10, "tick reply")?;
+        let gone = match &r[9] {
+            Value::Null => None,
+            Value::Bytes(b) => Some(b.clone()),
+            Value::String(s) => Some(Bytes::copy_from_slice(s.as_bytes())),
+            _ => return Err(bad("gone bitmap")),
+        }
+        .map(|bytes| -> Result<GoneBits, StoreError> {
+            Ok(GoneBits {
+                base_byte: int(&r[8], "gone base")?,
+                bytes,
+            })
+        })
+        .transpose()?;
+        Ok(RoomState {
+            served: int(&r[0], "served")?,
+            last_seq: int(&r[1], "last seq")?,
+            waiting: int(&r[2], "waiting")?,
+            active: int(&r[3], "active")?,
+            admitted_total: int(&r[4], "admitted")?,
+            evicted_total: int(&r[5], "evicted")?,
+            left_total: int(&r[6], "left")?,
+            status: RoomStatus::from_stored(text(&r[7], "state")?),
+            gone,
+        })
+    }
+
+    async fn mark_alive(
+        &self,
+        room: &RoomId,
+        p: &RoomParams,
+        interval: u64,
+        seqs: &[u64],
+    ) -> Result<(), StoreError> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let k = RoomKeys::new(room);
+        // Large batches go in chunks: Lua's argument list should stay modest.
+        for chunk in seqs.chunks(10_000) {
+            let mut args = Vec::with_capacity(chunk.len() + 1);
+            args.push(p.alive_expire_at(interval).to_string());
+            args.extend(chunk.iter().map(u64::to_string));
+            self.eval(&self.scripts.mark_alive, vec![k.key(&format!("alive:{interval}"))], args)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn claim(
+        &self,
+        room: &RoomId,
+        identity: &str,
+        p: &RoomParams,
+        now: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        let k = RoomKeys::new(room);
+        let keys = vec![k.key("active"), k.key("sess")];
+        let args = vec![identity.to_string(), now.to_string(), p.session_ms.to_string()];
+        match self.eval(&self.scripts.claim, keys, args).await? {
+            Value::Null => Ok(None),
+            v => int(&v, "claim expiry").map(Some),
+        }
+    }
+
+    async fn leave(&self, room: &RoomId, identity: &str) -> Result<LeaveOutcome, StoreError> {
+        let k = RoomKeys::new(room);
+        let keys = vec![k.key("meta"), k.key("q"), k.key("active"), k.key("sess"), k.key("gone")];
+        let reply = self.eval(&self.scripts.leave, keys, vec![identity.to_string()]).await?;
+        match text(&reply, "leave reply")? {
+            "waiting" => Ok(LeaveOutcome::LeftQueue),
+            "admitted" => Ok(LeaveOutcome::EndedSession),
+            "absent" => Ok(LeaveOutcome::Absent),
+            other => Err(StoreError::Protocol(format!("leave reply {other}"))),
+        }
+    }
+
+    async fn set_status(&self, room: &RoomId, status: RoomStatus) -> Result<(), StoreError> {
+        metrics::counter!("rushgate_store_commands_total").increment(1);
+        let key = RoomKeys::new(room).key("meta");
+        self.pool
+            .next()
+            .hset::<(), _, _>(key, ("state", status.as_str()))
+            .await
+            .map_err(|e| self.fail(e))?;
+        self.healthy.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        metrics::counter!("rushgate_store_commands_total").increment(1);
+        self.pool
+            .next()
+            .ping::<()>(None)
+            .await
+            .map_err(|e| self.fail(e))?;
+        self.healthy.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+}
