@@ -111,16 +111,38 @@ impl App {
         let config = state.config.clone();
         let public = bind(&config.server.listen).await?;
         let admin = bind(&config.server.admin_listen).await?;
-        let (public_addr, admin_addr) = (local(&public, &config.server.listen)?, local(&admin, &config.server.admin_listen)?);
+        let (public_addr, admin_addr) = (
+            local(&public, &config.server.listen)?,
+            local(&admin, &config.server.admin_listen)?,
+        );
         let (shutdown, rx) = watch::channel(false);
         let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
         let mut tasks = JoinSet::new();
         let max = config.server.max_connections;
-        tasks.spawn(serve(public, Listener::Public, state.clone(), rx.clone(), max, grace));
-        tasks.spawn(serve(admin, Listener::Admin, state.clone(), rx.clone(), max, grace));
+        tasks.spawn(serve(
+            public,
+            Listener::Public,
+            state.clone(),
+            rx.clone(),
+            max,
+            grace,
+        ));
+        tasks.spawn(serve(
+            admin,
+            Listener::Admin,
+            state.clone(),
+            rx.clone(),
+            max,
+            grace,
+        ));
         let every = Duration::from_millis(config.store.refresh_ms);
         for room in state.rooms.iter() {
-            tasks.spawn(pacer::run(room.clone(), state.store.clone(), every, rx.clone()));
+            tasks.spawn(pacer::run(
+                room.clone(),
+                state.store.clone(),
+                every,
+                rx.clone(),
+            ));
         }
         tasks.spawn(metrics::upkeep(state.metrics.clone(), rx.clone()));
         tasks.spawn(health_probe(state.store.clone(), rx));
@@ -153,10 +175,12 @@ pub async fn run(config: Config) -> Result<(), StartError> {
 }
 
 async fn bind(addr: &str) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr).await.map_err(|source| StartError::Bind {
-        addr: addr.to_string(),
-        source,
-    })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: addr.to_string(),
+            source,
+        })
 }
 
 fn local(listener: &TcpListener, addr: &str) -> Result<SocketAddr, StartError> {

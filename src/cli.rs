@@ -102,7 +102,10 @@ pub fn check_config(path: &Path) -> ExitCode {
 /// `keygen`
 pub fn keygen(out: &Path, algorithm: PassAlgorithm) -> anyhow::Result<()> {
     if out.exists() {
-        anyhow::bail!("{} exists; refusing to overwrite a signing key", out.display());
+        anyhow::bail!(
+            "{} exists; refusing to overwrite a signing key",
+            out.display()
+        );
     }
     let (keys, _) = PassKeys::load_or_create(out, algorithm, true)?;
     println!("wrote {} ({algorithm}, kid {})", out.display(), keys.kid());
@@ -112,7 +115,11 @@ pub fn keygen(out: &Path, algorithm: PassAlgorithm) -> anyhow::Result<()> {
 /// `pass verify`
 pub fn pass_verify(config_path: &Path, token: &str) -> Result<ExitCode, ExitCode> {
     let config = load_config(config_path)?;
-    let keys = match PassKeys::load_or_create(&config.passes.signing_key_file, config.passes.algorithm, false) {
+    let keys = match PassKeys::load_or_create(
+        &config.passes.signing_key_file,
+        config.passes.algorithm,
+        false,
+    ) {
         Ok((keys, _)) => keys,
         Err(e) => {
             eprintln!("error: pass signing key: {e}");
@@ -122,7 +129,10 @@ pub fn pass_verify(config_path: &Path, token: &str) -> Result<ExitCode, ExitCode
     let issuer = PassIssuer::new(keys, &config.passes.issuer, &config.passes.audience);
     match issuer.verify(token) {
         Ok(claims) => {
-            println!("{}", serde_json::to_string_pretty(&claims).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&claims).unwrap_or_default()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {

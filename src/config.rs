@@ -272,10 +272,12 @@ impl Config {
         origin: &Path,
         env: &dyn EnvSource,
     ) -> Result<Config, ConfigError> {
-        let mut value: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
-            path: origin.to_path_buf(),
-            message: e.to_string().trim().to_string(),
-        })?;
+        let mut value: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                    path: origin.to_path_buf(),
+                    message: e.to_string().trim().to_string(),
+                })?;
         apply_env_overrides(&mut value, env)?;
         let config: Config = serde_path_to_error::deserialize(toml::Value::Table(value))
             .map_err(|e| ConfigError::Invalid(vec![format!("{}: {}", e.path(), e.inner())]))?;
@@ -292,14 +294,20 @@ impl Config {
             bad("server.listen", "must be an address like 127.0.0.1:8080");
         }
         if self.server.admin_listen.parse::<SocketAddr>().is_err() {
-            bad("server.admin_listen", "must be an address like 127.0.0.1:9090");
+            bad(
+                "server.admin_listen",
+                "must be an address like 127.0.0.1:9090",
+            );
         }
         if self.server.listen == self.server.admin_listen {
             bad("server.admin_listen", "must differ from server.listen");
         }
         let prefix = &self.server.api_prefix;
         if !prefix.starts_with('/') || prefix.len() < 2 || prefix.ends_with('/') {
-            bad("server.api_prefix", "must start with '/' and not end with '/'");
+            bad(
+                "server.api_prefix",
+                "must start with '/' and not end with '/'",
+            );
         }
         if self.server.max_connections == 0 {
             bad("server.max_connections", "must be greater than 0");
@@ -394,7 +402,11 @@ fn apply_env_overrides(table: &mut toml::Table, env: &dyn EnvSource) -> Result<(
             keys.push("redis_url".into());
         }
         for key in keys {
-            let var = format!("{ENV_PREFIX}_{}_{}", section.to_uppercase(), key.to_uppercase());
+            let var = format!(
+                "{ENV_PREFIX}_{}_{}",
+                section.to_uppercase(),
+                key.to_uppercase()
+            );
             if let Some(raw) = env.get(&var) {
                 let like = target.get(&key).or_else(|| default_section.get(&key));
                 match env_value(&raw, like) {
@@ -483,7 +495,10 @@ mod tests {
     fn shipped_config_is_valid() {
         let text = include_str!("../config/rushgate.toml");
         let config = parse(text, &[]).expect("shipped config parses");
-        assert!(config.store.redis_url.is_none(), "shipped config must use the embedded store");
+        assert!(
+            config.store.redis_url.is_none(),
+            "shipped config must use the embedded store"
+        );
         assert!(!config.rooms.is_empty());
     }
 
@@ -528,19 +543,28 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.passes.ticket_secret.0, "from-the-environment");
-        assert_eq!(config.store.redis_url.as_deref(), Some("redis://10.0.0.1:6379"));
+        assert_eq!(
+            config.store.redis_url.as_deref(),
+            Some("redis://10.0.0.1:6379")
+        );
         assert_eq!(config.server.listen, "0.0.0.0:80");
         assert_eq!(config.rooms[0].admit_per_minute, 1200);
 
         let err = parse(text, &[("RUSHGATE_STORE_REFRESH_MS", "soon")]).unwrap_err();
-        assert!(err.to_string().contains("RUSHGATE_STORE_REFRESH_MS"), "{err}");
+        assert!(
+            err.to_string().contains("RUSHGATE_STORE_REFRESH_MS"),
+            "{err}"
+        );
     }
 
     #[test]
     fn duplicate_and_malformed_room_ids_are_rejected() {
         let text = "[[rooms]]\nid = \"a\"\n[[rooms]]\nid = \"a\"\n[[rooms]]\nid = \"Bad Id\"\n";
         let err = parse(text, &[]).unwrap_err().to_string();
-        assert!(err.contains("rooms[1].id: is used by another room"), "{err}");
+        assert!(
+            err.contains("rooms[1].id: is used by another room"),
+            "{err}"
+        );
         assert!(err.contains("rooms[2].id: must be"), "{err}");
     }
 

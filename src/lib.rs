@@ -8,7 +8,7 @@
 //! - [`queue`]: rooms on a node: cached state, position arithmetic, ETA, the pacer loop.
 //! - [`pass`]: admission passes (Ed25519/ES256 JWT, JWKS) and queue tickets (HMAC).
 //! - [`http`]: the hyper service: router, handlers, problem+json errors, accept loop.
-//! - [`ops`]: metrics.
+//! - [`ops`]: metrics and other operating concerns.
 
 pub mod app;
 pub mod cli;

@@ -19,7 +19,9 @@ pub type Body = BoxBody<Bytes, BoxError>;
 
 /// A complete in-memory body.
 pub fn full(data: impl Into<Bytes>) -> Body {
-    Full::new(data.into()).map_err(|never| match never {}).boxed()
+    Full::new(data.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// A JSON response with `status`.
@@ -30,8 +32,10 @@ pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body>
     };
     let mut resp = Response::new(full(bytes));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
@@ -48,13 +52,15 @@ where
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        return Err(ApiError::BodyTooLarge { limit: MAX_BODY_BYTES });
+        return Err(ApiError::BodyTooLarge {
+            limit: MAX_BODY_BYTES,
+        });
     }
     match Limited::new(body, MAX_BODY_BYTES).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(ApiError::BodyTooLarge { limit: MAX_BODY_BYTES })
-        }
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::BodyTooLarge {
+            limit: MAX_BODY_BYTES,
+        }),
         Err(_) => Err(ApiError::BodyRead),
     }
 }
@@ -98,9 +104,15 @@ mod tests {
     #[test]
     fn finds_cookies_across_headers_and_bearer_tokens() {
         let mut h = HeaderMap::new();
-        h.append(header::COOKIE, HeaderValue::from_static("a=1; rg_ticket_drop=abc.def"));
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; rg_ticket_drop=abc.def"),
+        );
         h.append(header::COOKIE, HeaderValue::from_static("b=2"));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer tok"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer tok"),
+        );
         assert_eq!(cookie(&h, "rg_ticket_drop"), Some("abc.def"));
         assert_eq!(cookie(&h, "b"), Some("2"));
         assert_eq!(cookie(&h, "rg_ticket"), None);

@@ -75,17 +75,37 @@ impl ApiError {
         use ApiError::*;
         match self {
             NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
-            MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed"),
+            MethodNotAllowed { .. } => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+            ),
             UnknownRoom(_) => (StatusCode::NOT_FOUND, "unknown-room", "Unknown room"),
             MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed-json", "Malformed JSON"),
             InvalidField { .. } => (StatusCode::BAD_REQUEST, "invalid-field", "Invalid field"),
-            BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body-too-large", "Body too large"),
-            BodyRead => (StatusCode::BAD_REQUEST, "body-unreadable", "Body unreadable"),
+            BodyTooLarge { .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                "Body too large",
+            ),
+            BodyRead => (
+                StatusCode::BAD_REQUEST,
+                "body-unreadable",
+                "Body unreadable",
+            ),
             MissingTicket(_) => (StatusCode::UNAUTHORIZED, "missing-ticket", "Missing ticket"),
             BadTicket(_) => (StatusCode::UNAUTHORIZED, "invalid-ticket", "Invalid ticket"),
             BadPass(_) => (StatusCode::UNAUTHORIZED, "invalid-pass", "Invalid pass"),
-            StoreUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "store-unavailable", "Queue unavailable"),
-            Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
+            StoreUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store-unavailable",
+                "Queue unavailable",
+            ),
+            Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error",
+            ),
         }
     }
 
@@ -104,7 +124,10 @@ impl ApiError {
         let mut resp = Response::new(full(body.to_string()));
         *resp.status_mut() = status;
         let headers = resp.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         match self {
             ApiError::StoreUnavailable => {

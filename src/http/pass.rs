@@ -13,8 +13,14 @@ use crate::app::AppState;
 pub fn jwks(state: &AppState) -> Response<Body> {
     let mut resp = Response::new(full(state.passes.keys().jwks_json()));
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/jwk-set+json"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/jwk-set+json"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
     resp
 }
 
@@ -29,6 +35,12 @@ pub async fn verify(state: &AppState, req: Request<Incoming>) -> Result<Response
     let (parts, body) = req.into_parts();
     let bytes = read_limited(&parts.headers, body).await?;
     let body: VerifyBody = parse_json(&bytes)?;
-    let claims = state.passes.verify(&body.token).map_err(ApiError::BadPass)?;
-    Ok(json(StatusCode::OK, &serde_json::json!({ "valid": true, "claims": claims })))
+    let claims = state
+        .passes
+        .verify(&body.token)
+        .map_err(ApiError::BadPass)?;
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "valid": true, "claims": claims }),
+    ))
 }

@@ -14,13 +14,17 @@ pub fn livez() -> Response<Body> {
 /// `GET /readyz`: 200 when the store answered its last command, else 503.
 pub fn readyz(state: &AppState) -> Response<Body> {
     if state.store.healthy() {
-        json(StatusCode::OK, &serde_json::json!({ "status": "ready", "store": "ok" }))
+        json(
+            StatusCode::OK,
+            &serde_json::json!({ "status": "ready", "store": "ok" }),
+        )
     } else {
         let mut resp = json(
             StatusCode::SERVICE_UNAVAILABLE,
             &serde_json::json!({ "status": "not ready", "store": "unavailable" }),
         );
-        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
         resp
     }
 }

@@ -99,7 +99,12 @@ fn room_or_404<'a>(state: &'a AppState, id: &str) -> Result<&'a Arc<Room>, ApiEr
 }
 
 /// Verifies a ticket for `room`: signature, room, age.
-fn verify_ticket(state: &AppState, room: &Room, token: &str, now_secs: u64) -> Result<TicketClaims, ApiError> {
+fn verify_ticket(
+    state: &AppState,
+    room: &Room,
+    token: &str,
+    now_secs: u64,
+) -> Result<TicketClaims, ApiError> {
     let claims = state.tickets.verify(token).map_err(ApiError::BadTicket)?;
     if claims.room != room.id.as_str() {
         return Err(ApiError::BadTicket(TokenError::WrongRoom(claims.room)));
@@ -111,7 +116,11 @@ fn verify_ticket(state: &AppState, room: &Room, token: &str, now_secs: u64) -> R
 }
 
 /// `POST {prefix}/v1/rooms/{room}/join`
-pub async fn join(state: &AppState, room_id: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub async fn join(
+    state: &AppState,
+    room_id: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let room = room_or_404(state, room_id)?;
     let (parts, body) = req.into_parts();
     let bytes = read_limited(&parts.headers, body).await?;
@@ -148,7 +157,11 @@ pub async fn join(state: &AppState, room_id: &str, req: Request<Incoming>) -> Re
     }
 
     let identity = identity.unwrap_or_else(crate::pass::TicketSigner::anonymous_identity);
-    let outcome = match state.store.join(&room.id, &identity, &room.params, now).await {
+    let outcome = match state
+        .store
+        .join(&room.id, &identity, &room.params, now)
+        .await
+    {
         Ok(outcome) => outcome,
         Err(e) => return store_failed_join(state, room, &parts.headers, &identity, e, now),
     };
@@ -176,7 +189,11 @@ pub async fn join(state: &AppState, room_id: &str, req: Request<Incoming>) -> Re
             (place, created)
         }
     };
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok(respond(state, room, &parts.headers, status, place))
 }
 
@@ -251,7 +268,11 @@ async fn admitted_place(
     pos: u64,
     now: u64,
 ) -> Result<Place, ApiError> {
-    let expiry_ms = match state.store.claim(&room.id, identity, &room.params, now).await {
+    let expiry_ms = match state
+        .store
+        .claim(&room.id, identity, &room.params, now)
+        .await
+    {
         Ok(Some(expiry)) => expiry,
         Ok(None) => {
             return Ok(Place {
@@ -261,7 +282,9 @@ async fn admitted_place(
                 pass: None,
             })
         }
-        Err(StoreError::Unavailable(_)) if state.config.store.on_store_error == OnStoreError::FailOpen => {
+        Err(StoreError::Unavailable(_))
+            if state.config.store.on_store_error == OnStoreError::FailOpen =>
+        {
             now + room.params.session_ms
         }
         Err(e) => return Err(e.into()),
@@ -309,7 +332,11 @@ fn store_failed_join(
 }
 
 /// `GET {prefix}/v1/rooms/{room}/position`
-pub async fn position(state: &AppState, room_id: &str, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub async fn position(
+    state: &AppState,
+    room_id: &str,
+    req: &Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let room = room_or_404(state, room_id)?;
     let headers = req.headers();
     let token = presented_ticket(room, headers)?;
@@ -320,7 +347,11 @@ pub async fn position(state: &AppState, room_id: &str, req: &Request<Incoming>) 
 }
 
 /// `POST {prefix}/v1/rooms/{room}/leave`
-pub async fn leave(state: &AppState, room_id: &str, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub async fn leave(
+    state: &AppState,
+    room_id: &str,
+    req: &Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let room = room_or_404(state, room_id)?;
     let headers = req.headers();
     let token = presented_ticket(room, headers)?;
@@ -336,7 +367,10 @@ pub async fn leave(state: &AppState, room_id: &str, req: &Request<Incoming>) -> 
         &serde_json::json!({ "room": room.id.as_str(), "state": "left", "gave_up": left }),
     );
     for name in [ticket_cookie(room), pass_cookie(room)] {
-        append_cookie(&mut resp, &format!("{name}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax"));
+        append_cookie(
+            &mut resp,
+            &format!("{name}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax"),
+        );
     }
     Ok(resp)
 }
@@ -382,12 +416,21 @@ fn sign(state: &AppState, room: &Room, id: &str, seq: u64, iat: u64, pos: u64) -
     })
 }
 
-fn respond(state: &AppState, room: &Room, headers: &HeaderMap, status: StatusCode, place: Place) -> Response<Body> {
+fn respond(
+    state: &AppState,
+    room: &Room,
+    headers: &HeaderMap,
+    status: StatusCode,
+    place: Place,
+) -> Response<Body> {
     let waiting = place.state == PlaceState::Waiting;
     let eta = if waiting {
         room.eta(place.position)
     } else {
-        Eta { p50: Some(0), p90: Some(0) }
+        Eta {
+            p50: Some(0),
+            p90: Some(0),
+        }
     };
     let poll_after_ms = room.poll_after_ms(&eta);
     let body = PlaceBody {
@@ -396,14 +439,21 @@ fn respond(state: &AppState, room: &Room, headers: &HeaderMap, status: StatusCod
         state: place.state,
         position: place.position,
         ahead: place.position.saturating_sub(1),
-        eta_seconds: EtaBody { p50: eta.p50, p90: eta.p90 },
+        eta_seconds: EtaBody {
+            p50: eta.p50,
+            p90: eta.p90,
+        },
         poll_after_ms,
         pass: place.pass.as_ref().map(|(p, _)| p.clone()),
         pass_expires_at: place.pass.as_ref().map(|(_, exp)| *exp),
         message: room.config.message.clone(),
     };
     let mut resp = json(status, &body);
-    let secure = if secure_cookie(state, headers) { "; Secure" } else { "" };
+    let secure = if secure_cookie(state, headers) {
+        "; Secure"
+    } else {
+        ""
+    };
     if let Some(ticket) = &place.ticket {
         append_cookie(
             &mut resp,
@@ -417,7 +467,10 @@ fn respond(state: &AppState, room: &Room, headers: &HeaderMap, status: StatusCod
         let max_age = exp.saturating_sub(now_ms() / 1000);
         append_cookie(
             &mut resp,
-            &format!("{}={pass}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}", pass_cookie(room)),
+            &format!(
+                "{}={pass}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}",
+                pass_cookie(room)
+            ),
         );
     }
     resp

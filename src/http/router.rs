@@ -30,7 +30,10 @@ pub async fn admin(state: AppState, req: Request<Incoming>) -> Response<Body> {
     finish(route, started, result)
 }
 
-async fn route_public(state: &AppState, req: Request<Incoming>) -> (&'static str, Result<Response<Body>, ApiError>) {
+async fn route_public(
+    state: &AppState,
+    req: Request<Incoming>,
+) -> (&'static str, Result<Response<Body>, ApiError>) {
     let path = req.uri().path().to_string();
     if path == "/.well-known/jwks.json" {
         return match *req.method() {
@@ -49,10 +52,16 @@ async fn route_public(state: &AppState, req: Request<Incoming>) -> (&'static str
     match (segments.as_slice(), method) {
         (["rooms", room], Method::GET) => ("room_status", queue::status(state, room)),
         (["rooms", room, "join"], Method::POST) => ("join", queue::join(state, room, req).await),
-        (["rooms", room, "position"], Method::GET) => ("position", queue::position(state, room, &req).await),
-        (["rooms", room, "leave"], Method::POST) => ("leave", queue::leave(state, room, &req).await),
+        (["rooms", room, "position"], Method::GET) => {
+            ("position", queue::position(state, room, &req).await)
+        }
+        (["rooms", room, "leave"], Method::POST) => {
+            ("leave", queue::leave(state, room, &req).await)
+        }
         (["passes", "verify"], Method::POST) => ("pass_verify", pass::verify(state, req).await),
-        (["rooms", _], _) | (["rooms", _, "position"], _) => ("method", Err(not_allowed(&req, "GET"))),
+        (["rooms", _], _) | (["rooms", _, "position"], _) => {
+            ("method", Err(not_allowed(&req, "GET")))
+        }
         (["rooms", _, "join" | "leave"], _) | (["passes", "verify"], _) => {
             ("method", Err(not_allowed(&req, "POST")))
         }
@@ -72,10 +81,15 @@ fn truncate(path: &str) -> String {
     path.chars().take(128).collect()
 }
 
-fn finish(route: &'static str, started: Instant, result: Result<Response<Body>, ApiError>) -> Response<Body> {
+fn finish(
+    route: &'static str,
+    started: Instant,
+    result: Result<Response<Body>, ApiError>,
+) -> Response<Body> {
     let resp = result.unwrap_or_else(ApiError::into_response);
     let status = resp.status().as_u16().to_string();
-    metrics::counter!("rushgate_http_requests_total", "route" => route, "status" => status.clone()).increment(1);
+    metrics::counter!("rushgate_http_requests_total", "route" => route, "status" => status.clone())
+        .increment(1);
     metrics::histogram!("rushgate_http_request_duration_seconds", "route" => route, "status" => status)
         .record(started.elapsed().as_secs_f64());
     resp

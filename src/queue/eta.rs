@@ -26,7 +26,13 @@ pub struct EtaEstimator {
 impl EtaEstimator {
     /// Adds a sample and returns the rates to publish. `configured` is the rate (per second) the
     /// room would admit at from its settings alone.
-    pub fn update(&mut self, at: Instant, admitted_total: u64, queue_nonempty: bool, configured: f64) -> Rates {
+    pub fn update(
+        &mut self,
+        at: Instant,
+        admitted_total: u64,
+        queue_nonempty: bool,
+        configured: f64,
+    ) -> Rates {
         self.samples.push_back((at, admitted_total, queue_nonempty));
         while self
             .samples
@@ -46,7 +52,10 @@ impl EtaEstimator {
             if !waiting {
                 continue;
             }
-            let (da, dt) = (a1.saturating_sub(a0) as f64, t1.duration_since(t0).as_secs_f64());
+            let (da, dt) = (
+                a1.saturating_sub(a0) as f64,
+                t1.duration_since(t0).as_secs_f64(),
+            );
             admitted += da;
             seconds += dt;
             let i = (t0.duration_since(start).as_secs_f64() / BUCKET.as_secs_f64()) as usize;
@@ -117,7 +126,10 @@ mod tests {
         let r = eta.update(t + Duration::from_millis(250 * 161), 80, true, 10.0);
         assert!((r.p50 - 2.0).abs() < 0.2, "{r:?}");
         assert!(r.p90 <= r.p50 && r.p90 >= r.p50 * 0.5, "{r:?}");
-        assert_eq!(seconds_for(20, r.p50).map(|s| (9..=11).contains(&s)), Some(true));
+        assert_eq!(
+            seconds_for(20, r.p50).map(|s| (9..=11).contains(&s)),
+            Some(true)
+        );
     }
 
     #[test]

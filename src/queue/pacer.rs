@@ -13,7 +13,11 @@ use crate::store::{now_ms, RoomStatus, Store, StoreError};
 
 /// One step: flush seen-records, tick, publish. On a store error the old snapshot stays (polls
 /// keep being answered) and unflushed records are kept for the next step.
-pub async fn step(room: &Room, store: &dyn Store, eta: &mut EtaEstimator) -> Result<(), StoreError> {
+pub async fn step(
+    room: &Room,
+    store: &dyn Store,
+    eta: &mut EtaEstimator,
+) -> Result<(), StoreError> {
     flush_seen(room, store).await?;
     let previous = room.snapshot();
     let state = store
@@ -43,7 +47,10 @@ pub async fn flush_seen(room: &Room, store: &dyn Store) -> Result<(), StoreError
         let Some(seqs) = batch.get(&interval) else {
             continue;
         };
-        if let Err(e) = store.mark_alive(&room.id, &room.params, interval, seqs).await {
+        if let Err(e) = store
+            .mark_alive(&room.id, &room.params, interval, seqs)
+            .await
+        {
             room.restore_seen(batch);
             return Err(e);
         }
@@ -53,7 +60,12 @@ pub async fn flush_seen(room: &Room, store: &dyn Store) -> Result<(), StoreError
 }
 
 /// Runs [`step`] every `every` until `shutdown` flips, then flushes once more.
-pub async fn run(room: Arc<Room>, store: Arc<dyn Store>, every: Duration, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    room: Arc<Room>,
+    store: Arc<dyn Store>,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut eta = EtaEstimator::default();
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -66,7 +66,11 @@ impl Departures {
         let (w, b) = ((off / 64) as usize, off % 64);
         match (self.words.get(w), self.prefix.get(w)) {
             (Some(word), Some(&before)) => {
-                let partial = if b == 0 { 0 } else { (word >> (64 - b)).count_ones() };
+                let partial = if b == 0 {
+                    0
+                } else {
+                    (word >> (64 - b)).count_ones()
+                };
                 u64::from(before) + u64::from(partial)
             }
             _ => {
@@ -211,27 +215,48 @@ mod tests {
 
     #[test]
     fn position_skips_departures_between_head_and_seq() {
-        let snap = Snapshot::empty().next(state(10, 300, &[12, 13, 100, 200, 299]), Rates::default());
+        let snap =
+            Snapshot::empty().next(state(10, 300, &[12, 13, 100, 200, 299]), Rates::default());
         assert_eq!(snap.locate(5), Located::PastHead);
         assert_eq!(snap.locate(11), Located::Waiting { position: 1 });
         assert_eq!(snap.locate(14), Located::Waiting { position: 2 });
         assert_eq!(snap.locate(100), Located::Gone);
-        assert_eq!(snap.locate(150), Located::Waiting { position: 150 - 10 - 3 });
-        assert_eq!(snap.locate(300), Located::Waiting { position: 300 - 10 - 5 });
+        assert_eq!(
+            snap.locate(150),
+            Located::Waiting {
+                position: 150 - 10 - 3
+            }
+        );
+        assert_eq!(
+            snap.locate(300),
+            Located::Waiting {
+                position: 300 - 10 - 5
+            }
+        );
         // Past the copied range: departures there are unknown, so the count is conservative.
-        assert_eq!(snap.locate(1000), Located::Waiting { position: 1000 - 10 - 5 });
+        assert_eq!(
+            snap.locate(1000),
+            Located::Waiting {
+                position: 1000 - 10 - 5
+            }
+        );
     }
 
     #[test]
     fn brute_force_agrees_on_every_seq() {
-        let gone: Vec<u64> = (0..2000).filter(|s| s % 7 == 3 || s % 64 == 0).filter(|s| *s > 37).collect();
+        let gone: Vec<u64> = (0..2000)
+            .filter(|s| s % 7 == 3 || s % 64 == 0)
+            .filter(|s| *s > 37)
+            .collect();
         let snap = Snapshot::empty().next(state(37, 2000, &gone), Rates::default());
         for seq in 38..=2000u64 {
             let expected = if gone.contains(&seq) {
                 Located::Gone
             } else {
                 let between = gone.iter().filter(|&&g| g > 37 && g < seq).count() as u64;
-                Located::Waiting { position: seq - 37 - between }
+                Located::Waiting {
+                    position: seq - 37 - between,
+                }
             };
             assert_eq!(snap.locate(seq), expected, "seq {seq}");
         }
@@ -244,7 +269,12 @@ mod tests {
         later.gone = None;
         let second = first.next(later, Rates::default());
         assert_eq!(second.locate(50), Located::Gone);
-        assert_eq!(second.locate(60), Located::Waiting { position: 60 - 20 - 1 });
+        assert_eq!(
+            second.locate(60),
+            Located::Waiting {
+                position: 60 - 20 - 1
+            }
+        );
         assert_eq!(second.known_departed(), Some(1));
     }
 }

@@ -205,7 +205,8 @@ impl Store for MemoryStore {
                 let (tokens, ts) = r.refill(now, p);
                 let free = i64::from(p.max_active) - r.active.len() as i64;
                 let mut want = (tokens.floor() as i64).min(free);
-                let (mut checks, mut admitted, mut evicted, mut served) = (MAX_HEAD_CHECKS, 0u32, 0u64, None);
+                let (mut checks, mut admitted, mut evicted, mut served) =
+                    (MAX_HEAD_CHECKS, 0u32, 0u64, None);
                 while want > 0 && checks > 0 {
                     let Some((&seq, _)) = r.queue.first_key_value() else {
                         break;
@@ -218,8 +219,8 @@ impl Store for MemoryStore {
                     checks -= 1;
                     match r.last_seen(seq, cur, span, now) {
                         Some(k) => {
-                            let deadline = ((k + 1) * p.interval_ms + p.idle_ms)
-                                .max(now + p.interval_ms);
+                            let deadline =
+                                ((k + 1) * p.interval_ms + p.idle_ms).max(now + p.interval_ms);
                             r.active.insert(member, deadline);
                             admitted += 1;
                             want -= 1;

@@ -74,9 +74,13 @@ impl RoomKeys {
 impl RedisStore {
     /// Builds the pool and starts connecting in the background. Never waits for Redis: a store
     /// that is down at start makes the node unready, and it recovers when Redis comes up.
-    pub fn connect(url: &str, pool_size: usize, command_timeout: Duration) -> Result<Self, StoreError> {
-        let mut config =
-            Config::from_url(url).map_err(|e| StoreError::Unavailable(format!("bad redis_url: {e}")))?;
+    pub fn connect(
+        url: &str,
+        pool_size: usize,
+        command_timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        let mut config = Config::from_url(url)
+            .map_err(|e| StoreError::Unavailable(format!("bad redis_url: {e}")))?;
         config.fail_fast = false;
         let pool = Builder::from_config(config)
             .with_performance_config(|perf| {
@@ -121,13 +125,19 @@ impl RedisStore {
         }
     }
 
-    async fn eval(&self, script: &Script, keys: Vec<String>, args: Vec<String>) -> Result<Value, StoreError> {
+    async fn eval(
+        &self,
+        script: &Script,
+        keys: Vec<String>,
+        args: Vec<String>,
+    ) -> Result<Value, StoreError> {
         metrics::counter!("rushgate_store_commands_total").increment(1);
         let started = std::time::Instant::now();
         let result = script
             .evalsha_with_reload::<Value, _, _>(self.pool.next(), keys, args)
             .await;
-        metrics::histogram!("rushgate_store_latency_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("rushgate_store_latency_seconds")
+            .record(started.elapsed().as_secs_f64());
         match result {
             Ok(v) => {
                 self.healthy.store(true, Ordering::Relaxed);
@@ -198,7 +208,13 @@ impl Store for RedisStore {
     ) -> Result<JoinOutcome, StoreError> {
         let k = RoomKeys::new(room);
         let [per_min, max_active, burst, _] = room_args(p);
-        let keys = vec![k.key("meta"), k.key("q"), k.key("active"), k.key("sess"), k.key("seq")];
+        let keys = vec![
+            k.key("meta"),
+            k.key("q"),
+            k.key("active"),
+            k.key("sess"),
+            k.key("seq"),
+        ];
         let args = vec![
             k.prefix.clone(),
             identity.to_string(),
@@ -209,7 +225,11 @@ impl Store for RedisStore {
             max_active,
             burst,
         ];
-        let reply = array(self.eval(&self.scripts.join, keys, args).await?, 3, "join reply")?;
+        let reply = array(
+            self.eval(&self.scripts.join, keys, args).await?,
+            3,
+            "join reply",
+        )?;
         let seq = int(&reply[1], "join seq")?;
         let created = int(&reply[2], "join created")? == 1;
         match text(&reply[0], "join status")? {
@@ -249,7 +269,11 @@ impl Store for RedisStore {
             known,
             checks,
         ];
-        let r = array(self.eval(&self.scripts.tick, keys, args).await?, 10, "tick reply")?;
+        let r = array(
+            self.eval(&self.scripts.tick, keys, args).await?,
+            10,
+            "tick reply",
+        )?;
         let gone = match &r[9] {
             Value::Null => None,
             Value::Bytes(b) => Some(b.clone()),
@@ -292,8 +316,12 @@ impl Store for RedisStore {
             let mut args = Vec::with_capacity(chunk.len() + 1);
             args.push(p.alive_expire_at(interval).to_string());
             args.extend(chunk.iter().map(u64::to_string));
-            self.eval(&self.scripts.mark_alive, vec![k.key(&format!("alive:{interval}"))], args)
-                .await?;
+            self.eval(
+                &self.scripts.mark_alive,
+                vec![k.key(&format!("alive:{interval}"))],
+                args,
+            )
+            .await?;
         }
         Ok(())
     }
@@ -307,7 +335,11 @@ impl Store for RedisStore {
     ) -> Result<Option<u64>, StoreError> {
         let k = RoomKeys::new(room);
         let keys = vec![k.key("active"), k.key("sess")];
-        let args = vec![identity.to_string(), now.to_string(), p.session_ms.to_string()];
+        let args = vec![
+            identity.to_string(),
+            now.to_string(),
+            p.session_ms.to_string(),
+        ];
         match self.eval(&self.scripts.claim, keys, args).await? {
             Value::Null => Ok(None),
             v => int(&v, "claim expiry").map(Some),
@@ -316,8 +348,16 @@ impl Store for RedisStore {
 
     async fn leave(&self, room: &RoomId, identity: &str) -> Result<LeaveOutcome, StoreError> {
         let k = RoomKeys::new(room);
-        let keys = vec![k.key("meta"), k.key("q"), k.key("active"), k.key("sess"), k.key("gone")];
-        let reply = self.eval(&self.scripts.leave, keys, vec![identity.to_string()]).await?;
+        let keys = vec![
+            k.key("meta"),
+            k.key("q"),
+            k.key("active"),
+            k.key("sess"),
+            k.key("gone"),
+        ];
+        let reply = self
+            .eval(&self.scripts.leave, keys, vec![identity.to_string()])
+            .await?;
         match text(&reply, "leave reply")? {
             "waiting" => Ok(LeaveOutcome::LeftQueue),
             "admitted" => Ok(LeaveOutcome::EndedSession),

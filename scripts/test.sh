@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The one test command: installs what a fresh machine lacks, checks formatting and lints, builds
+# once, and runs the whole suite (unit, integration against private redis-servers, benches
+# compiled). Tests never use the machine's shared Redis: each starts its own on a free port.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "==> installing ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need_apt[@]}"
+fi
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "==> cargo clippy"
+cargo clippy --all-targets --locked -- -D warnings
+
+echo "==> build tests"
+cargo test --locked --no-run
+
+echo "==> tests"
+cargo test --locked -- --test-threads="${RUSHGATE_TEST_THREADS:-4}"
+
+echo "==> benches compile"
+cargo bench --locked --no-run
+
+echo "==> all green"

@@ -1,0 +1,122 @@
+//! Join, poll, leave and the JSON contract, on both stores.
+
+use reqwest::StatusCode;
+
+use crate::harness::*;
+
+macro_rules! both_stores {
+    ($name:ident) => {
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn memory() {
+                super::$name(StoreKind::Memory).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis() {
+                super::$name(StoreKind::Redis).await
+            }
+        }
+    };
+}
+
+both_stores!(join_poll_admit_and_pass);
+async fn join_poll_admit_and_pass(kind: StoreKind) {
+    let (_redis, url) = store_url(kind).await;
+    let id = room_id();
+    let mut r = room(&id);
+    r.max_active = 1;
+    let app = spawn_app(config(url, vec![r])).await;
+
+    // Nobody waits: the first shopper is admitted at once.
+    let first = app.join(&id, None, None).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    assert_eq!(first.str("state"), "admitted");
+    assert!(!first.str("pass").is_empty());
+    let cookies = first.set_cookies();
+    assert!(
+        cookies
+            .iter()
+            .any(|c| c.starts_with(&format!("rg_ticket_{id}="))
+                && c.contains("HttpOnly")
+                && c.contains("SameSite=Lax")
+                && !c.contains("Secure")),
+        "{cookies:?}"
+    );
+    assert!(
+        cookies
+            .iter()
+            .any(|c| c.starts_with(&format!("rg_pass_{id}="))),
+        "{cookies:?}"
+    );
+
+    // The room is full: the next two wait, in order.
+    let second = app.join(&id, Some("bob"), None).await;
+    assert_eq!(second.status, StatusCode::CREATED);
+    assert_eq!(second.str("state"), "waiting");
+    assert_eq!(second.u64("position"), 1);
+    assert_eq!(second.u64("ahead"), 0);
+    assert!(
+        second.body["eta_seconds"]["p50"].is_u64() || second.body["eta_seconds"]["p50"].is_null()
+    );
+    assert!(second.u64("poll_after_ms") > 0);
+    let third = app.join(&id, None, None).await;
+    assert_eq!(third.u64("position"), 2);
+
+    // Same user key, same place; same ticket, same place.
+    let again = app.join(&id, Some("bob"), None).await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(again.u64("position"), 1);
+    let t3 = third.str("ticket").to_string();
+    let again3 = app.join(&id, None, Some(&t3)).await;
+    assert_eq!(again3.status, StatusCode::OK);
+    assert_eq!(again3.str("ticket"), t3);
+
+    let polled = app.position(&id, second.str("ticket")).await;
+    assert_eq!(polled.status, StatusCode::OK);
+    assert_eq!(polled.str("state"), "waiting");
+    assert_eq!(polled.u64("position"), 1);
+
+    // The first shopper leaves: the slot frees and bob is admitted with a pass.
+    let left = app.leave(&id, first.str("ticket")).await;
+    assert_eq!(left.status, StatusCode::OK, "{}", left.body);
+    let t2 = second.str("ticket").to_string();
+    wait_until(
+        std::time::Duration::from_secs(10),
+        "bob is admitted",
+        || {
+            let (app, id, t2) = (&app, &id, &t2);
+            async move { app.position(id, t2).await.str("state") == "admitted" }
+        },
+    )
+    .await;
+    let admitted = app.position(&id, &t2).await;
+    let pass = admitted.str("pass").to_string();
+    let verified = app
+        .send(
+            app.client
+                .post(app.api("passes/verify"))
+                .json(&serde_json::json!({ "token": pass })),
+        )
+        .await;
+    assert_eq!(verified.status, StatusCode::OK, "{}", verified.body);
+    assert_eq!(verified.body["claims"]["room"], id.as_str());
+    assert_eq!(
+        verified.body["claims"]["sub"],
+        admitted.str("ticket").split('.').nth(1).unwrap()
+    );
+
+    // Third is now first in line.
+    app.settle(&id).await;
+    assert_eq!(app.position(&id, &t3).await.u64("position"), 1);
+    // The leaver's ticket now reads expired.
+    assert_eq!(
+        app.position(&id, first.str("ticket")).await.str("state"),
+        "expired"
+    );
+
+    let status = app.status(&id).await;
+    assert_eq!(status.u64("waiting"), 1);
+    assert_eq!(status.u64("active"), 1);
+    app.stop().await;
+}
