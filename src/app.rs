@@ -15,7 +15,8 @@ use crate::http::{serve, Listener};
 use crate::ops::metrics;
 use crate::pass::{KeyError, PassIssuer, PassKeys, TicketSigner};
 use crate::queue::{pacer, Rooms};
-use crate::store::{MemoryStore, RedisStore, Store, StoreError};
+use crate::sale::{keeper, Coupons, Sales};
+use crate::store::{MemoryStore, RedisStore, SaleStore, Store, StoreError};
 
 /// Cheap handles every request needs. Clone freely.
 #[derive(Clone)]
@@ -26,6 +27,12 @@ pub struct AppState {
     pub rooms: Rooms,
     /// Room storage.
     pub store: Arc<dyn Store>,
+    /// Sale and coupon storage (the same store as `store`).
+    pub sale_store: Arc<dyn SaleStore>,
+    /// Sales with their cached stock.
+    pub sales: Sales,
+    /// Coupon campaigns.
+    pub coupons: Coupons,
     /// Pass signer / verifier.
     pub passes: PassIssuer,
     /// Ticket signer / verifier.
@@ -57,14 +64,21 @@ impl AppState {
     /// Builds the state: store (Redis when `redis_url` is set, else embedded), keys, rooms.
     /// Creates a development key when the key file is missing and the config allows it.
     pub fn from_config(config: Config) -> Result<AppState, StartError> {
-        let store: Arc<dyn Store> = match &config.store.redis_url {
-            Some(url) => Arc::new(RedisStore::connect(
-                url,
-                config.store.pool_size,
-                Duration::from_millis(config.store.command_timeout_ms),
-            )?),
-            None => Arc::new(MemoryStore::new()),
-        };
+        let (store, sale_store): (Arc<dyn Store>, Arc<dyn SaleStore>) =
+            match &config.store.redis_url {
+                Some(url) => {
+                    let redis = Arc::new(RedisStore::connect(
+                        url,
+                        config.store.pool_size,
+                        Duration::from_millis(config.store.command_timeout_ms),
+                    )?);
+                    (redis.clone(), redis)
+                }
+                None => {
+                    let memory = Arc::new(MemoryStore::new());
+                    (memory.clone(), memory)
+                }
+            };
         let (keys, created) = PassKeys::load_or_create(
             &config.passes.signing_key_file,
             config.passes.algorithm,
@@ -81,8 +95,14 @@ impl AppState {
         if config.uses_default_ticket_secret() {
             tracing::warn!("passes.ticket_secret is the shipped placeholder; set RUSHGATE_PASSES_TICKET_SECRET");
         }
+        if !config.sales.is_empty() && config.uses_default_shop_key() {
+            tracing::warn!("shop.api_key is the shipped placeholder; set RUSHGATE_SHOP_API_KEY");
+        }
         Ok(AppState {
             rooms: Rooms::new(&config.rooms),
+            sales: Sales::new(&config.sales),
+            coupons: Coupons::new(&config.coupons),
+            sale_store,
             passes: PassIssuer::new(keys, &config.passes.issuer, &config.passes.audience),
             tickets: TicketSigner::new(config.passes.ticket_secret.0.as_bytes()),
             store,
@@ -140,6 +160,14 @@ impl App {
             tasks.spawn(pacer::run(
                 room.clone(),
                 state.store.clone(),
+                every,
+                rx.clone(),
+            ));
+        }
+        for sale in state.sales.iter() {
+            tasks.spawn(keeper::run(
+                sale.clone(),
+                state.sale_store.clone(),
                 every,
                 rx.clone(),
             ));

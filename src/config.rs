@@ -33,6 +33,80 @@ pub struct Config {
     /// The waiting rooms.
     #[serde(default)]
     pub rooms: Vec<RoomConfig>,
+    /// Stock sold behind a room.
+    #[serde(default)]
+    pub sales: Vec<SaleConfig>,
+    /// First-come coupon campaigns.
+    #[serde(default)]
+    pub coupons: Vec<CouponConfig>,
+    /// How the shop backend authenticates to rushgate.
+    #[serde(default)]
+    pub shop: ShopConfig,
+}
+
+/// One `[[sales]]` entry: stock sold to shoppers admitted through `room`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaleConfig {
+    /// Sale id: `[a-z0-9_-]{1,64}`.
+    pub id: String,
+    /// Buying needs a valid pass of this room; at most one sale per room.
+    pub room: String,
+    /// Units put on sale when the sale is first seen by the store (later changes: add-stock).
+    pub stock: u64,
+    /// Units per user key over the whole sale.
+    #[serde(default = "defaults::per_user_limit")]
+    pub per_user_limit: u32,
+    /// Unpaid reservations return to stock after this.
+    #[serde(default = "defaults::reservation_seconds")]
+    pub reservation_seconds: u32,
+    /// Admitted shoppers who have not bought yet, per available unit (stock-aware admission).
+    #[serde(default = "defaults::admit_per_unit")]
+    pub admit_per_unit: f64,
+}
+
+impl SaleConfig {
+    /// A sale with default settings (env-override key discovery and tests).
+    pub fn with_ids(id: &str, room: &str, stock: u64) -> Self {
+        Self {
+            id: id.to_string(),
+            room: room.to_string(),
+            stock,
+            per_user_limit: defaults::per_user_limit(),
+            reservation_seconds: defaults::reservation_seconds(),
+            admit_per_unit: defaults::admit_per_unit(),
+        }
+    }
+}
+
+/// One `[[coupons]]` entry: a first-come coupon campaign.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CouponConfig {
+    /// Campaign id: `[a-z0-9_-]{1,64}`.
+    pub id: String,
+    /// Coupons in total; never more are issued.
+    pub limit: u64,
+    /// When set, claiming needs a pass of this room (the user is the pass subject); otherwise
+    /// the body names the user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+}
+
+/// `[shop]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShopConfig {
+    /// Bearer key the shop backend uses to confirm and release reservations.
+    pub api_key: Secret,
+}
+
+impl Default for ShopConfig {
+    fn default() -> Self {
+        Self {
+            api_key: Secret("change-me-shop-key".into()),
+        }
+    }
 }
 
 /// `[server]`
@@ -195,6 +269,15 @@ mod defaults {
     pub fn idle_timeout_seconds() -> u32 {
         60
     }
+    pub fn per_user_limit() -> u32 {
+        1
+    }
+    pub fn reservation_seconds() -> u32 {
+        600
+    }
+    pub fn admit_per_unit() -> f64 {
+        1.0
+    }
 }
 
 impl RoomConfig {
@@ -356,11 +439,66 @@ impl Config {
                 field("idle_timeout_seconds", "must be at least 2");
             }
         }
+        let rooms: HashSet<&str> = self.rooms.iter().map(|r| r.id.as_str()).collect();
+        let mut sale_ids = HashSet::new();
+        let mut sale_rooms = HashSet::new();
+        for (i, sale) in self.sales.iter().enumerate() {
+            let mut field = |name: &str, msg: &str| bad(&format!("sales[{i}].{name}"), msg);
+            if !is_valid_id(&sale.id) {
+                field("id", "must be 1-64 characters of a-z, 0-9, '-' or '_'");
+            } else if !sale_ids.insert(sale.id.as_str()) {
+                field("id", "is used by another sale");
+            }
+            if !rooms.contains(sale.room.as_str()) {
+                field("room", "must be the id of a configured room");
+            } else if !sale_rooms.insert(sale.room.as_str()) {
+                field("room", "already has a sale (one sale per room)");
+            }
+            if sale.per_user_limit == 0 {
+                field("per_user_limit", "must be greater than 0");
+            }
+            if sale.reservation_seconds == 0 {
+                field("reservation_seconds", "must be greater than 0");
+            }
+            if !(sale.admit_per_unit.is_finite() && sale.admit_per_unit > 0.0) {
+                field("admit_per_unit", "must be a number greater than 0");
+            }
+            if sale.stock > i64::MAX as u64 {
+                field("stock", "is too large");
+            }
+        }
+        let mut coupon_ids = HashSet::new();
+        for (i, coupon) in self.coupons.iter().enumerate() {
+            let mut field = |name: &str, msg: &str| bad(&format!("coupons[{i}].{name}"), msg);
+            if !is_valid_id(&coupon.id) {
+                field("id", "must be 1-64 characters of a-z, 0-9, '-' or '_'");
+            } else if !coupon_ids.insert(coupon.id.as_str()) {
+                field("id", "is used by another coupon campaign");
+            } else if sale_ids.contains(coupon.id.as_str()) {
+                field("id", "is used by a sale (their keys would share a slot)");
+            }
+            if coupon.limit == 0 {
+                field("limit", "must be greater than 0");
+            }
+            if let Some(room) = &coupon.room {
+                if !rooms.contains(room.as_str()) {
+                    field("room", "must be the id of a configured room");
+                }
+            }
+        }
+        if self.shop.api_key.0.len() < 8 {
+            bad("shop.api_key", "must be at least 8 characters");
+        }
         if problems.is_empty() {
             Ok(())
         } else {
             Err(problems)
         }
+    }
+
+    /// Whether the shop API key is still the shipped placeholder.
+    pub fn uses_default_shop_key(&self) -> bool {
+        self.shop.api_key == ShopConfig::default().api_key
     }
 
     /// Whether the ticket secret is still the shipped placeholder.
@@ -379,7 +517,8 @@ pub fn is_valid_id(id: &str) -> bool {
 }
 
 /// Applies `RUSHGATE_<SECTION>_<KEY>` to every scalar of the sections (including defaults that the
-/// file left out) and `RUSHGATE_ROOMS_<ID>_<KEY>` to every room (id upper-cased, `-` as `_`).
+/// file left out) and `RUSHGATE_<ROOMS|SALES|COUPONS>_<ID>_<KEY>` to every room, sale and coupon
+/// campaign (id upper-cased, `-` as `_`).
 fn apply_env_overrides(table: &mut toml::Table, env: &dyn EnvSource) -> Result<(), ConfigError> {
     let mut problems = Vec::new();
     let defaults = match toml::Table::try_from(Config::default()) {
@@ -418,29 +557,49 @@ fn apply_env_overrides(table: &mut toml::Table, env: &dyn EnvSource) -> Result<(
             }
         }
     }
-    let room_keys = match toml::Table::try_from(RoomConfig::with_id("x")) {
-        Ok(t) => t,
-        Err(e) => return Err(ConfigError::Invalid(vec![format!("defaults: {e}")])),
-    };
-    if let Some(toml::Value::Array(rooms)) = table.get_mut("rooms") {
-        for room in rooms.iter_mut() {
-            let toml::Value::Table(room) = room else {
+    let arrays = [
+        ("rooms", toml::Table::try_from(RoomConfig::with_id("x"))),
+        (
+            "sales",
+            toml::Table::try_from(SaleConfig::with_ids("x", "x", 0)),
+        ),
+        (
+            "coupons",
+            toml::Table::try_from(CouponConfig {
+                id: "x".into(),
+                limit: 1,
+                room: Some("x".into()),
+            }),
+        ),
+    ];
+    for (section, item_keys) in arrays {
+        let item_keys =
+            item_keys.map_err(|e| ConfigError::Invalid(vec![format!("defaults: {e}")]))?;
+        let Some(toml::Value::Array(items)) = table.get_mut(section) else {
+            continue;
+        };
+        for item in items.iter_mut() {
+            let toml::Value::Table(item) = item else {
                 continue;
             };
-            let Some(id) = room.get("id").and_then(|v| v.as_str()).map(str::to_string) else {
+            let Some(id) = item.get("id").and_then(|v| v.as_str()).map(str::to_string) else {
                 continue;
             };
             let env_id = id.to_uppercase().replace('-', "_");
-            for (key, default) in &room_keys {
+            for (key, default) in &item_keys {
                 if key == "id" {
                     continue;
                 }
-                let var = format!("{ENV_PREFIX}_ROOMS_{env_id}_{}", key.to_uppercase());
+                let var = format!(
+                    "{ENV_PREFIX}_{}_{env_id}_{}",
+                    section.to_uppercase(),
+                    key.to_uppercase()
+                );
                 if let Some(raw) = env.get(&var) {
-                    let like = room.get(key).unwrap_or(default).clone();
+                    let like = item.get(key).unwrap_or(default).clone();
                     match env_value(&raw, Some(&like)) {
                         Ok(v) => {
-                            room.insert(key.clone(), v);
+                            item.insert(key.clone(), v);
                         }
                         Err(msg) => problems.push(format!("{var}: {msg}")),
                     }

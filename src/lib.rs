@@ -6,6 +6,7 @@
 //! - [`app`]: wiring of store, rooms, listeners and background loops; graceful shutdown.
 //! - [`store`]: the only code that talks to storage: the `Store` trait, Redis (Lua) and embedded.
 //! - [`queue`]: rooms on a node: cached state, position arithmetic, ETA, the pacer loop.
+//! - [`sale`]: sales (cached stock, expiry sweeper) and coupon campaigns.
 //! - [`pass`]: admission passes (Ed25519/ES256 JWT, JWKS) and queue tickets (HMAC).
 //! - [`http`]: the hyper service: router, handlers, problem+json errors, accept loop.
 //! - [`ops`]: metrics and other operating concerns.
@@ -17,4 +18,5 @@ pub mod http;
 pub mod ops;
 pub mod pass;
 pub mod queue;
+pub mod sale;
 pub mod store;

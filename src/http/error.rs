@@ -53,6 +53,55 @@ pub enum ApiError {
     /// A pass was presented but is not acceptable.
     #[error("invalid pass: {0}")]
     BadPass(TokenError),
+    /// The sale id is not configured.
+    #[error("unknown sale `{0}`")]
+    UnknownSale(String),
+    /// The coupon campaign id is not configured.
+    #[error("unknown coupon campaign `{0}`")]
+    UnknownCoupon(String),
+    /// No such reservation.
+    #[error("unknown reservation `{0}`")]
+    UnknownReservation(String),
+    /// No pass in the cookie or `Authorization: Bearer`.
+    #[error("no admission pass: wait in the queue first (cookie `{0}` or Authorization: Bearer)")]
+    MissingPass(String),
+    /// A valid pass of another room.
+    #[error("this pass admits to room `{held}`, not `{wanted}`")]
+    PassWrongRoom {
+        /// The room of the pass.
+        held: String,
+        /// The room this needs.
+        wanted: String,
+    },
+    /// Missing or wrong shop API key.
+    #[error("missing or wrong shop API key (Authorization: Bearer <shop.api_key>)")]
+    ShopUnauthorized,
+    /// The user would hold more than the per-user limit.
+    #[error("limit reached: at most {limit} units per shopper, {held} already held")]
+    LimitReached {
+        /// The per-user limit.
+        limit: u32,
+        /// Units already held.
+        held: u64,
+    },
+    /// Nothing left to sell.
+    #[error("sold out{}", if *.reserved > 0 { format!(" ({} units are held by reservations and may return)", .reserved) } else { String::new() })]
+    SoldOut {
+        /// Units held by live reservations.
+        reserved: u64,
+    },
+    /// Fewer units left than asked for.
+    #[error("only {available} units left")]
+    InsufficientStock {
+        /// Units available.
+        available: u64,
+    },
+    /// Every coupon is issued.
+    #[error("all coupons of this campaign are issued")]
+    CouponExhausted,
+    /// The reservation is in a state that does not allow this.
+    #[error("reservation is {0}")]
+    ReservationConflict(&'static str),
     /// The store is unreachable and the room fails closed.
     #[error("the queue is temporarily unavailable; retry shortly")]
     StoreUnavailable,
@@ -96,6 +145,45 @@ impl ApiError {
             MissingTicket(_) => (StatusCode::UNAUTHORIZED, "missing-ticket", "Missing ticket"),
             BadTicket(_) => (StatusCode::UNAUTHORIZED, "invalid-ticket", "Invalid ticket"),
             BadPass(_) => (StatusCode::UNAUTHORIZED, "invalid-pass", "Invalid pass"),
+            UnknownSale(_) => (StatusCode::NOT_FOUND, "unknown-sale", "Unknown sale"),
+            UnknownCoupon(_) => (
+                StatusCode::NOT_FOUND,
+                "unknown-coupon",
+                "Unknown coupon campaign",
+            ),
+            UnknownReservation(_) => (
+                StatusCode::NOT_FOUND,
+                "unknown-reservation",
+                "Unknown reservation",
+            ),
+            MissingPass(_) => (StatusCode::UNAUTHORIZED, "missing-pass", "Missing pass"),
+            PassWrongRoom { .. } => (
+                StatusCode::FORBIDDEN,
+                "pass-wrong-room",
+                "Pass of another room",
+            ),
+            ShopUnauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "shop-unauthorized",
+                "Shop key required",
+            ),
+            LimitReached { .. } => (StatusCode::CONFLICT, "limit-reached", "Limit reached"),
+            SoldOut { .. } => (StatusCode::CONFLICT, "sold-out", "Sold out"),
+            InsufficientStock { .. } => (
+                StatusCode::CONFLICT,
+                "insufficient-stock",
+                "Insufficient stock",
+            ),
+            CouponExhausted => (
+                StatusCode::CONFLICT,
+                "coupon-exhausted",
+                "Coupons exhausted",
+            ),
+            ReservationConflict(_) => (
+                StatusCode::CONFLICT,
+                "reservation-conflict",
+                "Reservation conflict",
+            ),
             StoreUnavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store-unavailable",

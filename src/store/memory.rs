@@ -17,6 +17,8 @@ use super::{
 #[derive(Default)]
 pub struct MemoryStore {
     rooms: Mutex<HashMap<RoomId, RoomData>>,
+    /// Sales and coupons (see `memory_sale.rs`).
+    pub(super) sales: Mutex<super::memory_sale::SaleBook>,
 }
 
 impl MemoryStore {

@@ -9,7 +9,10 @@
 //! `rg:{room}:gone` BITMAP by seq (left or evicted), `rg:{room}:alive:<interval>` BITMAP by seq.
 
 mod memory;
+mod memory_sale;
 mod redis;
+mod redis_sale;
+pub mod sale;
 
 use std::fmt;
 
@@ -18,6 +21,7 @@ use bytes::Bytes;
 
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
+pub use sale::SaleStore;
 
 /// Most head entries one tick examines (admits or evicts), bounding a tick's run time in Redis.
 pub const MAX_HEAD_CHECKS: u64 = 20_000;

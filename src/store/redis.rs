@@ -112,6 +112,19 @@ impl RedisStore {
             .map_err(|e| self.fail(e))
     }
 
+    /// Length of a stream (order events, coupon log).
+    pub(super) async fn stream_len(&self, key: &str) -> Result<u64, StoreError> {
+        metrics::counter!("rushgate_store_commands_total").increment(1);
+        let len = self
+            .pool
+            .next()
+            .xlen::<u64, _>(key)
+            .await
+            .map_err(|e| self.fail(e))?;
+        self.healthy.store(true, Ordering::Relaxed);
+        Ok(len)
+    }
+
     fn fail(&self, e: Error) -> StoreError {
         let unavailable = matches!(
             e.kind(),
@@ -125,7 +138,7 @@ impl RedisStore {
         }
     }
 
-    async fn eval(
+    pub(super) async fn eval(
         &self,
         script: &Script,
         keys: Vec<String>,
@@ -151,7 +164,7 @@ impl RedisStore {
     }
 }
 
-fn int(v: &Value, what: &str) -> Result<u64, StoreError> {
+pub(super) fn int(v: &Value, what: &str) -> Result<u64, StoreError> {
     match v {
         Value::Integer(i) => u64::try_from(*i).map_err(|_| bad(what)),
         Value::String(s) => s.parse::<u64>().map_err(|_| bad(what)),
@@ -159,7 +172,7 @@ fn int(v: &Value, what: &str) -> Result<u64, StoreError> {
     }
 }
 
-fn text<'a>(v: &'a Value, what: &str) -> Result<&'a str, StoreError> {
+pub(super) fn text<'a>(v: &'a Value, what: &str) -> Result<&'a str, StoreError> {
     v.as_str_ref().ok_or_else(|| bad(what))
 }
 
@@ -181,7 +194,7 @@ fn bad(what: &str) -> StoreError {
     StoreError::Protocol(format!("cannot read {what}"))
 }
 
-fn array(v: Value, len: usize, what: &str) -> Result<Vec<Value>, StoreError> {
+pub(super) fn array(v: Value, len: usize, what: &str) -> Result<Vec<Value>, StoreError> {
     match v {
         Value::Array(items) if items.len() == len => Ok(items),
         _ => Err(bad(what)),

@@ -1,0 +1,66 @@
+//! The per-sale background loop: read the stock counters into the node's cache every refresh
+//! (so waiters learn "sold out" within one refresh) and sweep expired reservations back into
+//! stock every second. Any number of nodes may sweep at once: the sweep script returns each
+//! reservation's units exactly once.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::Sale;
+use crate::store::sale::SaleStore;
+use crate::store::{now_ms, StoreError};
+
+/// Most reservations one sweep call expires (bounds the script's run time).
+const SWEEP_BATCH: u64 = 1_000;
+/// How often expired reservations are swept.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Sweeps due reservations (repeating while full batches come back), then refreshes the cache.
+pub async fn step(sale: &Sale, store: &dyn SaleStore, sweep: bool) -> Result<(), StoreError> {
+    if sweep {
+        while store.sweep(&sale.config.id, now_ms(), SWEEP_BATCH).await? == SWEEP_BATCH {}
+    }
+    let state = store.sale_state(&sale.config.id).await?;
+    sale.publish(state);
+    Ok(())
+}
+
+/// Creates the sale's stock record if this is the first node to see it, then runs [`step`]
+/// every `every` until `shutdown` flips.
+pub async fn run(
+    sale: Arc<Sale>,
+    store: Arc<dyn SaleStore>,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut initialized = false;
+    let mut last_sweep = Instant::now() - SWEEP_EVERY;
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        if !initialized {
+            match store.init_sale(&sale.config.id, sale.config.stock).await {
+                Ok(created) => {
+                    initialized = true;
+                    if created {
+                        tracing::info!(sale = %sale.config.id, stock = sale.config.stock, "sale stock created");
+                    }
+                }
+                Err(_) => continue,
+            }
+        }
+        let sweep = last_sweep.elapsed() >= SWEEP_EVERY;
+        if sweep {
+            last_sweep = Instant::now();
+        }
+        if let Err(e) = step(&sale, store.as_ref(), sweep).await {
+            tracing::debug!(sale = %sale.config.id, error = %e, "sale refresh failed");
+        }
+    }
+}

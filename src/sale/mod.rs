@@ -1,0 +1,120 @@
+//! Sales and coupons on a node: the configured sales with a cached copy of their stock counters
+//! (refreshed by the keeper loop, read by the room pacer and by waiters' polls), and coupon
+//! campaigns.
+
+pub mod coupon;
+pub mod keeper;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+
+use crate::config::{CouponConfig, SaleConfig};
+use crate::store::sale::{SaleParams, SaleState};
+
+/// One sale on this node.
+pub struct Sale {
+    /// Its settings.
+    pub config: SaleConfig,
+    /// Store parameters derived from the settings.
+    pub params: SaleParams,
+    state: ArcSwapOption<SaleState>,
+}
+
+impl Sale {
+    /// A sale whose state is unknown until the keeper's first refresh.
+    pub fn new(config: SaleConfig) -> Self {
+        let params = SaleParams {
+            per_user_limit: config.per_user_limit,
+            reservation_ms: u64::from(config.reservation_seconds) * 1000,
+        };
+        Self {
+            config,
+            params,
+            state: ArcSwapOption::empty(),
+        }
+    }
+
+    /// The last stock counters read from the store (`None` before the first read).
+    pub fn cached_state(&self) -> Option<SaleState> {
+        self.state.load().as_deref().copied()
+    }
+
+    /// Publishes freshly read counters.
+    pub fn publish(&self, state: SaleState) {
+        self.state.store(Some(Arc::new(state)));
+    }
+
+    /// How many admitted shoppers who have not bought yet the room may hold: available units
+    /// times `admit_per_unit` (rounded up, so one unit left still admits one shopper).
+    pub fn admit_cap(&self, state: &SaleState) -> u64 {
+        (state.available as f64 * self.config.admit_per_unit).ceil() as u64
+    }
+}
+
+/// Every sale by id, and by the room it sells behind.
+#[derive(Clone, Default)]
+pub struct Sales {
+    by_id: Arc<HashMap<String, Arc<Sale>>>,
+    by_room: Arc<HashMap<String, Arc<Sale>>>,
+}
+
+impl Sales {
+    /// Builds the sales of a validated configuration.
+    pub fn new(configs: &[SaleConfig]) -> Self {
+        let sales: Vec<Arc<Sale>> = configs
+            .iter()
+            .map(|c| Arc::new(Sale::new(c.clone())))
+            .collect();
+        Self {
+            by_id: Arc::new(
+                sales
+                    .iter()
+                    .map(|s| (s.config.id.clone(), s.clone()))
+                    .collect(),
+            ),
+            by_room: Arc::new(
+                sales
+                    .iter()
+                    .map(|s| (s.config.room.clone(), s.clone()))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The sale with this id.
+    pub fn get(&self, id: &str) -> Option<&Arc<Sale>> {
+        self.by_id.get(id)
+    }
+
+    /// The sale behind a room, if any.
+    pub fn for_room(&self, room: &str) -> Option<&Arc<Sale>> {
+        self.by_room.get(room)
+    }
+
+    /// All sales.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Sale>> {
+        self.by_id.values()
+    }
+}
+
+/// Every coupon campaign by id.
+#[derive(Clone, Default)]
+pub struct Coupons {
+    by_id: Arc<HashMap<String, CouponConfig>>,
+}
+
+impl Coupons {
+    /// Builds the campaigns of a validated configuration.
+    pub fn new(configs: &[CouponConfig]) -> Self {
+        Self {
+            by_id: Arc::new(configs.iter().map(|c| (c.id.clone(), c.clone())).collect()),
+        }
+    }
+
+    /// The campaign with this id.
+    pub fn get(&self, id: &str) -> Option<&CouponConfig> {
+        self.by_id.get(id)
+    }
+}

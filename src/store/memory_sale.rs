@@ -1,0 +1,291 @@
+//! Embedded twin of the sale scripts (`lua/purchase.lua`, `settle.lua`, `sweep.lua`,
+//! `add_stock.lua`, `claim_coupon.lua`): the same checks in the same order, under one mutex.
+
+use std::collections::{BTreeSet, HashMap};
+
+use async_trait::async_trait;
+
+use super::sale::{
+    CouponOutcome, PurchaseOutcome, Reservation, ReservationState, SaleParams, SaleState,
+    SaleStore, SettleOutcome,
+};
+use super::{MemoryStore, StoreError};
+
+/// Sales and coupon campaigns of the embedded store.
+#[derive(Default)]
+pub(super) struct SaleBook {
+    sales: HashMap<String, SaleData>,
+    coupons: HashMap<String, CouponData>,
+}
+
+#[derive(Default)]
+struct SaleData {
+    stock: Option<SaleState>,
+    buyers: HashMap<String, u64>,
+    reservations: HashMap<String, Record>,
+    /// (expiry ms, id) of reservations still `reserved`: the rsv_exp ZSET.
+    due: BTreeSet<(u64, String)>,
+    idem: HashMap<(String, String), String>,
+    events: u64,
+}
+
+#[derive(Clone)]
+struct Record {
+    state: ReservationState,
+    user: String,
+    quantity: u64,
+    expires_ms: u64,
+}
+
+#[derive(Default)]
+struct CouponData {
+    issued: u64,
+    claimed: HashMap<String, u64>,
+    log: u64,
+}
+
+impl SaleData {
+    fn stock(&mut self) -> &mut SaleState {
+        self.stock.get_or_insert_with(SaleState::default)
+    }
+
+    /// The units of a reservation leaving `reserved` for `to` (settle.lua / sweep.lua).
+    fn close(&mut self, id: &str, to: ReservationState) {
+        let Some(rec) = self.reservations.get_mut(id) else {
+            return;
+        };
+        let (user, qty, expires) = (rec.user.clone(), rec.quantity, rec.expires_ms);
+        rec.state = to;
+        let stock = self.stock();
+        stock.reserved -= qty;
+        if to == ReservationState::Confirmed {
+            stock.confirmed += qty;
+        } else {
+            stock.available += qty;
+            let left = self
+                .buyers
+                .get(&user)
+                .copied()
+                .unwrap_or(0)
+                .saturating_sub(qty);
+            if left == 0 {
+                self.buyers.remove(&user);
+            } else {
+                self.buyers.insert(user, left);
+            }
+        }
+        self.due.remove(&(expires, id.to_string()));
+        self.events += 1;
+    }
+}
+
+impl MemoryStore {
+    fn with_sales<T>(&self, f: impl FnOnce(&mut SaleBook) -> T) -> T {
+        let mut book = self.sales.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut book)
+    }
+}
+
+#[async_trait]
+impl SaleStore for MemoryStore {
+    async fn init_sale(&self, sale: &str, stock: u64) -> Result<bool, StoreError> {
+        Ok(self.with_sales(|b| {
+            let data = b.sales.entry(sale.to_string()).or_default();
+            if data.stock.is_some() {
+                return false;
+            }
+            data.stock = Some(SaleState {
+                available: stock,
+                total: stock,
+                ..SaleState::default()
+            });
+            true
+        }))
+    }
+
+    async fn sale_state(&self, sale: &str) -> Result<SaleState, StoreError> {
+        Ok(self.with_sales(|b| b.sales.get(sale).and_then(|s| s.stock).unwrap_or_default()))
+    }
+
+    async fn purchase(
+        &self,
+        sale: &str,
+        user: &str,
+        quantity: u64,
+        idempotency_key: &str,
+        params: &SaleParams,
+        new_id: &str,
+        now: u64,
+    ) -> Result<PurchaseOutcome, StoreError> {
+        if quantity < 1 {
+            return Err(StoreError::Protocol(
+                "quantity must be a positive integer".into(),
+            ));
+        }
+        Ok(self.with_sales(|b| {
+            let s = b.sales.entry(sale.to_string()).or_default();
+            let ikey = (user.to_string(), idempotency_key.to_string());
+            if !idempotency_key.is_empty() {
+                if let Some(id) = s.idem.get(&ikey).cloned() {
+                    let rec = s.reservations.get(&id).cloned();
+                    let available = s.stock().available;
+                    return PurchaseOutcome::Existing(Reservation {
+                        id,
+                        quantity: rec.as_ref().map_or(0, |r| r.quantity),
+                        expires_ms: rec.as_ref().map_or(0, |r| r.expires_ms),
+                        available,
+                        state: rec.map_or(ReservationState::Expired, |r| r.state),
+                    });
+                }
+            }
+            let held = s.buyers.get(user).copied().unwrap_or(0);
+            if held + quantity > u64::from(params.per_user_limit) {
+                return PurchaseOutcome::LimitReached { held };
+            }
+            let stock = *s.stock();
+            if stock.available == 0 {
+                return PurchaseOutcome::SoldOut {
+                    reserved: stock.reserved,
+                };
+            }
+            if stock.available < quantity {
+                return PurchaseOutcome::Insufficient {
+                    available: stock.available,
+                };
+            }
+            let expires_ms = now + params.reservation_ms;
+            let st = s.stock();
+            st.available -= quantity;
+            st.reserved += quantity;
+            let available = st.available;
+            *s.buyers.entry(user.to_string()).or_default() += quantity;
+            s.reservations.insert(
+                new_id.to_string(),
+                Record {
+                    state: ReservationState::Reserved,
+                    user: user.to_string(),
+                    quantity,
+                    expires_ms,
+                },
+            );
+            s.due.insert((expires_ms, new_id.to_string()));
+            if !idempotency_key.is_empty() {
+                s.idem.insert(ikey, new_id.to_string());
+            }
+            s.events += 1;
+            PurchaseOutcome::Reserved(Reservation {
+                id: new_id.to_string(),
+                quantity,
+                expires_ms,
+                available,
+                state: ReservationState::Reserved,
+            })
+        }))
+    }
+
+    async fn settle(
+        &self,
+        sale: &str,
+        reservation: &str,
+        target: ReservationState,
+        now: u64,
+    ) -> Result<SettleOutcome, StoreError> {
+        Ok(self.with_sales(|b| {
+            let Some(s) = b.sales.get_mut(sale) else {
+                return SettleOutcome::Unknown;
+            };
+            let Some(rec) = s.reservations.get(reservation).cloned() else {
+                return SettleOutcome::Unknown;
+            };
+            if rec.state != ReservationState::Reserved {
+                return if rec.state == target {
+                    SettleOutcome::Already(rec.state)
+                } else {
+                    SettleOutcome::Conflict(rec.state)
+                };
+            }
+            let to = if target == ReservationState::Confirmed && rec.expires_ms <= now {
+                ReservationState::Expired
+            } else {
+                target
+            };
+            if target == ReservationState::Expired && rec.expires_ms > now {
+                return SettleOutcome::Conflict(rec.state);
+            }
+            s.close(reservation, to);
+            if to == target {
+                SettleOutcome::Done(to)
+            } else {
+                SettleOutcome::Conflict(to)
+            }
+        }))
+    }
+
+    async fn sweep(&self, sale: &str, now: u64, max: u64) -> Result<u64, StoreError> {
+        Ok(self.with_sales(|b| {
+            let Some(s) = b.sales.get_mut(sale) else {
+                return 0;
+            };
+            let due: Vec<(u64, String)> = s
+                .due
+                .iter()
+                .take_while(|(exp, _)| *exp <= now)
+                .take(max as usize)
+                .cloned()
+                .collect();
+            let mut n = 0;
+            for (exp, id) in due {
+                s.due.remove(&(exp, id.clone()));
+                if s.reservations.get(&id).map(|r| r.state) == Some(ReservationState::Reserved) {
+                    s.close(&id, ReservationState::Expired);
+                    n += 1;
+                }
+            }
+            n
+        }))
+    }
+
+    async fn add_stock(&self, sale: &str, units: i64, _now: u64) -> Result<(i64, u64), StoreError> {
+        Ok(self.with_sales(|b| {
+            let s = b.sales.entry(sale.to_string()).or_default();
+            let st = s.stock();
+            let applied = units.max(-(st.available as i64));
+            if applied != 0 {
+                st.available = (st.available as i64 + applied) as u64;
+                st.total = (st.total as i64 + applied) as u64;
+                s.events += 1;
+            }
+            (applied, s.stock().available)
+        }))
+    }
+
+    async fn claim_coupon(
+        &self,
+        campaign: &str,
+        user: &str,
+        limit: u64,
+        _now: u64,
+    ) -> Result<CouponOutcome, StoreError> {
+        Ok(self.with_sales(|b| {
+            let c = b.coupons.entry(campaign.to_string()).or_default();
+            if let Some(&serial) = c.claimed.get(user) {
+                return CouponOutcome::Existing(serial);
+            }
+            if c.issued >= limit {
+                return CouponOutcome::Exhausted;
+            }
+            c.issued += 1;
+            c.claimed.insert(user.to_string(), c.issued);
+            c.log += 1;
+            CouponOutcome::New(c.issued)
+        }))
+    }
+
+    async fn order_events(&self, sale: &str) -> Result<u64, StoreError> {
+        Ok(self.with_sales(|b| b.sales.get(sale).map_or(0, |s| s.events)))
+    }
+
+    async fn coupon_log_len(&self, campaign: &str) -> Result<u64, StoreError> {
+        Ok(self.with_sales(|b| b.coupons.get(campaign).map_or(0, |c| c.log)))
+    }
+}

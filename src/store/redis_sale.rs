@@ -1,0 +1,230 @@
+//! Redis side of the sale store: each operation is one script from `lua/`, run by EVALSHA.
+
+use std::sync::LazyLock;
+
+use async_trait::async_trait;
+use fred::prelude::*;
+use fred::types::scripts::Script;
+
+use super::redis::{array, int, text};
+use super::sale::{
+    CouponOutcome, PurchaseOutcome, Reservation, ReservationState, SaleParams, SaleState,
+    SaleStore, SettleOutcome,
+};
+use super::{RedisStore, StoreError};
+
+struct SaleScripts {
+    init: Script,
+    state: Script,
+    purchase: Script,
+    settle: Script,
+    sweep: Script,
+    add_stock: Script,
+    claim_coupon: Script,
+}
+
+static SCRIPTS: LazyLock<SaleScripts> = LazyLock::new(|| SaleScripts {
+    init: Script::from_lua(include_str!("lua/sale_init.lua")),
+    state: Script::from_lua(include_str!("lua/sale_state.lua")),
+    purchase: Script::from_lua(include_str!("lua/purchase.lua")),
+    settle: Script::from_lua(include_str!("lua/settle.lua")),
+    sweep: Script::from_lua(include_str!("lua/sweep.lua")),
+    add_stock: Script::from_lua(include_str!("lua/add_stock.lua")),
+    claim_coupon: Script::from_lua(include_str!("lua/claim_coupon.lua")),
+});
+
+fn key(id: &str, name: &str) -> String {
+    format!("rg:{{{id}}}:{name}")
+}
+
+/// stock, buyers, rsv, rsv_exp, orders: the keys settle.lua and sweep.lua take.
+fn settle_keys(sale: &str) -> Vec<String> {
+    ["stock", "buyers", "rsv", "rsv_exp", "orders"]
+        .iter()
+        .map(|n| key(sale, n))
+        .collect()
+}
+
+fn state_of(v: &Value) -> Result<ReservationState, StoreError> {
+    ReservationState::parse(text(v, "reservation state")?)
+        .ok_or_else(|| StoreError::Protocol("unknown reservation state".into()))
+}
+
+#[async_trait]
+impl SaleStore for RedisStore {
+    async fn init_sale(&self, sale: &str, stock: u64) -> Result<bool, StoreError> {
+        let v = self
+            .eval(
+                &SCRIPTS.init,
+                vec![key(sale, "stock")],
+                vec![stock.to_string()],
+            )
+            .await?;
+        Ok(int(&v, "sale init")? == 1)
+    }
+
+    async fn sale_state(&self, sale: &str) -> Result<SaleState, StoreError> {
+        let v = array(
+            self.eval(&SCRIPTS.state, vec![key(sale, "stock")], vec![])
+                .await?,
+            4,
+            "sale state",
+        )?;
+        Ok(SaleState {
+            available: int(&v[0], "available")?,
+            reserved: int(&v[1], "reserved")?,
+            confirmed: int(&v[2], "confirmed")?,
+            total: int(&v[3], "total")?,
+        })
+    }
+
+    async fn purchase(
+        &self,
+        sale: &str,
+        user: &str,
+        quantity: u64,
+        idempotency_key: &str,
+        params: &SaleParams,
+        new_id: &str,
+        now: u64,
+    ) -> Result<PurchaseOutcome, StoreError> {
+        let keys = ["stock", "buyers", "rsv", "rsv_exp", "idem", "orders"]
+            .iter()
+            .map(|n| key(sale, n))
+            .collect();
+        let args = vec![
+            user.to_string(),
+            quantity.to_string(),
+            idempotency_key.to_string(),
+            now.to_string(),
+            params.reservation_ms.to_string(),
+            params.per_user_limit.to_string(),
+            new_id.to_string(),
+        ];
+        let v = match self.eval(&SCRIPTS.purchase, keys, args).await? {
+            Value::Array(items) => items,
+            _ => return Err(StoreError::Protocol("purchase reply".into())),
+        };
+        let field = |i: usize| {
+            v.get(i)
+                .ok_or_else(|| StoreError::Protocol("purchase reply".into()))
+        };
+        let reservation = |state: ReservationState| -> Result<Reservation, StoreError> {
+            Ok(Reservation {
+                id: text(field(1)?, "reservation id")?.to_string(),
+                quantity: int(field(2)?, "quantity")?,
+                expires_ms: int(field(3)?, "expiry")?,
+                available: int(field(4)?, "available")?,
+                state,
+            })
+        };
+        match text(field(0)?, "purchase outcome")? {
+            "reserved" => Ok(PurchaseOutcome::Reserved(reservation(
+                ReservationState::Reserved,
+            )?)),
+            "existing" => Ok(PurchaseOutcome::Existing(reservation(state_of(field(
+                5,
+            )?)?)?)),
+            "limit" => Ok(PurchaseOutcome::LimitReached {
+                held: int(field(1)?, "held")?,
+            }),
+            "sold_out" => Ok(PurchaseOutcome::SoldOut {
+                reserved: int(field(1)?, "reserved")?,
+            }),
+            "insufficient" => Ok(PurchaseOutcome::Insufficient {
+                available: int(field(1)?, "available")?,
+            }),
+            other => Err(StoreError::Protocol(format!("purchase outcome {other}"))),
+        }
+    }
+
+    async fn settle(
+        &self,
+        sale: &str,
+        reservation: &str,
+        target: ReservationState,
+        now: u64,
+    ) -> Result<SettleOutcome, StoreError> {
+        let args = vec![
+            reservation.to_string(),
+            target.as_str().to_string(),
+            now.to_string(),
+        ];
+        let v = array(
+            self.eval(&SCRIPTS.settle, settle_keys(sale), args).await?,
+            3,
+            "settle",
+        )?;
+        match text(&v[0], "settle outcome")? {
+            "unknown" => Ok(SettleOutcome::Unknown),
+            "done" => Ok(SettleOutcome::Done(state_of(&v[1])?)),
+            "already" => Ok(SettleOutcome::Already(state_of(&v[1])?)),
+            "conflict" => Ok(SettleOutcome::Conflict(state_of(&v[1])?)),
+            other => Err(StoreError::Protocol(format!("settle outcome {other}"))),
+        }
+    }
+
+    async fn sweep(&self, sale: &str, now: u64, max: u64) -> Result<u64, StoreError> {
+        let v = self
+            .eval(
+                &SCRIPTS.sweep,
+                settle_keys(sale),
+                vec![now.to_string(), max.to_string()],
+            )
+            .await?;
+        int(&v, "sweep count")
+    }
+
+    async fn add_stock(&self, sale: &str, units: i64, now: u64) -> Result<(i64, u64), StoreError> {
+        let keys = vec![key(sale, "stock"), key(sale, "orders")];
+        let v = array(
+            self.eval(
+                &SCRIPTS.add_stock,
+                keys,
+                vec![units.to_string(), now.to_string()],
+            )
+            .await?,
+            2,
+            "add stock",
+        )?;
+        let applied = match &v[0] {
+            Value::Integer(i) => *i,
+            _ => return Err(StoreError::Protocol("add stock units".into())),
+        };
+        Ok((applied, int(&v[1], "available")?))
+    }
+
+    async fn claim_coupon(
+        &self,
+        campaign: &str,
+        user: &str,
+        limit: u64,
+        now: u64,
+    ) -> Result<CouponOutcome, StoreError> {
+        let keys = vec![
+            key(campaign, "issued"),
+            key(campaign, "claimed"),
+            key(campaign, "log"),
+        ];
+        let args = vec![user.to_string(), limit.to_string(), now.to_string()];
+        let v = array(
+            self.eval(&SCRIPTS.claim_coupon, keys, args).await?,
+            2,
+            "coupon",
+        )?;
+        match text(&v[0], "coupon outcome")? {
+            "new" => Ok(CouponOutcome::New(int(&v[1], "serial")?)),
+            "existing" => Ok(CouponOutcome::Existing(int(&v[1], "serial")?)),
+            "exhausted" => Ok(CouponOutcome::Exhausted),
+            other => Err(StoreError::Protocol(format!("coupon outcome {other}"))),
+        }
+    }
+
+    async fn order_events(&self, sale: &str) -> Result<u64, StoreError> {
+        self.stream_len(&key(sale, "orders")).await
+    }
+
+    async fn coupon_log_len(&self, campaign: &str) -> Result<u64, StoreError> {
+        self.stream_len(&key(campaign, "log")).await
+    }
+}

@@ -1,0 +1,204 @@
+//! The sale half of the store: stock with reservations, and first-come coupons. Same rules as
+//! rooms: every multi-key operation is one Lua script (`lua/purchase.lua`, `settle.lua`,
+//! `sweep.lua`, `add_stock.lua`, `claim_coupon.lua`), mirrored by the embedded store.
+//!
+//! Keys of sale `s`: `rg:{s}:stock` HASH (available, reserved, confirmed, total),
+//! `rg:{s}:buyers` HASH user → units held, `rg:{s}:rsv` HASH id → `state|user|qty|expires_ms`,
+//! `rg:{s}:rsv_exp` ZSET id → expiry ms (reserved only), `rg:{s}:idem` HASH user NUL key → id,
+//! `rg:{s}:orders` STREAM. Coupon campaign `c`: `rg:{c}:issued` counter, `rg:{c}:claimed`
+//! HASH user → serial, `rg:{c}:log` STREAM.
+//!
+//! Invariant: `available + reserved + confirmed == total` after every operation.
+
+use async_trait::async_trait;
+
+use super::StoreError;
+
+/// Per-sale rules passed to every purchase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SaleParams {
+    /// Units one user may hold (reserved + confirmed) over the whole sale.
+    pub per_user_limit: u32,
+    /// How long an unpaid reservation holds its units.
+    pub reservation_ms: u64,
+}
+
+/// A sale's counters, read atomically.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SaleState {
+    /// Units anyone can buy now.
+    pub available: u64,
+    /// Units held by reservations that are neither paid nor expired.
+    pub reserved: u64,
+    /// Units paid for.
+    pub confirmed: u64,
+    /// Units ever put on sale (initial stock plus additions minus removals).
+    pub total: u64,
+}
+
+impl SaleState {
+    /// Nothing left to sell and nothing that could come back: the room should say sold out.
+    pub fn sold_out(&self) -> bool {
+        self.available == 0 && self.reserved == 0
+    }
+}
+
+/// Lifecycle of a reservation: `reserved → confirmed | released | expired`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReservationState {
+    /// Holding units, waiting for payment.
+    Reserved,
+    /// Paid (final).
+    Confirmed,
+    /// Given back by the shop (final; units returned).
+    Released,
+    /// Timed out (final; units returned).
+    Expired,
+}
+
+impl ReservationState {
+    /// The stored / JSON name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReservationState::Reserved => "reserved",
+            ReservationState::Confirmed => "confirmed",
+            ReservationState::Released => "released",
+            ReservationState::Expired => "expired",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<ReservationState> {
+        match s {
+            "reserved" => Some(ReservationState::Reserved),
+            "confirmed" => Some(ReservationState::Confirmed),
+            "released" => Some(ReservationState::Released),
+            "expired" => Some(ReservationState::Expired),
+            _ => None,
+        }
+    }
+}
+
+/// A reservation as a purchase returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    /// Reservation id (`{sale}.{random}`).
+    pub id: String,
+    /// Units held.
+    pub quantity: u64,
+    /// When the hold ends unless confirmed, ms since the epoch.
+    pub expires_ms: u64,
+    /// Units available right after (or, for a repeat, now).
+    pub available: u64,
+    /// Its state (a repeat may find it confirmed, released or expired).
+    pub state: ReservationState,
+}
+
+/// What a purchase did. Only `Reserved` changed anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PurchaseOutcome {
+    /// A new reservation took the units.
+    Reserved(Reservation),
+    /// The idempotency key was used before by this user: the same reservation, no stock taken.
+    Existing(Reservation),
+    /// The user would exceed the per-user limit; `held` units already.
+    LimitReached {
+        /// Units the user holds.
+        held: u64,
+    },
+    /// Nothing available; `reserved` units may still come back if reservations expire.
+    SoldOut {
+        /// Units held by live reservations.
+        reserved: u64,
+    },
+    /// Fewer units available than asked for.
+    Insufficient {
+        /// Units available.
+        available: u64,
+    },
+}
+
+/// What a confirm / release / expire did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettleOutcome {
+    /// The transition was made.
+    Done(ReservationState),
+    /// It was already in the target state (a retry): nothing changed.
+    Already(ReservationState),
+    /// It is in another state (e.g. confirming an expired one).
+    Conflict(ReservationState),
+    /// No such reservation.
+    Unknown,
+}
+
+/// What a coupon claim did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CouponOutcome {
+    /// A new coupon with this serial (1-based).
+    New(u64),
+    /// The user already had this serial.
+    Existing(u64),
+    /// All coupons are issued.
+    Exhausted,
+}
+
+/// Storage of sales and coupons. Ids are validated config ids; `user` is the store identity
+/// of the buyer (pass `sub`). Every method is atomic across nodes.
+#[async_trait]
+pub trait SaleStore: Send + Sync + 'static {
+    /// Creates the sale's stock record with `stock` units unless it exists. Returns whether it
+    /// created it.
+    async fn init_sale(&self, sale: &str, stock: u64) -> Result<bool, StoreError>;
+
+    /// The sale's counters.
+    async fn sale_state(&self, sale: &str) -> Result<SaleState, StoreError>;
+
+    /// Reserves `quantity` units for `user` (see `lua/purchase.lua`). `new_id` is used only when
+    /// a new reservation is made. An empty `idempotency_key` means none.
+    #[allow(clippy::too_many_arguments)]
+    async fn purchase(
+        &self,
+        sale: &str,
+        user: &str,
+        quantity: u64,
+        idempotency_key: &str,
+        params: &SaleParams,
+        new_id: &str,
+        now_ms: u64,
+    ) -> Result<PurchaseOutcome, StoreError>;
+
+    /// Moves a reservation to `target` (Confirmed, Released or Expired).
+    async fn settle(
+        &self,
+        sale: &str,
+        reservation: &str,
+        target: ReservationState,
+        now_ms: u64,
+    ) -> Result<SettleOutcome, StoreError>;
+
+    /// Expires up to `max` due reservations; returns how many.
+    async fn sweep(&self, sale: &str, now_ms: u64, max: u64) -> Result<u64, StoreError>;
+
+    /// Adds (or, negative, removes unsold) units; returns (units applied, available after).
+    async fn add_stock(
+        &self,
+        sale: &str,
+        units: i64,
+        now_ms: u64,
+    ) -> Result<(i64, u64), StoreError>;
+
+    /// Issues the next coupon serial to `user` unless it has one or `limit` are issued.
+    async fn claim_coupon(
+        &self,
+        campaign: &str,
+        user: &str,
+        limit: u64,
+        now_ms: u64,
+    ) -> Result<CouponOutcome, StoreError>;
+
+    /// Events on the sale's order stream (for audits and tests).
+    async fn order_events(&self, sale: &str) -> Result<u64, StoreError>;
+
+    /// Entries on the campaign's coupon log.
+    async fn coupon_log_len(&self, campaign: &str) -> Result<u64, StoreError>;
+}
