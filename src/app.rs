@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::http::{serve, Listener};
 use crate::ops::metrics;
 use crate::pass::{KeyError, PassIssuer, PassKeys, TicketSigner};
-use crate::queue::{pacer, Rooms};
+use crate::queue::{pacer, Rooms, StockGate};
 use crate::sale::{keeper, Coupons, Sales};
 use crate::store::{MemoryStore, RedisStore, SaleStore, Store, StoreError};
 
@@ -98,9 +98,16 @@ impl AppState {
         if !config.sales.is_empty() && config.uses_default_shop_key() {
             tracing::warn!("shop.api_key is the shipped placeholder; set RUSHGATE_SHOP_API_KEY");
         }
+        let rooms = Rooms::new(&config.rooms);
+        let sales = Sales::new(&config.sales);
+        for sale in sales.iter() {
+            if let Some(room) = rooms.get(&sale.config.room) {
+                room.set_stock_gate(StockGate::UNKNOWN);
+            }
+        }
         Ok(AppState {
-            rooms: Rooms::new(&config.rooms),
-            sales: Sales::new(&config.sales),
+            rooms,
+            sales,
             coupons: Coupons::new(&config.coupons),
             sale_store,
             passes: PassIssuer::new(keys, &config.passes.issuer, &config.passes.audience),
@@ -167,6 +174,7 @@ impl App {
         for sale in state.sales.iter() {
             tasks.spawn(keeper::run(
                 sale.clone(),
+                state.rooms.get(&sale.config.room).cloned(),
                 state.sale_store.clone(),
                 every,
                 rx.clone(),

@@ -159,7 +159,7 @@ pub async fn join(
     let identity = identity.unwrap_or_else(crate::pass::TicketSigner::anonymous_identity);
     let outcome = match state
         .store
-        .join(&room.id, &identity, &room.params, now)
+        .join(&room.id, &identity, &room.params_now(), now)
         .await
     {
         Ok(outcome) => outcome,

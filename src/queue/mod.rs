@@ -7,5 +7,5 @@ mod room;
 mod snapshot;
 
 pub use eta::EtaEstimator;
-pub use room::{params_for, Eta, Room, Rooms};
+pub use room::{params_for, Eta, Room, Rooms, StockGate};
 pub use snapshot::{Located, Rates, Snapshot};

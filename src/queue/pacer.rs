@@ -21,7 +21,12 @@ pub async fn step(
     flush_seen(room, store).await?;
     let previous = room.snapshot();
     let state = store
-        .tick(&room.id, &room.params, now_ms(), previous.known_departed())
+        .tick(
+            &room.id,
+            &room.params_now(),
+            now_ms(),
+            previous.known_departed(),
+        )
         .await?;
     let rates = eta.update(
         Instant::now(),

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 
 use super::eta::seconds_for;
 use super::snapshot::{Located, Snapshot};
@@ -29,6 +29,26 @@ pub struct Eta {
     pub p90: Option<u64>,
 }
 
+/// What the sale behind a room allows, as last read from the store by the sale's keeper.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StockGate {
+    /// Most admitted sessions that have not reserved yet (see [`RoomParams::admit_cap`]).
+    pub admit_cap: u64,
+    /// Units still available to reserve.
+    pub remaining: u64,
+    /// Nothing available and nothing reserved that could come back: waiters are told so.
+    pub sold_out: bool,
+}
+
+impl StockGate {
+    /// Before the first read of the stock: admit nobody, claim nothing about the sale.
+    pub const UNKNOWN: StockGate = StockGate {
+        admit_cap: 0,
+        remaining: 0,
+        sold_out: false,
+    };
+}
+
 /// One room on this node.
 pub struct Room {
     /// The room id.
@@ -41,6 +61,8 @@ pub struct Room {
     /// Watermark learned from this node's own instant admissions, ahead of the next refresh.
     served_floor: AtomicU64,
     seen: Mutex<Vec<(u64, u64)>>,
+    /// `None` for a room that sells nothing.
+    stock: ArcSwapOption<StockGate>,
 }
 
 impl Room {
@@ -54,7 +76,27 @@ impl Room {
             snapshot: ArcSwap::from_pointee(Snapshot::empty()),
             served_floor: AtomicU64::new(0),
             seen: Mutex::new(Vec::new()),
+            stock: ArcSwapOption::empty(),
         }
+    }
+
+    /// Store parameters for an operation now: the settings plus the sale's current admission
+    /// cap. Join and tick must use these so no node admits past the stock.
+    pub fn params_now(&self) -> RoomParams {
+        RoomParams {
+            admit_cap: self.stock_gate().map(|g| g.admit_cap),
+            ..self.params
+        }
+    }
+
+    /// The sale gate, or `None` when the room sells nothing.
+    pub fn stock_gate(&self) -> Option<StockGate> {
+        self.stock.load().as_deref().copied()
+    }
+
+    /// Sets the sale gate (the sale keeper calls this after every stock read).
+    pub fn set_stock_gate(&self, gate: StockGate) {
+        self.stock.store(Some(Arc::new(gate)));
     }
 
     /// The current cached state (lock-free read).
@@ -151,6 +193,7 @@ pub fn params_for(config: &RoomConfig) -> RoomParams {
         idle_ms,
         interval_ms: (idle_ms / 10).max(100),
         session_ms: u64::from(config.session_seconds) * 1000,
+        admit_cap: None,
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::Sale;
+use crate::queue::{Room, StockGate};
 use crate::store::sale::SaleStore;
 use crate::store::{now_ms, StoreError};
 
@@ -17,13 +18,26 @@ const SWEEP_BATCH: u64 = 1_000;
 /// How often expired reservations are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
-/// Sweeps due reservations (repeating while full batches come back), then refreshes the cache.
-pub async fn step(sale: &Sale, store: &dyn SaleStore, sweep: bool) -> Result<(), StoreError> {
+/// Sweeps due reservations (repeating while full batches come back), then refreshes the cache
+/// and the stock gate of the sale's room.
+pub async fn step(
+    sale: &Sale,
+    room: Option<&Room>,
+    store: &dyn SaleStore,
+    sweep: bool,
+) -> Result<(), StoreError> {
     if sweep {
         while store.sweep(&sale.config.id, now_ms(), SWEEP_BATCH).await? == SWEEP_BATCH {}
     }
     let state = store.sale_state(&sale.config.id).await?;
     sale.publish(state);
+    if let Some(room) = room {
+        room.set_stock_gate(StockGate {
+            admit_cap: sale.admit_cap(&state),
+            remaining: state.available,
+            sold_out: state.sold_out(),
+        });
+    }
     Ok(())
 }
 
@@ -31,6 +45,7 @@ pub async fn step(sale: &Sale, store: &dyn SaleStore, sweep: bool) -> Result<(),
 /// every `every` until `shutdown` flips.
 pub async fn run(
     sale: Arc<Sale>,
+    room: Option<Arc<Room>>,
     store: Arc<dyn SaleStore>,
     every: Duration,
     mut shutdown: watch::Receiver<bool>,
@@ -59,7 +74,7 @@ pub async fn run(
         if sweep {
             last_sweep = Instant::now();
         }
-        if let Err(e) = step(&sale, store.as_ref(), sweep).await {
+        if let Err(e) = step(&sale, room.as_deref(), store.as_ref(), sweep).await {
             tracing::debug!(sale = %sale.config.id, error = %e, "sale refresh failed");
         }
     }

@@ -2,7 +2,7 @@
 //! `store/lua/`, for a single node with no Redis. Each operation runs under one mutex, which
 //! gives it the same all-or-nothing atomicity a Lua script has in Redis.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -52,6 +52,8 @@ struct RoomData {
     /// identity → expiry ms (claim deadline, or session expiry once claimed).
     active: HashMap<String, u64>,
     sessions: HashMap<String, u64>,
+    /// Admitted identities holding a reservation (`rg:{room}:buying`).
+    buying: HashSet<String>,
     gone: Bitmap,
     /// interval → (expire-at ms, bitmap).
     alive: HashMap<u64, (u64, Bitmap)>,
@@ -94,14 +96,25 @@ impl RoomData {
 
     /// rg_expire_sessions
     fn expire_sessions(&mut self, now: u64) {
-        let sessions = &mut self.sessions;
+        let (sessions, buying) = (&mut self.sessions, &mut self.buying);
         self.active.retain(|id, exp| {
             let keep = *exp > now;
             if !keep {
                 sessions.remove(id);
+                buying.remove(id);
             }
             keep
         });
+    }
+
+    /// rg_free_slots
+    fn free_slots(&self, p: &RoomParams) -> i64 {
+        let n = self.active.len() as i64;
+        let free = i64::from(p.max_active) - n;
+        match p.admit_cap {
+            Some(cap) => free.min(cap as i64 - (n - self.buying.len() as i64)),
+            None => free,
+        }
     }
 
     /// rg_refill: (tokens, timestamp to save)
@@ -171,10 +184,7 @@ impl Store for MemoryStore {
             }
             r.seq += 1;
             let seq = r.seq;
-            if status == RoomStatus::Open
-                && r.queue.is_empty()
-                && (r.active.len() as u64) < u64::from(p.max_active)
-            {
+            if status == RoomStatus::Open && r.queue.is_empty() && r.free_slots(p) > 0 {
                 let (tokens, ts) = r.refill(now, p);
                 if tokens >= 1.0 {
                     r.bucket = Some((tokens - 1.0, ts));
@@ -205,8 +215,7 @@ impl Store for MemoryStore {
             r.drop_expired_alive(now);
             if r.status() == RoomStatus::Open {
                 let (tokens, ts) = r.refill(now, p);
-                let free = i64::from(p.max_active) - r.active.len() as i64;
-                let mut want = (tokens.floor() as i64).min(free);
+                let mut want = (tokens.floor() as i64).min(r.free_slots(p));
                 let (mut checks, mut admitted, mut evicted, mut served) =
                     (MAX_HEAD_CHECKS, 0u32, 0u64, None);
                 while want > 0 && checks > 0 {
@@ -311,10 +320,20 @@ impl Store for MemoryStore {
             }
             if r.active.remove(identity).is_some() {
                 r.sessions.remove(identity);
+                r.buying.remove(identity);
                 r.left += 1;
                 return LeaveOutcome::EndedSession;
             }
             LeaveOutcome::Absent
+        }))
+    }
+
+    async fn mark_buying(&self, room: &RoomId, identity: &str) -> Result<bool, StoreError> {
+        Ok(self.with_room(room, |r| {
+            r.active.contains_key(identity) && {
+                r.buying.insert(identity.to_string());
+                true
+            }
         }))
     }
 

@@ -6,7 +6,8 @@
 //! `rg:{room}:meta` HASH (served, admitted, evicted, left, tokens, ts, state),
 //! `rg:{room}:seq` counter, `rg:{room}:q` ZSET identity → seq, `rg:{room}:active` ZSET
 //! identity → expiry ms, `rg:{room}:sess` HASH identity → session expiry ms,
-//! `rg:{room}:gone` BITMAP by seq (left or evicted), `rg:{room}:alive:<interval>` BITMAP by seq.
+//! `rg:{room}:gone` BITMAP by seq (left or evicted), `rg:{room}:alive:<interval>` BITMAP by seq,
+//! `rg:{room}:buying` SET of admitted identities that have reserved stock (rooms with a sale).
 
 mod memory;
 mod memory_sale;
@@ -75,6 +76,9 @@ pub struct RoomParams {
     pub interval_ms: u64,
     /// Session (pass) length, counted from the first claim.
     pub session_ms: u64,
+    /// Rooms with a sale: most admitted sessions that have not reserved stock yet (available
+    /// units times `admit_per_unit`), so nobody is admitted to find nothing. `None`: no sale.
+    pub admit_cap: Option<u64>,
 }
 
 impl RoomParams {
@@ -239,6 +243,10 @@ pub trait Store: Send + Sync + 'static {
         params: &RoomParams,
         now_ms: u64,
     ) -> Result<Option<u64>, StoreError>;
+
+    /// Records that the admitted `identity` reserved stock, so it no longer counts against
+    /// [`RoomParams::admit_cap`]. Returns false when it holds no admission (nothing changes).
+    async fn mark_buying(&self, room: &RoomId, identity: &str) -> Result<bool, StoreError>;
 
     /// Gives up a waiting place or ends an admitted session.
     async fn leave(&self, room: &RoomId, identity: &str) -> Result<LeaveOutcome, StoreError>;

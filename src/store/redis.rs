@@ -32,6 +32,7 @@ struct Scripts {
     leave: Script,
     claim: Script,
     mark_alive: Script,
+    mark_buying: Script,
 }
 
 impl Scripts {
@@ -42,6 +43,7 @@ impl Scripts {
             leave: Script::from_lua(include_str!("lua/leave.lua")),
             claim: Script::from_lua(include_str!("lua/claim.lua")),
             mark_alive: Script::from_lua(include_str!("lua/mark_alive.lua")),
+            mark_buying: Script::from_lua(include_str!("lua/mark_buying.lua")),
         }
     }
 }
@@ -201,12 +203,14 @@ pub(super) fn array(v: Value, len: usize, what: &str) -> Result<Vec<Value>, Stor
     }
 }
 
-fn room_args(p: &RoomParams) -> [String; 4] {
+fn room_args(p: &RoomParams) -> [String; 5] {
     [
         p.admit_per_minute.to_string(),
         p.max_active.to_string(),
         p.burst.to_string(),
         MAX_HEAD_CHECKS.to_string(),
+        p.admit_cap
+            .map_or_else(|| "-1".to_string(), |c| c.to_string()),
     ]
 }
 
@@ -220,13 +224,14 @@ impl Store for RedisStore {
         now: u64,
     ) -> Result<JoinOutcome, StoreError> {
         let k = RoomKeys::new(room);
-        let [per_min, max_active, burst, _] = room_args(p);
+        let [per_min, max_active, burst, _, cap] = room_args(p);
         let keys = vec![
             k.key("meta"),
             k.key("q"),
             k.key("active"),
             k.key("sess"),
             k.key("seq"),
+            k.key("buying"),
         ];
         let args = vec![
             k.prefix.clone(),
@@ -237,6 +242,7 @@ impl Store for RedisStore {
             per_min,
             max_active,
             burst,
+            cap,
         ];
         let reply = array(
             self.eval(&self.scripts.join, keys, args).await?,
@@ -261,7 +267,7 @@ impl Store for RedisStore {
         known_departed: Option<u64>,
     ) -> Result<RoomState, StoreError> {
         let k = RoomKeys::new(room);
-        let [per_min, max_active, burst, checks] = room_args(p);
+        let [per_min, max_active, burst, checks, cap] = room_args(p);
         let keys = vec![
             k.key("meta"),
             k.key("q"),
@@ -269,6 +275,7 @@ impl Store for RedisStore {
             k.key("sess"),
             k.key("gone"),
             k.key("seq"),
+            k.key("buying"),
         ];
         let known = known_departed.map_or_else(|| "-1".to_string(), |d| d.to_string());
         let args = vec![
@@ -281,6 +288,7 @@ impl Store for RedisStore {
             burst,
             known,
             checks,
+            cap,
         ];
         let r = array(
             self.eval(&self.scripts.tick, keys, args).await?,
@@ -359,6 +367,15 @@ impl Store for RedisStore {
         }
     }
 
+    async fn mark_buying(&self, room: &RoomId, identity: &str) -> Result<bool, StoreError> {
+        let k = RoomKeys::new(room);
+        let keys = vec![k.key("active"), k.key("buying")];
+        let reply = self
+            .eval(&self.scripts.mark_buying, keys, vec![identity.to_string()])
+            .await?;
+        Ok(int(&reply, "mark_buying reply")? == 1)
+    }
+
     async fn leave(&self, room: &RoomId, identity: &str) -> Result<LeaveOutcome, StoreError> {
         let k = RoomKeys::new(room);
         let keys = vec![
@@ -367,6 +384,7 @@ impl Store for RedisStore {
             k.key("active"),
             k.key("sess"),
             k.key("gone"),
+            k.key("buying"),
         ];
         let reply = self
             .eval(&self.scripts.leave, keys, vec![identity.to_string()])

@@ -1,16 +1,19 @@
 -- join.lua: give an identity a place in the room, or return the place it already holds.
 -- KEYS:  1 meta (HASH), 2 q (ZSET identity -> seq), 3 active (ZSET identity -> expiry ms),
---        4 sess (HASH identity -> session expiry ms), 5 seq (INCR counter)
+--        4 sess (HASH identity -> session expiry ms), 5 seq (INCR counter),
+--        6 buying (SET of admitted identities holding a reservation)
 -- ARGV:  1 key prefix "rg:{room}:", 2 identity, 3 now ms, 4 liveness interval ms, 5 idle ms,
---        6 admit per minute, 7 max active, 8 bucket burst
+--        6 admit per minute, 7 max active, 8 bucket burst,
+--        9 admission cap of a room with a sale (-1: no sale)
 -- Returns {status, seq, created}: status 'waiting' | 'admitted' | 'closed'; seq 0 when unknown
 -- (an identity admitted earlier); created 1 when this call made the place.
 -- When nobody waits, the room is open, a slot is free and the bucket has a token, the new arrival
 -- is admitted at once (no visible queue without a crowd); its claim window is the idle timeout.
-local meta, q, active, sess, seqkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local meta, q, active, sess, seqkey, buying = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local prefix, id = ARGV[1], ARGV[2]
 local now, interval, idle = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local per_min, max_active, burst = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local cap = tonumber(ARGV[9])
 local cur = math.floor(now / interval)
 
 local state = redis.call('HGET', meta, 'state') or 'open'
@@ -22,13 +25,13 @@ if s then
   rg_mark_alive(prefix, tonumber(s), cur, interval, idle)
   return {'waiting', tonumber(s), 0}
 end
-rg_expire_sessions(active, sess, now)
+rg_expire_sessions(active, sess, buying, now)
 if redis.call('ZSCORE', active, id) then
   return {'admitted', 0, 0}
 end
 local seq = redis.call('INCR', seqkey)
 if state == 'open' and redis.call('ZCARD', q) == 0
-    and redis.call('ZCARD', active) < max_active then
+    and rg_free_slots(active, buying, max_active, cap) > 0 then
   local tokens, ts = rg_refill(meta, now, per_min, burst)
   if tokens >= 1 then
     rg_save_tokens(meta, tokens - 1, ts)

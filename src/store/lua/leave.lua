@@ -1,9 +1,9 @@
 -- leave.lua: give a place up (waiting) or end an admitted session early.
--- KEYS:  1 meta, 2 q, 3 active, 4 sess, 5 gone
+-- KEYS:  1 meta, 2 q, 3 active, 4 sess, 5 gone, 6 buying
 -- ARGV:  1 identity
 -- Returns 'waiting' (place given up; its gone bit set so positions behind it fall),
 --         'admitted' (session ended, slot freed) or 'absent' (nothing held).
-local meta, q, active, sess, gone = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local meta, q, active, sess, gone, buying = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local id = ARGV[1]
 local s = redis.call('ZSCORE', q, id)
 if s then
@@ -14,6 +14,7 @@ if s then
 end
 if redis.call('ZREM', active, id) == 1 then
   redis.call('HDEL', sess, id)
+  redis.call('SREM', buying, id)
   redis.call('HINCRBY', meta, 'left', 1)
   return 'admitted'
 end

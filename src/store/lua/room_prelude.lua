@@ -6,15 +6,29 @@
 -- Time is always an argument (ms since the epoch): the embedded store runs the same logic under
 -- test-controlled time.
 
--- Drops admitted sessions whose expiry (ZSET score, ms) has passed, with their claim records.
-local function rg_expire_sessions(active, sess, now)
+-- Drops admitted sessions whose expiry (ZSET score, ms) has passed, with their claim and
+-- buying records.
+local function rg_expire_sessions(active, sess, buying, now)
   local expired = redis.call('ZRANGEBYSCORE', active, '-inf', now)
   if #expired > 0 then
     redis.call('ZREMRANGEBYSCORE', active, '-inf', now)
     for i = 1, #expired, 500 do
-      redis.call('HDEL', sess, unpack(expired, i, math.min(i + 499, #expired)))
+      local last = math.min(i + 499, #expired)
+      redis.call('HDEL', sess, unpack(expired, i, last))
+      redis.call('SREM', buying, unpack(expired, i, last))
     end
   end
+end
+
+-- Admissions the room can take now: free session slots, and in a room with a sale (cap >= 0)
+-- no more admitted-but-not-buying sessions than the cap.
+local function rg_free_slots(active, buying, max_active, cap)
+  local n = redis.call('ZCARD', active)
+  local free = max_active - n
+  if cap >= 0 then
+    free = math.min(free, cap - (n - redis.call('SCARD', buying)))
+  end
+  return free
 end
 
 -- Token bucket shared by every node: refilled from the time of the last save, capped at `burst`.

@@ -1,9 +1,11 @@
 -- tick.lua: expire sessions, admit waiters in sequence order at the paced rate, report state.
--- KEYS:  1 meta, 2 q, 3 active, 4 sess, 5 gone (BITMAP seq -> left or evicted), 6 seq
+-- KEYS:  1 meta, 2 q, 3 active, 4 sess, 5 gone (BITMAP seq -> left or evicted), 6 seq,
+--        7 buying (SET of admitted identities holding a reservation)
 -- ARGV:  1 key prefix "rg:{room}:", 2 now ms, 3 liveness interval ms, 4 idle ms,
 --        5 admit per minute, 6 max active, 7 bucket burst,
 --        8 departures the caller already knows (-1: always send the bitmap),
---        9 most head entries examined per call (bounds the script's run time)
+--        9 most head entries examined per call (bounds the script's run time),
+--        10 admission cap of a room with a sale (-1: no sale)
 -- Returns {served, last_seq, waiting, active, admitted_total, evicted_total, left_total, state,
 --          gone_base_byte, gone_bytes | nil}
 -- gone_bytes is GETRANGE gone [floor((served+1)/8), floor(last_seq/8)], sent only when the
@@ -12,18 +14,19 @@
 -- silent head never holds the queue. An admitted waiter must claim its pass before the idle
 -- timeout runs out from when it was last seen, or its slot frees.
 local meta, q, active, sess, gone, seqkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local buying = KEYS[7]
 local prefix = ARGV[1]
 local now, interval, idle = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local per_min, max_active, burst = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local known, max_checks = tonumber(ARGV[8]), tonumber(ARGV[9])
+local known, max_checks, cap = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
 local cur = math.floor(now / interval)
 local span = math.ceil(idle / interval)
 
-rg_expire_sessions(active, sess, now)
+rg_expire_sessions(active, sess, buying, now)
 local state = redis.call('HGET', meta, 'state') or 'open'
 if state == 'open' then
   local tokens, ts = rg_refill(meta, now, per_min, burst)
-  local want = math.min(math.floor(tokens), max_active - redis.call('ZCARD', active))
+  local want = math.min(math.floor(tokens), rg_free_slots(active, buying, max_active, cap))
   local checks, admitted, evicted, served = max_checks, 0, 0, false
   while want > 0 and checks > 0 do
     local head = redis.call('ZRANGE', q, 0, math.min(want, checks) - 1, 'WITHSCORES')
