@@ -1,4 +1,4 @@
-//! Command line: `serve`, `check-config`, `keygen`, `pass verify`.
+//! Command line: `serve`, `check-config`, `keygen`, `pass verify`, `sale add-stock`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{Config, ConfigError, ProcessEnv};
 use crate::pass::{PassAlgorithm, PassIssuer, PassKeys};
+use crate::store::{now_ms, RedisStore, SaleStore as _};
 
 /// Exit code for an unusable configuration.
 pub const EXIT_BAD_CONFIG: u8 = 2;
@@ -48,6 +49,29 @@ pub enum Command {
         /// What to do with passes.
         #[command(subcommand)]
         command: PassCommand,
+    },
+    /// Sale utilities (act on the shared Redis store directly).
+    Sale {
+        /// What to do with a sale.
+        #[command(subcommand)]
+        command: SaleCommand,
+    },
+}
+
+/// `rushgate sale ...`
+#[derive(Debug, Subcommand)]
+pub enum SaleCommand {
+    /// Add units to a sale (negative removes unsold units); a sold-out room reopens within one
+    /// refresh on every node.
+    AddStock {
+        /// Configuration file (its `[store] redis_url` is used).
+        #[arg(long, default_value = "config/rushgate.toml")]
+        config: PathBuf,
+        /// Sale id.
+        sale: String,
+        /// Units to add (negative: remove).
+        #[arg(allow_hyphen_values = true)]
+        units: i64,
     },
 }
 
@@ -138,6 +162,60 @@ pub fn pass_verify(config_path: &Path, token: &str) -> Result<ExitCode, ExitCode
         Err(e) => {
             eprintln!("invalid pass: {e}");
             Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// `sale add-stock`: needs the Redis store (the embedded store lives inside the server process;
+/// use the admin API there). Exit 0 with the new counts, 1 on a store error, 2 on bad input.
+pub fn sale_add_stock(config_path: &Path, sale: &str, units: i64) -> ExitCode {
+    let config = match load_config(config_path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let Some(initial) = config.sales.iter().find(|s| s.id == sale).map(|s| s.stock) else {
+        eprintln!("error: no sale `{sale}` in {}", config_path.display());
+        return ExitCode::from(EXIT_BAD_CONFIG);
+    };
+    let Some(url) = config.store.redis_url.clone() else {
+        eprintln!(
+            "error: {} uses the embedded store, which lives inside the running server; \
+             sale add-stock needs [store] redis_url",
+            config_path.display()
+        );
+        return ExitCode::from(EXIT_BAD_CONFIG);
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let timeout = std::time::Duration::from_millis(config.store.command_timeout_ms.max(1000));
+    let result = runtime.block_on(async {
+        let store = RedisStore::connect(&url, 1, timeout)?;
+        store.wait_connected(timeout * 5).await?;
+        // Before any server ran, the sale starts from its configured stock (a no-op after).
+        store.init_sale(sale, initial).await?;
+        let applied = store.add_stock(sale, units, now_ms()).await?;
+        let state = store.sale_state(sale).await?;
+        Ok::<_, crate::store::StoreError>((applied, state))
+    });
+    match result {
+        Ok(((applied, _), state)) => {
+            println!(
+                "sale {sale}: {applied:+} units applied; available {}, reserved {}, confirmed {}, total {}",
+                state.available, state.reserved, state.confirmed, state.total
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use rushgate::cli::{self, Cli, Command, PassCommand};
+use rushgate::cli::{self, Cli, Command, PassCommand, SaleCommand};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -50,5 +50,13 @@ fn main() -> ExitCode {
         Command::Pass {
             command: PassCommand::Verify { config, token },
         } => cli::pass_verify(&config, &token).unwrap_or_else(|code| code),
+        Command::Sale {
+            command:
+                SaleCommand::AddStock {
+                    config,
+                    sale,
+                    units,
+                },
+        } => cli::sale_add_stock(&config, &sale, units),
     }
 }

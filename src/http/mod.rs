@@ -6,6 +6,7 @@ pub mod error;
 mod pass;
 mod probes;
 mod queue;
+mod sale;
 pub mod router;
 mod serve;
 

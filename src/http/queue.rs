@@ -38,6 +38,8 @@ enum PlaceState {
     Admitted,
     Expired,
     Closed,
+    /// The sale behind the room has nothing left and nothing that could come back.
+    SoldOut,
 }
 
 #[derive(Debug, Serialize)]
@@ -60,6 +62,9 @@ struct PlaceBody {
     pass: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pass_expires_at: Option<u64>,
+    /// Units of the room's sale still available (absent for a room that sells nothing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    remaining: Option<u64>,
     #[serde(skip_serializing_if = "String::is_empty")]
     message: String,
 }
@@ -156,6 +161,11 @@ pub async fn join(
         }
     }
 
+    if room.stock_gate().is_some_and(|g| g.sold_out) {
+        // Nothing to queue for: no place is made (a restock reopens joining).
+        let place = Place::without_ticket(PlaceState::SoldOut);
+        return Ok(respond(state, room, &parts.headers, StatusCode::OK, place));
+    }
     let identity = identity.unwrap_or_else(crate::pass::TicketSigner::anonymous_identity);
     let outcome = match state
         .store
@@ -227,8 +237,14 @@ async fn locate_place(
                 return Ok(Place::without_ticket(PlaceState::Closed));
             }
             room.record_seen(claims.seq, now);
+            let sold_out = room.stock_gate().is_some_and(|g| g.sold_out);
             Ok(Place {
-                state: PlaceState::Waiting,
+                // A sold-out waiter keeps its place: a restock puts it back in line.
+                state: if sold_out {
+                    PlaceState::SoldOut
+                } else {
+                    PlaceState::Waiting
+                },
                 ticket: Some(ticket),
                 position,
                 pass: None,
@@ -381,6 +397,7 @@ pub fn status(state: &AppState, room_id: &str) -> Result<Response<Body>, ApiErro
     let snap = room.snapshot();
     let s = &snap.state;
     let eta = room.eta(s.waiting.max(1));
+    let gate = room.stock_gate();
     Ok(json(
         StatusCode::OK,
         &serde_json::json!({
@@ -395,6 +412,8 @@ pub fn status(state: &AppState, room_id: &str) -> Result<Response<Body>, ApiErro
             "admitted_total": s.admitted_total,
             "admission_rate_per_minute": (snap.rates.p50 * 60.0).round(),
             "eta_seconds_for_last": eta.p50,
+            "sold_out": gate.is_some_and(|g| g.sold_out),
+            "remaining": gate.map(|g| g.remaining),
             "message": room.config.message,
         }),
     ))
@@ -423,14 +442,17 @@ fn respond(
     status: StatusCode,
     place: Place,
 ) -> Response<Body> {
-    let waiting = place.state == PlaceState::Waiting;
-    let eta = if waiting {
-        room.eta(place.position)
-    } else {
-        Eta {
+    let eta = match place.state {
+        PlaceState::Waiting => room.eta(place.position),
+        // Nothing is being sold to wait for: no estimate until a restock.
+        PlaceState::SoldOut => Eta {
+            p50: None,
+            p90: None,
+        },
+        _ => Eta {
             p50: Some(0),
             p90: Some(0),
-        }
+        },
     };
     let poll_after_ms = room.poll_after_ms(&eta);
     let body = PlaceBody {
@@ -446,6 +468,7 @@ fn respond(
         poll_after_ms,
         pass: place.pass.as_ref().map(|(p, _)| p.clone()),
         pass_expires_at: place.pass.as_ref().map(|(_, exp)| *exp),
+        remaining: room.stock_gate().map(|g| g.remaining),
         message: room.config.message.clone(),
     };
     let mut resp = json(status, &body);

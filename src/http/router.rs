@@ -8,7 +8,8 @@ use hyper::body::Incoming;
 
 use super::body::Body;
 use super::error::ApiError;
-use super::{pass, probes, queue};
+use super::{pass, probes, queue, sale};
+use crate::store::sale::ReservationState;
 use crate::app::AppState;
 
 /// Routes a request of the public listener.
@@ -59,10 +60,28 @@ async fn route_public(
             ("leave", queue::leave(state, room, &req).await)
         }
         (["passes", "verify"], Method::POST) => ("pass_verify", pass::verify(state, req).await),
+        (["sales", sale, "purchase"], Method::POST) => {
+            ("purchase", sale::purchase(state, sale, req).await)
+        }
+        (["reservations", id, "confirm"], Method::POST) => (
+            "confirm",
+            sale::settle(state, id, ReservationState::Confirmed, req.headers()).await,
+        ),
+        (["reservations", id, "release"], Method::POST) => (
+            "release",
+            sale::settle(state, id, ReservationState::Released, req.headers()).await,
+        ),
+        (["coupons", id, "claim"], Method::POST) => {
+            ("coupon_claim", sale::claim_coupon(state, id, req).await)
+        }
         (["rooms", _], _) | (["rooms", _, "position"], _) => {
             ("method", Err(not_allowed(&req, "GET")))
         }
-        (["rooms", _, "join" | "leave"], _) | (["passes", "verify"], _) => {
+        (["rooms", _, "join" | "leave"], _)
+        | (["passes", "verify"], _)
+        | (["sales", _, "purchase"], _)
+        | (["reservations", _, "confirm" | "release"], _)
+        | (["coupons", _, "claim"], _) => {
             ("method", Err(not_allowed(&req, "POST")))
         }
         _ => ("unknown", Err(ApiError::NotFound(truncate(&path)))),

@@ -118,6 +118,19 @@ pub enum PurchaseOutcome {
     },
 }
 
+impl PurchaseOutcome {
+    /// Metric label of the outcome.
+    pub fn label(&self) -> &'static str {
+        match self {
+            PurchaseOutcome::Reserved(_) => "reserved",
+            PurchaseOutcome::Existing(_) => "existing",
+            PurchaseOutcome::LimitReached { .. } => "limit_reached",
+            PurchaseOutcome::SoldOut { .. } => "sold_out",
+            PurchaseOutcome::Insufficient { .. } => "insufficient",
+        }
+    }
+}
+
 /// What a confirm / release / expire did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SettleOutcome {
