@@ -6,8 +6,8 @@ pub mod error;
 mod pass;
 mod probes;
 mod queue;
-mod sale;
 pub mod router;
+mod sale;
 mod serve;
 
 pub use serve::{serve, Listener};

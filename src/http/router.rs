@@ -9,8 +9,8 @@ use hyper::body::Incoming;
 use super::body::Body;
 use super::error::ApiError;
 use super::{pass, probes, queue, sale};
-use crate::store::sale::ReservationState;
 use crate::app::AppState;
+use crate::store::sale::ReservationState;
 
 /// Routes a request of the public listener.
 pub async fn public(state: AppState, req: Request<Incoming>) -> Response<Body> {
@@ -81,9 +81,7 @@ async fn route_public(
         | (["passes", "verify"], _)
         | (["sales", _, "purchase"], _)
         | (["reservations", _, "confirm" | "release"], _)
-        | (["coupons", _, "claim"], _) => {
-            ("method", Err(not_allowed(&req, "POST")))
-        }
+        | (["coupons", _, "claim"], _) => ("method", Err(not_allowed(&req, "POST"))),
         _ => ("unknown", Err(ApiError::NotFound(truncate(&path)))),
     }
 }

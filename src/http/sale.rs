@@ -25,7 +25,11 @@ const MAX_KEY_LEN: usize = 256;
 
 /// The admission pass presented for `room` (bearer first, then the room's pass cookie),
 /// verified locally: signature, issuer, audience, time and room.
-pub fn require_pass(state: &AppState, room: &str, headers: &HeaderMap) -> Result<PassClaims, ApiError> {
+pub fn require_pass(
+    state: &AppState,
+    room: &str,
+    headers: &HeaderMap,
+) -> Result<PassClaims, ApiError> {
     let cookie_name = format!("rg_pass_{room}");
     let token = bearer(headers)
         .or_else(|| cookie(headers, &cookie_name))
@@ -62,7 +66,9 @@ fn quantity(v: Option<&Value>) -> Result<u64, ApiError> {
             None if n.as_i64().is_some() => Err(invalid("must be a positive integer")),
             None => Err(invalid("must be a whole number")),
         },
-        Some(_) => Err(invalid("must be a JSON integer, not a string or other value")),
+        Some(_) => Err(invalid(
+            "must be a JSON integer, not a string or other value",
+        )),
     }
 }
 
@@ -129,7 +135,10 @@ pub async fn purchase(
                     tracing::warn!(sale = %sale.config.id, error = %e, "could not mark buyer");
                 }
             }
-            Ok(json(StatusCode::CREATED, &reservation_body(&sale.config.id, &r)))
+            Ok(json(
+                StatusCode::CREATED,
+                &reservation_body(&sale.config.id, &r),
+            ))
         }
         PurchaseOutcome::Existing(r) => {
             Ok(json(StatusCode::OK, &reservation_body(&sale.config.id, &r)))
@@ -255,10 +264,23 @@ mod tests {
 
     #[test]
     fn quantity_accepts_only_positive_integers_in_range() {
-        let q = |s: &str| quantity(Some(&serde_json::from_str::<Value>(s).unwrap_or(Value::Null)));
+        let q = |s: &str| {
+            quantity(Some(
+                &serde_json::from_str::<Value>(s).unwrap_or(Value::Null),
+            ))
+        };
         assert_eq!(q("1").ok(), Some(1));
         assert_eq!(q("2147483647").ok(), Some(2_147_483_647));
-        for bad in ["0", "-1", "1.5", "\"2\"", "2147483648", "true", "[1]", "1e3"] {
+        for bad in [
+            "0",
+            "-1",
+            "1.5",
+            "\"2\"",
+            "2147483648",
+            "true",
+            "[1]",
+            "1e3",
+        ] {
             assert!(q(bad).is_err(), "{bad} accepted");
         }
         assert_eq!(quantity(None).ok(), Some(1));

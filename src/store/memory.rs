@@ -148,6 +148,14 @@ impl RoomData {
         })
     }
 
+    /// rg_save_tokens: the script stores `tostring(tokens)`, which Lua formats with 14
+    /// significant digits (`%.14g`); keep the same rounded value so both stores pace alike
+    /// (e.g. ten refills of 0.3 make 3 tokens, not 2.9999999999999996).
+    fn save_tokens(&mut self, tokens: f64, ts: u64) {
+        let stored = format!("{tokens:.13e}").parse().unwrap_or(tokens);
+        self.bucket = Some((stored, ts));
+    }
+
     fn drop_expired_alive(&mut self, now: u64) {
         self.alive.retain(|_, (expire_at, _)| *expire_at > now);
     }
@@ -187,7 +195,7 @@ impl Store for MemoryStore {
             if status == RoomStatus::Open && r.queue.is_empty() && r.free_slots(p) > 0 {
                 let (tokens, ts) = r.refill(now, p);
                 if tokens >= 1.0 {
-                    r.bucket = Some((tokens - 1.0, ts));
+                    r.save_tokens(tokens - 1.0, ts);
                     r.active.insert(identity.to_string(), now + p.idle_ms);
                     r.served = seq;
                     r.admitted += 1;
@@ -242,7 +250,7 @@ impl Store for MemoryStore {
                         }
                     }
                 }
-                r.bucket = Some((tokens - f64::from(admitted), ts));
+                r.save_tokens(tokens - f64::from(admitted), ts);
                 if let Some(seq) = served {
                     r.served = seq;
                     r.admitted += u64::from(admitted);

@@ -128,7 +128,7 @@ impl SaleStore for MemoryStore {
             if !idempotency_key.is_empty() {
                 if let Some(id) = s.idem.get(&ikey).cloned() {
                     let rec = s.reservations.get(&id).cloned();
-                    let available = s.stock().available;
+                    let available = s.stock.unwrap_or_default().available;
                     return PurchaseOutcome::Existing(Reservation {
                         id,
                         quantity: rec.as_ref().map_or(0, |r| r.quantity),
@@ -142,7 +142,9 @@ impl SaleStore for MemoryStore {
             if held + quantity > u64::from(params.per_user_limit) {
                 return PurchaseOutcome::LimitReached { held };
             }
-            let stock = *s.stock();
+            // Read without creating the record: like the script's HMGET, a purchase on a sale
+            // that does not exist leaves it absent (so a later init_sale still creates it).
+            let stock = s.stock.unwrap_or_default();
             if stock.available == 0 {
                 return PurchaseOutcome::SoldOut {
                     reserved: stock.reserved,
@@ -248,14 +250,16 @@ impl SaleStore for MemoryStore {
     async fn add_stock(&self, sale: &str, units: i64, _now: u64) -> Result<(i64, u64), StoreError> {
         Ok(self.with_sales(|b| {
             let s = b.sales.entry(sale.to_string()).or_default();
-            let st = s.stock();
-            let applied = units.max(-(st.available as i64));
+            let available = s.stock.map_or(0, |st| st.available);
+            let applied = units.max(-(available as i64));
+            // Like the script, only a change writes (and so creates) the stock record.
             if applied != 0 {
+                let st = s.stock();
                 st.available = (st.available as i64 + applied) as u64;
                 st.total = (st.total as i64 + applied) as u64;
                 s.events += 1;
             }
-            (applied, s.stock().available)
+            (applied, s.stock.map_or(0, |st| st.available))
         }))
     }
 

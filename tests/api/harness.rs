@@ -203,7 +203,7 @@ pub fn config(redis_url: Option<String>, rooms: Vec<RoomConfig>) -> Config {
     c.server.shutdown_grace_seconds = 2;
     c.store.redis_url = redis_url;
     c.store.refresh_ms = 50;
-    c.store.command_timeout_ms = 500;
+    c.store.command_timeout_ms = 2_000;
     c.passes.signing_key_file = key_dir().join("pass-key.pem");
     c.passes.ticket_secret = Secret("test-ticket-secret-0123456789".into());
     c.rooms = rooms;

@@ -4,3 +4,4 @@
 #[allow(dead_code)] // helpers are shared; not every one is used by every test file
 mod harness;
 mod queue_basics;
+mod sales;

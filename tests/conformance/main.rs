@@ -1,0 +1,100 @@
+//! Store conformance suite: every test drives the `Store` / `SaleStore` traits with explicit
+//! time and runs, with the same exact assertions, against the embedded `MemoryStore` and a
+//! `RedisStore` on a private redis-server. A disagreement between the two is a bug.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rushgate::store::{MemoryStore, RedisStore, RoomId, SaleStore, Store};
+
+#[allow(dead_code)] // shared with tests/api; only the redis-server part is used here
+#[path = "../api/harness.rs"]
+mod harness;
+
+/// One store under test, seen as both traits, plus the redis-server behind it (if any). The
+/// stores are declared first so they drop before the server is killed.
+pub struct Fixture {
+    rooms: Arc<dyn Store>,
+    sales: Arc<dyn SaleStore>,
+    _redis: Option<harness::RedisServer>,
+}
+
+impl Fixture {
+    pub async fn memory() -> Fixture {
+        let store = Arc::new(MemoryStore::new());
+        Fixture {
+            rooms: store.clone(),
+            sales: store,
+            _redis: None,
+        }
+    }
+
+    pub async fn redis() -> Fixture {
+        let server = harness::RedisServer::start().await;
+        let store = RedisStore::connect(&server.url(), 4, Duration::from_secs(10))
+            .expect("redis store builds");
+        store
+            .wait_connected(Duration::from_secs(10))
+            .await
+            .expect("redis store connects");
+        let store = Arc::new(store);
+        Fixture {
+            rooms: store.clone(),
+            sales: store,
+            _redis: Some(server),
+        }
+    }
+
+    /// The room store.
+    pub fn rooms(&self) -> &dyn Store {
+        &*self.rooms
+    }
+
+    /// The sale store (an `Arc` so tests can share it with spawned tasks).
+    pub fn sales(&self) -> Arc<dyn SaleStore> {
+        self.sales.clone()
+    }
+}
+
+/// Instantiates each named `async fn(view)` for both stores: `view` is the `Fixture` method
+/// that hands the test its store (`rooms` or `sales`).
+macro_rules! conformance {
+    ($view:ident: $($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn memory() {
+                    let fixture = crate::Fixture::memory().await;
+                    super::$name(fixture.$view()).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn redis() {
+                    let fixture = crate::Fixture::redis().await;
+                    super::$name(fixture.$view()).await
+                }
+            }
+        )+
+    };
+}
+
+mod rooms;
+mod sales;
+
+/// A simulated "now": one hour ahead of the wall clock, aligned to a minute. Redis expires the
+/// liveness bitmaps on its own (real) clock at times computed from this one, so simulated time
+/// must stay ahead of real time for the whole test.
+pub fn t0() -> u64 {
+    (rushgate::store::now_ms() / 60_000 + 60) * 60_000
+}
+
+/// A fresh room id.
+pub fn room_id() -> RoomId {
+    RoomId::parse(&harness::room_id()).expect("valid room id")
+}
+
+/// A fresh sale or campaign id.
+pub fn sale_id() -> String {
+    harness::room_id()
+}
