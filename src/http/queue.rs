@@ -139,7 +139,7 @@ pub async fn join(
             if user.is_empty() || user.len() > MAX_USER_KEY_LEN {
                 return Err(ApiError::InvalidField {
                     field: "user",
-                    problem: "must be 1 to 256 characters",
+                    problem: "must be 1 to 256 bytes",
                 });
             }
             Some(state.tickets.user_identity(user))

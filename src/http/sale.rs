@@ -228,7 +228,7 @@ pub async fn claim_coupon(
             if user.is_empty() || user.len() > MAX_KEY_LEN {
                 return Err(ApiError::InvalidField {
                     field: "user",
-                    problem: "required (1 to 256 characters) for a campaign without a room",
+                    problem: "required (1 to 256 bytes) for a campaign without a room",
                 });
             }
             state.tickets.user_identity(user)
