@@ -70,6 +70,7 @@ fn position(c: &mut Criterion) {
             base_byte,
             bytes: Bytes::from(bytes),
         }),
+        ..RoomState::default()
     };
     let snap = Snapshot::empty().next(state, Rates::default());
     c.bench_function("snapshot_locate_1m", |b| {

@@ -11,9 +11,11 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::Config;
+use crate::http::limits::{self, Limits};
 use crate::http::{serve, Listener};
 use crate::ops::metrics;
 use crate::pass::{KeyError, PassIssuer, PassKeys, TicketSigner};
+use crate::proxy::{Proxy, ProxyError};
 use crate::queue::{pacer, Rooms, StockGate};
 use crate::sale::{keeper, Coupons, Sales};
 use crate::store::{MemoryStore, RedisStore, SaleStore, Store, StoreError};
@@ -39,6 +41,10 @@ pub struct AppState {
     pub tickets: TicketSigner,
     /// Prometheus renderer.
     pub metrics: PrometheusHandle,
+    /// The reverse proxy to the shop (routes, page templates, pooled upstream client).
+    pub proxy: Proxy,
+    /// Per-client rate limits.
+    pub limits: Limits,
 }
 
 /// Why the server could not start.
@@ -50,6 +56,9 @@ pub enum StartError {
     /// The store could not be set up.
     #[error("{0}")]
     Store(#[from] StoreError),
+    /// A room's proxy settings could not be used (e.g. its page template became unreadable).
+    #[error("{0}")]
+    Proxy(#[from] ProxyError),
     /// A listener could not bind.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -106,6 +115,7 @@ impl AppState {
             }
         }
         Ok(AppState {
+            limits: Limits::new(&config.limits, &config.server.trusted_proxies),
             rooms,
             sales,
             coupons: Coupons::new(&config.coupons),
@@ -114,6 +124,7 @@ impl AppState {
             tickets: TicketSigner::new(config.passes.ticket_secret.0.as_bytes()),
             store,
             metrics: metrics::install(),
+            proxy: Proxy::from_config(&config)?,
             config: Arc::new(config),
         })
     }
@@ -181,6 +192,7 @@ impl App {
             ));
         }
         tasks.spawn(metrics::upkeep(state.metrics.clone(), rx.clone()));
+        tasks.spawn(limits::upkeep(state.limits.clone(), rx.clone()));
         tasks.spawn(health_probe(state.store.clone(), rx));
         tracing::info!(version = env!("CARGO_PKG_VERSION"), %public_addr, %admin_addr, rooms = state.rooms.iter().count(), "rushgate serving");
         Ok(App {

@@ -50,6 +50,22 @@ pub enum Command {
         #[command(subcommand)]
         command: PassCommand,
     },
+    /// Operate a running node through its admin API (`/admin/v1`).
+    Ctl {
+        /// Admin listener of any node.
+        #[arg(
+            long,
+            env = "RUSHGATE_ADMIN_URL",
+            default_value = "http://127.0.0.1:9090"
+        )]
+        admin: String,
+        /// Admin token (`[admin] token`).
+        #[arg(long, env = "RUSHGATE_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// What to do.
+        #[command(subcommand)]
+        command: crate::ctl::CtlCommand,
+    },
     /// Sale utilities (act on the shared Redis store directly).
     Sale {
         /// What to do with a sale.

@@ -42,6 +42,83 @@ pub struct Config {
     /// How the shop backend authenticates to rushgate.
     #[serde(default)]
     pub shop: ShopConfig,
+    /// Log format and level.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// The operator's admin API.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Per-client rate limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// `[limits]`: requests per minute and burst per client (ticket, pass, or IP); `0` per
+/// minute turns a limit off.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Joins per client IP.
+    pub join_per_minute: u32,
+    /// Joins allowed at once.
+    pub join_burst: u32,
+    /// Position polls per ticket.
+    pub poll_per_minute: u32,
+    /// Polls allowed at once.
+    pub poll_burst: u32,
+    /// Purchase attempts per pass.
+    pub purchase_per_minute: u32,
+    /// Purchase attempts allowed at once.
+    pub purchase_burst: u32,
+    /// Coupon claims per pass or client IP.
+    pub coupon_per_minute: u32,
+    /// Coupon claims allowed at once.
+    pub coupon_burst: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            join_per_minute: 60,
+            join_burst: 20,
+            poll_per_minute: 120,
+            poll_burst: 20,
+            purchase_per_minute: 30,
+            purchase_burst: 10,
+            coupon_per_minute: 30,
+            coupon_burst: 10,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// Every limit off (load tests, the test suite).
+    pub fn off() -> Self {
+        Self {
+            join_per_minute: 0,
+            poll_per_minute: 0,
+            purchase_per_minute: 0,
+            coupon_per_minute: 0,
+            ..Self::default()
+        }
+    }
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Bearer token of the admin API (`/admin/v1`). Empty: the admin API is open, which
+    /// `serve` allows only when `server.admin_listen` is a loopback address.
+    pub token: Secret,
+}
+
+impl AdminConfig {
+    /// The token, when one is set.
+    pub fn token(&self) -> Option<&str> {
+        let t = self.token.0.as_str();
+        (!t.is_empty()).then_some(t)
+    }
 }
 
 /// One `[[sales]]` entry: stock sold to shoppers admitted through `room`.
@@ -93,6 +170,36 @@ pub struct CouponConfig {
     pub room: Option<String>,
 }
 
+/// `[log]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` (human-readable) or `json` (one JSON object per line, for log collectors).
+    pub format: LogFormat,
+    /// A `tracing` filter: `info`, `debug`, or per target such as
+    /// `info,rushgate::request=warn` (drops the per-request lines). `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 /// `[shop]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -126,6 +233,8 @@ pub struct ServerConfig {
     pub shutdown_grace_seconds: u64,
     /// Maximum simultaneous connections per listener; further accepts wait.
     pub max_connections: usize,
+    /// Proxies (addresses or CIDR blocks) whose `X-Forwarded-For` is believed for the client IP.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -137,6 +246,7 @@ impl Default for ServerConfig {
             api_prefix: "/_rushgate".into(),
             shutdown_grace_seconds: 10,
             max_connections: 50_000,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -223,7 +333,7 @@ impl Default for PassesConfig {
 }
 
 /// A secret string whose `Debug` never shows the value.
-#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(transparent)]
 pub struct Secret(pub String);
 
@@ -254,6 +364,21 @@ pub struct RoomConfig {
     /// Message shown to waiters (operator note).
     #[serde(default)]
     pub message: String,
+    /// The shop behind this room, for the reverse proxy: `http://host:port`, or `builtin:demo`
+    /// for the small demo shop served by rushgate itself. Absent: no proxying (API and gate only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// Paths that need a pass of this room: prefixes (`/products/drop` covers `/products/drop/…`)
+    /// and simple globs where `*` matches any characters (`/checkout/*`).
+    #[serde(default)]
+    pub protect: Vec<String>,
+    /// Paths forwarded without queueing even when `protect` matches them (`*.css`, `/health`).
+    #[serde(default)]
+    pub bypass: Vec<String>,
+    /// The shop's own waiting-page template (HTML with `{{placeholders}}`, see README); absent
+    /// means the built-in page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_template: Option<PathBuf>,
 }
 
 mod defaults {
@@ -290,6 +415,10 @@ impl RoomConfig {
             session_seconds: defaults::session_seconds(),
             idle_timeout_seconds: defaults::idle_timeout_seconds(),
             message: String::new(),
+            upstream: None,
+            protect: Vec::new(),
+            bypass: Vec::new(),
+            page_template: None,
         }
     }
 }
@@ -385,6 +514,19 @@ impl Config {
         if self.server.listen == self.server.admin_listen {
             bad("server.admin_listen", "must differ from server.listen");
         }
+        if let Ok(addr) = self.server.admin_listen.parse::<SocketAddr>() {
+            if !addr.ip().is_loopback() && self.admin.token().is_none() {
+                bad(
+                    "admin.token",
+                    "must be set when server.admin_listen is not a loopback address (env RUSHGATE_ADMIN_TOKEN)",
+                );
+            }
+        }
+        if let Some(t) = self.admin.token() {
+            if t.len() < 16 {
+                bad("admin.token", "must be at least 16 characters");
+            }
+        }
         let prefix = &self.server.api_prefix;
         if !prefix.starts_with('/') || prefix.len() < 2 || prefix.ends_with('/') {
             bad(
@@ -394,6 +536,14 @@ impl Config {
         }
         if self.server.max_connections == 0 {
             bad("server.max_connections", "must be greater than 0");
+        }
+        for (i, p) in self.server.trusted_proxies.iter().enumerate() {
+            if crate::http::limits::parse_net(p).is_none() {
+                bad(
+                    &format!("server.trusted_proxies[{i}]"),
+                    "must be an IP address or CIDR block like 10.0.0.0/8",
+                );
+            }
         }
         if let Some(url) = &self.store.redis_url {
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
@@ -437,6 +587,9 @@ impl Config {
             }
             if room.idle_timeout_seconds < 2 {
                 field("idle_timeout_seconds", "must be at least 2");
+            }
+            for (name, problem) in crate::proxy::check_room(room) {
+                field(&name, &problem);
             }
         }
         let rooms: HashSet<&str> = self.rooms.iter().map(|r| r.id.as_str()).collect();
@@ -488,6 +641,15 @@ impl Config {
         }
         if self.shop.api_key.0.len() < 8 {
             bad("shop.api_key", "must be at least 8 characters");
+        }
+        if tracing_subscriber::EnvFilter::builder()
+            .parse(&self.log.level)
+            .is_err()
+        {
+            bad(
+                "log.level",
+                "must be a tracing filter such as info or warn,rushgate=debug",
+            );
         }
         if problems.is_empty() {
             Ok(())

@@ -1,7 +1,8 @@
 //! rushgate: a virtual waiting room and flash-sale engine.
 //!
 //! Code map (see ARCHITECTURE.md for the invariants):
-//! - [`cli`]: the command line (`serve`, `check-config`, `keygen`, `pass verify`).
+//! - [`cli`]: the command line (`serve`, `check-config`, `keygen`, `pass verify`, `sale`).
+//! - [`ctl`]: `rushgate ctl`, the operator CLI over the admin API.
 //! - [`config`]: typed TOML config with env overrides and validation naming each field.
 //! - [`app`]: wiring of store, rooms, listeners and background loops; graceful shutdown.
 //! - [`store`]: the only code that talks to storage: the `Store` trait, Redis (Lua) and embedded.
@@ -9,14 +10,18 @@
 //! - [`sale`]: sales (cached stock, expiry sweeper) and coupon campaigns.
 //! - [`pass`]: admission passes (Ed25519/ES256 JWT, JWKS) and queue tickets (HMAC).
 //! - [`http`]: the hyper service: router, handlers, problem+json errors, accept loop.
+//! - [`proxy`]: the reverse proxy to the shop: protect/bypass rules, forwarding, waiting page,
+//!   gate endpoint, built-in demo shop.
 //! - [`ops`]: metrics and other operating concerns.
 
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod ctl;
 pub mod http;
 pub mod ops;
 pub mod pass;
+pub mod proxy;
 pub mod queue;
 pub mod sale;
 pub mod store;

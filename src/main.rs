@@ -1,26 +1,27 @@
-//! The `rushgate` binary: parse the CLI, set up logging, load config (exit 2 naming the field,
-//! before binding a port), run.
+//! The `rushgate` binary: parse the CLI, load config (exit 2 naming the field, before binding a
+//! port), set up logging as the config's `[log]` says (other commands log text at `info`), run.
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use rushgate::cli::{self, Cli, Command, PassCommand, SaleCommand};
+use rushgate::config::LogConfig;
+use rushgate::ops::logging;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // `serve` logs as its config says, so its subscriber starts after loading (problems with
+    // the file go to stderr as plain lines either way).
+    if !matches!(cli.command, Command::Serve { .. }) {
+        logging::init(&LogConfig::default());
+    }
     match cli.command {
         Command::Serve { config } => {
             let config = match cli::load_config(&config) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
+            logging::init(&config.log);
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -50,6 +51,11 @@ fn main() -> ExitCode {
         Command::Pass {
             command: PassCommand::Verify { config, token },
         } => cli::pass_verify(&config, &token).unwrap_or_else(|code| code),
+        Command::Ctl {
+            admin,
+            token,
+            command,
+        } => rushgate::ctl::run(&admin, token.as_deref(), &command),
         Command::Sale {
             command:
                 SaleCommand::AddStock {

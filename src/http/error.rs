@@ -73,6 +73,15 @@ pub enum ApiError {
         /// The room this needs.
         wanted: String,
     },
+    /// The client spent its request budget.
+    #[error("too many requests; retry in {retry_after} s")]
+    RateLimited {
+        /// Seconds until the next request is allowed.
+        retry_after: u64,
+    },
+    /// Missing or wrong admin token.
+    #[error("missing or wrong admin token (Authorization: Bearer <admin.token>)")]
+    AdminUnauthorized,
     /// Missing or wrong shop API key.
     #[error("missing or wrong shop API key (Authorization: Bearer <shop.api_key>)")]
     ShopUnauthorized,
@@ -102,6 +111,26 @@ pub enum ApiError {
     /// The reservation is in a state that does not allow this.
     #[error("reservation is {0}")]
     ReservationConflict(&'static str),
+    /// The request headers are larger than the proxy accepts.
+    #[error("request headers are larger than {limit} bytes")]
+    HeadersTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The shop behind the proxy could not be reached or broke the exchange.
+    #[error("the shop is not answering ({0}); retry shortly")]
+    UpstreamUnavailable(String),
+    /// The shop behind the proxy did not answer in time.
+    #[error("the shop did not answer within {0} seconds; retry shortly")]
+    UpstreamTimeout(u64),
+    /// The gate found no valid pass for the room (always 401, never 5xx, for nginx and Envoy).
+    #[error("not admitted to room `{room}`: {reason}")]
+    NotAdmitted {
+        /// The room asked about.
+        room: String,
+        /// Why no pass counts (missing, expired, forged, other room).
+        reason: String,
+    },
     /// The store is unreachable and the room fails closed.
     #[error("the queue is temporarily unavailable; retry shortly")]
     StoreUnavailable,
@@ -162,6 +191,16 @@ impl ApiError {
                 "pass-wrong-room",
                 "Pass of another room",
             ),
+            RateLimited { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too many requests",
+            ),
+            AdminUnauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "admin-unauthorized",
+                "Admin token required",
+            ),
             ShopUnauthorized => (
                 StatusCode::UNAUTHORIZED,
                 "shop-unauthorized",
@@ -184,6 +223,22 @@ impl ApiError {
                 "reservation-conflict",
                 "Reservation conflict",
             ),
+            HeadersTooLarge { .. } => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers-too-large",
+                "Request headers too large",
+            ),
+            UpstreamUnavailable(_) => (
+                StatusCode::BAD_GATEWAY,
+                "upstream-unavailable",
+                "Shop unavailable",
+            ),
+            UpstreamTimeout(_) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream-timeout",
+                "Shop timed out",
+            ),
+            NotAdmitted { .. } => (StatusCode::UNAUTHORIZED, "not-admitted", "Not admitted"),
             StoreUnavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store-unavailable",
@@ -197,18 +252,28 @@ impl ApiError {
         }
     }
 
-    /// The problem+json response. Server-side faults are logged here, once.
+    /// The problem+json response without a request id (see [`ApiError::into_problem`]).
     pub fn into_response(self) -> Response<Body> {
+        self.into_problem(None)
+    }
+
+    /// The problem+json response with the request's id as its `request_id` member (the router
+    /// passes it for every error, so clients can quote it). Server-side faults are logged here,
+    /// once.
+    pub fn into_problem(self, request_id: Option<&str>) -> Response<Body> {
         let (status, slug, title) = self.status_and_type();
         if let ApiError::Internal(cause) = &self {
-            tracing::error!(%cause, "internal error");
+            tracing::error!(%cause, request_id, "internal error");
         }
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "type": format!("https://rushgate.dev/problems/{slug}"),
             "title": title,
             "status": status.as_u16(),
             "detail": self.to_string(),
         });
+        if let Some(id) = request_id {
+            body["request_id"] = serde_json::Value::from(id);
+        }
         let mut resp = Response::new(full(body.to_string()));
         *resp.status_mut() = status;
         let headers = resp.headers_mut();
@@ -223,6 +288,9 @@ impl ApiError {
             }
             ApiError::MethodNotAllowed { allow, .. } => {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            ApiError::RateLimited { retry_after } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
             }
             _ => {}
         }

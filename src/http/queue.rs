@@ -33,7 +33,7 @@ struct JoinBody {
 /// State of a place, as the JSON contract names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-enum PlaceState {
+pub(crate) enum PlaceState {
     Waiting,
     Admitted,
     Expired,
@@ -43,37 +43,37 @@ enum PlaceState {
 }
 
 #[derive(Debug, Serialize)]
-struct EtaBody {
-    p50: Option<u64>,
-    p90: Option<u64>,
+pub(crate) struct EtaBody {
+    pub(crate) p50: Option<u64>,
+    pub(crate) p90: Option<u64>,
 }
 
 /// The answer of join and position (field names are the API contract).
 #[derive(Debug, Serialize)]
-struct PlaceBody {
+pub(crate) struct PlaceBody {
     room: String,
     ticket: Option<String>,
-    state: PlaceState,
-    position: u64,
-    ahead: u64,
-    eta_seconds: EtaBody,
-    poll_after_ms: u64,
+    pub(crate) state: PlaceState,
+    pub(crate) position: u64,
+    pub(crate) ahead: u64,
+    pub(crate) eta_seconds: EtaBody,
+    pub(crate) poll_after_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pass: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pass_expires_at: Option<u64>,
     /// Units of the room's sale still available (absent for a room that sells nothing).
     #[serde(skip_serializing_if = "Option::is_none")]
-    remaining: Option<u64>,
+    pub(crate) remaining: Option<u64>,
     #[serde(skip_serializing_if = "String::is_empty")]
-    message: String,
+    pub(crate) message: String,
 }
 
 /// What a handler decided about one place, before it becomes a response.
-struct Place {
-    state: PlaceState,
-    ticket: Option<String>,
-    position: u64,
+pub(crate) struct Place {
+    pub(crate) state: PlaceState,
+    pub(crate) ticket: Option<String>,
+    pub(crate) position: u64,
     pass: Option<(String, u64)>,
 }
 
@@ -96,7 +96,7 @@ fn pass_cookie(room: &Room) -> String {
     format!("rg_pass_{}", room.id)
 }
 
-fn room_or_404<'a>(state: &'a AppState, id: &str) -> Result<&'a Arc<Room>, ApiError> {
+pub(crate) fn room_or_404<'a>(state: &'a AppState, id: &str) -> Result<&'a Arc<Room>, ApiError> {
     state
         .rooms
         .get(id)
@@ -130,9 +130,6 @@ pub async fn join(
     let (parts, body) = req.into_parts();
     let bytes = read_limited(&parts.headers, body).await?;
     let body: JoinBody = parse_optional_json(&bytes)?;
-    let now = now_ms();
-    let now_secs = now / 1000;
-
     let identity = match body.user.as_deref() {
         Some(user) => {
             let user = user.trim();
@@ -147,24 +144,39 @@ pub async fn join(
         None => None,
     };
 
+    let (status, place) = enter(state, room, &parts.headers, identity, true).await?;
+    Ok(respond(state, room, &parts.headers, status, place))
+}
+
+/// Finds or makes the place of a shopper: the place of the ticket presented (a bearer ticket
+/// only when `use_bearer`; it must then be valid, while a stale cookie is simply replaced), or
+/// a new place for `identity` (a random one when `None`). Answers `200` for an existing place,
+/// `201` for a new one. Shared by `join` and the proxy's auto-join.
+pub(crate) async fn enter(
+    state: &AppState,
+    room: &Room,
+    headers: &HeaderMap,
+    identity: Option<String>,
+    use_bearer: bool,
+) -> Result<(StatusCode, Place), ApiError> {
+    let now = now_ms();
+    let now_secs = now / 1000;
     if identity.is_none() {
-        // A ticket presented explicitly must be valid; a stale cookie is simply replaced.
-        let presented = match bearer(&parts.headers) {
+        let presented = match bearer(headers).filter(|_| use_bearer) {
             Some(token) => Some(verify_ticket(state, room, token, now_secs)?),
-            None => cookie(&parts.headers, &ticket_cookie(room))
+            None => cookie(headers, &ticket_cookie(room))
                 .and_then(|token| verify_ticket(state, room, token, now_secs).ok()),
         };
         if let Some(claims) = presented {
-            if let Some(place) = existing_place(state, room, &parts.headers, &claims, now).await? {
-                return Ok(respond(state, room, &parts.headers, StatusCode::OK, place));
+            if let Some(place) = existing_place(state, room, headers, &claims, now).await? {
+                return Ok((StatusCode::OK, place));
             }
         }
     }
 
     if room.stock_gate().is_some_and(|g| g.sold_out) {
         // Nothing to queue for: no place is made (a restock reopens joining).
-        let place = Place::without_ticket(PlaceState::SoldOut);
-        return Ok(respond(state, room, &parts.headers, StatusCode::OK, place));
+        return Ok((StatusCode::OK, Place::without_ticket(PlaceState::SoldOut)));
     }
     let identity = identity.unwrap_or_else(crate::pass::TicketSigner::anonymous_identity);
     let outcome = match state
@@ -173,7 +185,7 @@ pub async fn join(
         .await
     {
         Ok(outcome) => outcome,
-        Err(e) => return store_failed_join(state, room, &parts.headers, &identity, e, now),
+        Err(e) => return store_failed_join(state, room, &identity, e, now),
     };
     let (place, created) = match outcome {
         JoinOutcome::Closed => (Place::without_ticket(PlaceState::Closed), false),
@@ -204,7 +216,7 @@ pub async fn join(
     } else {
         StatusCode::OK
     };
-    Ok(respond(state, room, &parts.headers, status, place))
+    Ok((status, place))
 }
 
 /// The place a valid ticket still holds, or `None` when it holds nothing any more (a new join
@@ -322,11 +334,10 @@ async fn admitted_place(
 fn store_failed_join(
     state: &AppState,
     room: &Room,
-    headers: &HeaderMap,
     identity: &str,
     error: StoreError,
     now: u64,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<(StatusCode, Place), ApiError> {
     if !matches!(error, StoreError::Unavailable(_))
         || state.config.store.on_store_error == OnStoreError::FailClosed
     {
@@ -344,7 +355,7 @@ fn store_failed_join(
         position: 0,
         pass: Some((pass, exp)),
     };
-    Ok(respond(state, room, headers, StatusCode::CREATED, place))
+    Ok((StatusCode::CREATED, place))
 }
 
 /// `GET {prefix}/v1/rooms/{room}/position`
@@ -405,8 +416,8 @@ pub fn status(state: &AppState, room_id: &str) -> Result<Response<Body>, ApiErro
             "state": s.status.as_str(),
             "waiting": s.waiting,
             "active": s.active,
-            "admit_per_minute": room.config.admit_per_minute,
-            "max_active": room.config.max_active,
+            "admit_per_minute": room.settings_in_force(s).0,
+            "max_active": room.settings_in_force(s).1,
             "serving": s.served,
             "last_number": s.last_seq,
             "admitted_total": s.admitted_total,
@@ -435,13 +446,23 @@ fn sign(state: &AppState, room: &Room, id: &str, seq: u64, iat: u64, pos: u64) -
     })
 }
 
-fn respond(
+/// The JSON place body (join / position contract) with the place's cookies.
+pub(crate) fn respond(
     state: &AppState,
     room: &Room,
     headers: &HeaderMap,
     status: StatusCode,
     place: Place,
 ) -> Response<Body> {
+    let mut resp = json(status, &place_body(room, &place));
+    for cookie in place_cookies(state, room, headers, &place) {
+        resp.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    resp
+}
+
+/// What the place body says about `place`: ETA, poll interval, remaining stock, message.
+pub(crate) fn place_body(room: &Room, place: &Place) -> PlaceBody {
     let eta = match place.state {
         PlaceState::Waiting => room.eta(place.position),
         // Nothing is being sold to wait for: no estimate until a restock.
@@ -455,7 +476,7 @@ fn respond(
         },
     };
     let poll_after_ms = room.poll_after_ms(&eta);
-    let body = PlaceBody {
+    PlaceBody {
         room: room.id.as_str().to_string(),
         ticket: place.ticket.clone(),
         state: place.state,
@@ -470,33 +491,39 @@ fn respond(
         pass_expires_at: place.pass.as_ref().map(|(_, exp)| *exp),
         remaining: room.stock_gate().map(|g| g.remaining),
         message: room.config.message.clone(),
-    };
-    let mut resp = json(status, &body);
+    }
+}
+
+/// `Set-Cookie` values for the place's ticket and pass (`Secure` per `server.secure_cookies`).
+pub(crate) fn place_cookies(
+    state: &AppState,
+    room: &Room,
+    headers: &HeaderMap,
+    place: &Place,
+) -> Vec<HeaderValue> {
     let secure = if secure_cookie(state, headers) {
         "; Secure"
     } else {
         ""
     };
+    let mut cookies = Vec::new();
     if let Some(ticket) = &place.ticket {
-        append_cookie(
-            &mut resp,
-            &format!(
-                "{}={ticket}; Path=/; Max-Age={TICKET_MAX_AGE_SECS}; HttpOnly; SameSite=Lax{secure}",
-                ticket_cookie(room)
-            ),
-        );
+        cookies.push(format!(
+            "{}={ticket}; Path=/; Max-Age={TICKET_MAX_AGE_SECS}; HttpOnly; SameSite=Lax{secure}",
+            ticket_cookie(room)
+        ));
     }
     if let Some((pass, exp)) = &place.pass {
         let max_age = exp.saturating_sub(now_ms() / 1000);
-        append_cookie(
-            &mut resp,
-            &format!(
-                "{}={pass}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}",
-                pass_cookie(room)
-            ),
-        );
+        cookies.push(format!(
+            "{}={pass}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}",
+            pass_cookie(room)
+        ));
     }
-    resp
+    cookies
+        .iter()
+        .filter_map(|c| HeaderValue::from_str(c).ok())
+        .collect()
 }
 
 fn secure_cookie(state: &AppState, headers: &HeaderMap) -> bool {

@@ -5,28 +5,41 @@ use std::time::Instant;
 
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
+use tracing::Instrument;
 
-use super::body::Body;
+use super::body::{bearer, cookie, Body};
 use super::error::ApiError;
-use super::{pass, probes, queue, sale};
+use super::limits::Endpoint;
+use super::serve::PeerAddr;
+use super::{admin, pass, probes, queue, sale};
 use crate::app::AppState;
+use crate::ops::logging::REQUEST_TARGET;
+use crate::ops::metrics::{HTTP_DURATION, HTTP_REQUESTS};
+use crate::ops::request_id::{self, RequestId};
 use crate::store::sale::ReservationState;
 
-/// Routes a request of the public listener.
-pub async fn public(state: AppState, req: Request<Incoming>) -> Response<Body> {
-    let started = Instant::now();
-    let (route, result) = route_public(&state, req).await;
+/// Routes a request of the public listener. The request id is in the request's extensions
+/// (handlers and the proxy read it there) and every log event of the handler carries it.
+pub async fn public(state: AppState, mut req: Request<Incoming>) -> Response<Body> {
+    let started = Started::of(&req);
+    req.extensions_mut().insert(started.id.clone());
+    let span = tracing::info_span!("request", request_id = %started.id);
+    let (route, result) = route_public(&state, req).instrument(span).await;
     finish(route, started, result)
 }
 
 /// Routes a request of the admin listener.
 pub async fn admin(state: AppState, req: Request<Incoming>) -> Response<Body> {
-    let started = Instant::now();
-    let (route, result) = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/livez") => ("livez", Ok(probes::livez())),
-        (&Method::GET, "/readyz" | "/healthz") => ("readyz", Ok(probes::readyz(&state))),
-        (&Method::GET, "/metrics") => ("metrics", Ok(probes::metrics(&state))),
-        (_, path) => ("unknown", Err(ApiError::NotFound(truncate(path)))),
+    let started = Started::of(&req);
+    let path = req.uri().path().to_string();
+    let (route, result) = match (req.method().clone(), path.as_str()) {
+        (Method::GET, "/livez") => ("livez", Ok(probes::livez())),
+        (Method::GET, "/readyz" | "/healthz") => ("readyz", Ok(probes::readyz(&state))),
+        (Method::GET, "/metrics") => ("metrics", Ok(probes::metrics(&state))),
+        (_, p) if p.starts_with("/admin/v1/") => {
+            admin::route(&state, &p["/admin/v1/".len()..], req).await
+        }
+        (_, p) => ("unknown", Err(ApiError::NotFound(truncate(p)))),
     };
     finish(route, started, result)
 }
@@ -42,27 +55,56 @@ async fn route_public(
             _ => ("jwks", Err(not_allowed(&req, "GET"))),
         };
     }
-    let Some(rest) = path
+    let Some(under_api) = path
         .strip_prefix(state.config.server.api_prefix.as_str())
-        .and_then(|r| r.strip_prefix("/v1/"))
+        .filter(|r| r.is_empty() || r.starts_with('/'))
     else {
+        // Everything outside the API belongs to the shop: forward it, or queue the shopper.
+        return ("proxy", crate::proxy::handle(state, req).await);
+    };
+    let Some(rest) = under_api.strip_prefix("/v1/") else {
         return ("unknown", Err(ApiError::NotFound(truncate(&path))));
     };
     let segments: Vec<&str> = rest.split('/').collect();
     let method = req.method().clone();
     match (segments.as_slice(), method) {
         (["rooms", room], Method::GET) => ("room_status", queue::status(state, room)),
-        (["rooms", room, "join"], Method::POST) => ("join", queue::join(state, room, req).await),
-        (["rooms", room, "position"], Method::GET) => {
-            ("position", queue::position(state, room, &req).await)
-        }
+        (["rooms", room, "join"], Method::POST) => (
+            "join",
+            async {
+                limited(state, &req, Endpoint::Join, format!("rg_ticket_{room}"))?;
+                queue::join(state, room, req).await
+            }
+            .await,
+        ),
+        (["rooms", room, "position"], Method::GET) => (
+            "position",
+            async {
+                limited(state, &req, Endpoint::Poll, format!("rg_ticket_{room}"))?;
+                queue::position(state, room, &req).await
+            }
+            .await,
+        ),
         (["rooms", room, "leave"], Method::POST) => {
             ("leave", queue::leave(state, room, &req).await)
         }
+        (["rooms", room, "gate"], _) => ("gate", crate::proxy::gate(state, room, req.headers())),
+        (["rooms", room, "wait"], _) => ("wait", crate::proxy::wait(state, room, &req).await),
         (["passes", "verify"], Method::POST) => ("pass_verify", pass::verify(state, req).await),
-        (["sales", sale, "purchase"], Method::POST) => {
-            ("purchase", sale::purchase(state, sale, req).await)
-        }
+        (["sales", sale, "purchase"], Method::POST) => (
+            "purchase",
+            async {
+                let room = state.sales.get(sale).map(|s| s.config.room.as_str());
+                limited(
+                    state,
+                    &req,
+                    Endpoint::Purchase,
+                    format!("rg_pass_{}", room.unwrap_or("")),
+                )?;
+                sale::purchase(state, sale, req).await
+            }
+            .await,
+        ),
         (["reservations", id, "confirm"], Method::POST) => (
             "confirm",
             sale::settle(state, id, ReservationState::Confirmed, req.headers()).await,
@@ -71,9 +113,20 @@ async fn route_public(
             "release",
             sale::settle(state, id, ReservationState::Released, req.headers()).await,
         ),
-        (["coupons", id, "claim"], Method::POST) => {
-            ("coupon_claim", sale::claim_coupon(state, id, req).await)
-        }
+        (["coupons", id, "claim"], Method::POST) => (
+            "coupon_claim",
+            async {
+                let room = state.coupons.get(id).and_then(|c| c.room.as_deref());
+                limited(
+                    state,
+                    &req,
+                    Endpoint::Coupon,
+                    format!("rg_pass_{}", room.unwrap_or("")),
+                )?;
+                sale::claim_coupon(state, id, req).await
+            }
+            .await,
+        ),
         (["rooms", _], _) | (["rooms", _, "position"], _) => {
             ("method", Err(not_allowed(&req, "GET")))
         }
@@ -84,6 +137,24 @@ async fn route_public(
         | (["coupons", _, "claim"], _) => ("method", Err(not_allowed(&req, "POST"))),
         _ => ("unknown", Err(ApiError::NotFound(truncate(&path)))),
     }
+}
+
+/// Takes one request from the client's budget: keyed by the bearer token or the named cookie
+/// when presented, else by client IP.
+fn limited(
+    state: &AppState,
+    req: &Request<Incoming>,
+    endpoint: Endpoint,
+    cookie_name: String,
+) -> Result<(), ApiError> {
+    let headers = req.headers();
+    let token = bearer(headers).or_else(|| cookie(headers, &cookie_name));
+    state.limits.check(
+        endpoint,
+        headers,
+        req.extensions().get::<PeerAddr>().copied(),
+        token,
+    )
 }
 
 fn not_allowed(req: &Request<Incoming>, allow: &'static str) -> ApiError {
@@ -98,16 +169,53 @@ fn truncate(path: &str) -> String {
     path.chars().take(128).collect()
 }
 
+/// What the request line of the log needs, taken before the handler consumes the request.
+struct Started {
+    at: Instant,
+    id: RequestId,
+    method: Method,
+    path: String,
+}
+
+impl Started {
+    fn of<B>(req: &Request<B>) -> Started {
+        Started {
+            at: Instant::now(),
+            id: RequestId::from_headers(req.headers()),
+            method: req.method().clone(),
+            path: truncate(req.uri().path()),
+        }
+    }
+}
+
+/// Turns an error into its problem (carrying the request id), sets `X-Request-Id`, records the
+/// request metrics and logs the request's one line (probes that succeed log at debug only).
 fn finish(
     route: &'static str,
-    started: Instant,
+    started: Started,
     result: Result<Response<Body>, ApiError>,
 ) -> Response<Body> {
-    let resp = result.unwrap_or_else(ApiError::into_response);
-    let status = resp.status().as_u16().to_string();
-    metrics::counter!("rushgate_http_requests_total", "route" => route, "status" => status.clone())
-        .increment(1);
-    metrics::histogram!("rushgate_http_request_duration_seconds", "route" => route, "status" => status)
-        .record(started.elapsed().as_secs_f64());
+    let Started {
+        at,
+        id,
+        method,
+        path,
+    } = started;
+    let mut resp = result.unwrap_or_else(|e| e.into_problem(Some(id.as_str())));
+    if let Some(value) = id.header_value() {
+        resp.headers_mut().insert(request_id::HEADER, value);
+    }
+    let elapsed = at.elapsed();
+    let status = resp.status().as_u16();
+    let label = status.to_string();
+    metrics::counter!(HTTP_REQUESTS, "route" => route, "status" => label.clone()).increment(1);
+    metrics::histogram!(HTTP_DURATION, "route" => route, "status" => label)
+        .record(elapsed.as_secs_f64());
+    let duration_ms = elapsed.as_secs_f64() * 1000.0;
+    if matches!(route, "livez" | "readyz" | "metrics") && status < 400 {
+        tracing::debug!(target: REQUEST_TARGET, request_id = %id, %method, %path, route, status, duration_ms, "request");
+    } else {
+        tracing::info!(target: REQUEST_TARGET, request_id = %id, %method, %path, route, status, duration_ms, "request");
+    }
     resp
 }

@@ -175,6 +175,15 @@ pub async fn settle(
     headers: &HeaderMap,
 ) -> Result<Response<Body>, ApiError> {
     require_shop_key(state, headers)?;
+    settle_reservation(state, reservation, target).await
+}
+
+/// Moves a reservation to `target` once the caller is authorized (shop key or admin token).
+pub async fn settle_reservation(
+    state: &AppState,
+    reservation: &str,
+    target: ReservationState,
+) -> Result<Response<Body>, ApiError> {
     let unknown = || ApiError::UnknownReservation(reservation.chars().take(128).collect());
     let sale = reservation
         .split_once('.')

@@ -1,27 +1,306 @@
 //! Prometheus metrics: one process-wide recorder (the `metrics` facade allows only one), served
 //! by the admin listener's `/metrics`; the exporter spawns nothing, so upkeep runs here.
+//!
+//! Every metric name is a constant of this file, described once in [`install`] with its unit.
+//! Counters and histograms are recorded where things happen (router, store, sale handlers,
+//! proxy, limiter); room and sale gauges are copied from each node's cached state by
+//! [`observe`] right before a scrape renders, so a scrape never waits for the store.
+//!
+//! Room and sale totals (admitted, joins, evictions, leaves, stock) are the store's shared
+//! values: every node reports the same number, so dashboards aggregate them with `max by (room)`,
+//! not `sum`. Request, store, purchase and proxy series are per node: aggregate them with `sum`.
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics::Unit;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::sync::watch;
+
+use crate::queue::Room;
+use crate::sale::Sale;
+use crate::store::RoomStatus;
+
+/// Build information: value 1, label `version`.
+pub const BUILD_INFO: &str = "rushgate_build_info";
+
+/// Gauge `{room}`: waiters in the queue (idle ones included until evicted).
+pub const ROOM_WAITING: &str = "rushgate_room_waiting";
+/// Gauge `{room}`: admitted sessions alive now, across all nodes.
+pub const ROOM_ACTIVE: &str = "rushgate_room_active";
+/// Gauge `{room}`: the configured cap on admitted sessions (`max_active`).
+pub const ROOM_MAX_ACTIVE: &str = "rushgate_room_max_active";
+/// Counter `{room}`: admissions ever (shared store total).
+pub const ROOM_ADMITTED: &str = "rushgate_room_admitted_total";
+/// Counter `{room}`: places ever handed out, i.e. distinct joins (shared store total).
+pub const ROOM_JOINS: &str = "rushgate_room_joins_total";
+/// Counter `{room}`: idle waiters and unclaimed sessions evicted (shared store total).
+pub const ROOM_EVICTIONS: &str = "rushgate_room_evictions_total";
+/// Counter `{room}`: places and sessions given up (shared store total).
+pub const ROOM_LEAVES: &str = "rushgate_room_leaves_total";
+/// Gauge `{room}`: measured admission rate (typical, the ETA's p50), per second.
+pub const ROOM_ADMISSION_RATE: &str = "rushgate_room_admission_rate_per_second";
+/// Gauge `{room}`: configured pacing (`admit_per_minute / 60`), per second.
+pub const ROOM_CONFIGURED_RATE: &str = "rushgate_room_configured_rate_per_second";
+/// Gauge `{room}`: ETA p50 of a shopper joining now (the tail of the queue); 0 when nobody
+/// waits, NaN while nothing is admitted (paused).
+pub const ROOM_ETA_P50: &str = "rushgate_room_eta_p50_seconds";
+/// Gauge `{room}`: ETA p90 of a shopper joining now; as [`ROOM_ETA_P50`].
+pub const ROOM_ETA_P90: &str = "rushgate_room_eta_p90_seconds";
+/// Gauge `{room, status}`: 1 for the room's current lifecycle status, 0 for the others.
+pub const ROOM_STATUS: &str = "rushgate_room_status";
+/// Gauge `{room}`: age of this node's cached room state; grows while the store is unreachable.
+pub const ROOM_STATE_AGE: &str = "rushgate_room_state_age_seconds";
+
+/// Gauge `{sale}`: units anyone can buy now.
+pub const SALE_AVAILABLE: &str = "rushgate_sale_available_units";
+/// Gauge `{sale}`: units held by live reservations.
+pub const SALE_RESERVED: &str = "rushgate_sale_reserved_units";
+/// Gauge `{sale}`: units paid for.
+pub const SALE_CONFIRMED: &str = "rushgate_sale_confirmed_units";
+/// Gauge `{sale}`: units ever put on sale.
+pub const SALE_TOTAL: &str = "rushgate_sale_total_units";
+/// Counter `{sale, outcome}`: purchase attempts by outcome (recorded by this node).
+pub const PURCHASES: &str = "rushgate_purchases_total";
+/// Counter `{campaign}`: coupons issued by this node.
+pub const COUPONS_ISSUED: &str = "rushgate_coupons_issued_total";
+
+/// Counter `{route, status}`: requests answered.
+pub const HTTP_REQUESTS: &str = "rushgate_http_requests_total";
+/// Histogram `{route, status}`: time from routing to response head, seconds.
+pub const HTTP_DURATION: &str = "rushgate_http_request_duration_seconds";
+
+/// Counter: store commands sent (scripts and plain commands).
+pub const STORE_COMMANDS: &str = "rushgate_store_commands_total";
+/// Histogram: store script latency, seconds.
+pub const STORE_LATENCY: &str = "rushgate_store_latency_seconds";
+/// Counter: store commands that failed (unreachable, timeout, protocol).
+pub const STORE_ERRORS: &str = "rushgate_store_errors_total";
+
+/// Histogram `{room, status}`: upstream (shop) response time seen by the proxy, seconds.
+pub const PROXY_UPSTREAM_DURATION: &str = "rushgate_proxy_upstream_duration_seconds";
+/// Counter `{room, kind}`: proxied requests that got no upstream response (`connect`,
+/// `timeout`, `other`).
+pub const PROXY_UPSTREAM_ERRORS: &str = "rushgate_proxy_upstream_errors_total";
+
+/// Counter `{endpoint}`: requests refused with 429 by a rate limit (`join`, `poll`,
+/// `purchase`, `coupon_claim`).
+pub const LIMITER_REJECTIONS: &str = "rushgate_limiter_rejections_total";
+
+/// Bucket bounds (seconds) of every `_seconds` histogram: 0.5 ms to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Every room status, with its `status` label.
+const STATUSES: [(RoomStatus, &str); 4] = [
+    (RoomStatus::Open, "open"),
+    (RoomStatus::Paused, "paused"),
+    (RoomStatus::Closed, "closed"),
+    (RoomStatus::Draining, "draining"),
+];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
-/// Installs the global recorder on first call and returns its handle (the same on every call,
-/// so several servers in one process, as in tests, share it).
+/// Installs the global recorder on first call, describes every metric, and returns its handle
+/// (the same on every call, so several servers in one process, as in tests, share it).
+/// Histograms render as Prometheus histograms (with `le` buckets), so quantiles aggregate
+/// across nodes with `histogram_quantile`.
 pub fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                // Fails only for empty buckets, which the constant is not.
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
             }
+            describe();
+            metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            // Exported from the start, so "no errors" reads 0 rather than "no data".
+            metrics::counter!(STORE_ERRORS).increment(0);
             handle
         })
         .clone()
+}
+
+/// `# HELP` and units for every metric.
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(BUILD_INFO, "rushgate build; value 1, label version");
+    describe_gauge!(
+        ROOM_WAITING,
+        Unit::Count,
+        "Shoppers waiting in the room (this node's cached copy of the shared state)"
+    );
+    describe_gauge!(
+        ROOM_ACTIVE,
+        Unit::Count,
+        "Admitted sessions alive now across all nodes"
+    );
+    describe_gauge!(
+        ROOM_MAX_ACTIVE,
+        Unit::Count,
+        "Configured cap on admitted sessions (max_active)"
+    );
+    describe_counter!(
+        ROOM_ADMITTED,
+        Unit::Count,
+        "Admissions ever (shared total: aggregate with max, not sum)"
+    );
+    describe_counter!(
+        ROOM_JOINS,
+        Unit::Count,
+        "Places handed out ever (shared total: aggregate with max, not sum)"
+    );
+    describe_counter!(
+        ROOM_EVICTIONS,
+        Unit::Count,
+        "Idle waiters and unclaimed sessions evicted ever (shared total)"
+    );
+    describe_counter!(
+        ROOM_LEAVES,
+        Unit::Count,
+        "Places and sessions given up ever (shared total)"
+    );
+    describe_gauge!(
+        ROOM_ADMISSION_RATE,
+        "Measured admission rate per second (typical, feeds the ETA p50)"
+    );
+    describe_gauge!(
+        ROOM_CONFIGURED_RATE,
+        "Configured pacing per second (admit_per_minute / 60)"
+    );
+    describe_gauge!(
+        ROOM_ETA_P50,
+        Unit::Seconds,
+        "ETA p50 of a shopper joining now; NaN while nothing is admitted"
+    );
+    describe_gauge!(
+        ROOM_ETA_P90,
+        Unit::Seconds,
+        "ETA p90 of a shopper joining now; NaN while nothing is admitted"
+    );
+    describe_gauge!(
+        ROOM_STATUS,
+        "1 for the room's current status (open, paused, closed, draining), else 0"
+    );
+    describe_gauge!(
+        ROOM_STATE_AGE,
+        Unit::Seconds,
+        "Age of this node's cached room state; grows while the store is unreachable"
+    );
+    describe_gauge!(SALE_AVAILABLE, Unit::Count, "Units anyone can buy now");
+    describe_gauge!(
+        SALE_RESERVED,
+        Unit::Count,
+        "Units held by live reservations"
+    );
+    describe_gauge!(SALE_CONFIRMED, Unit::Count, "Units paid for");
+    describe_gauge!(
+        SALE_TOTAL,
+        Unit::Count,
+        "Units ever put on sale (initial stock plus additions minus removals)"
+    );
+    describe_counter!(
+        PURCHASES,
+        Unit::Count,
+        "Purchase attempts answered by this node, by outcome"
+    );
+    describe_counter!(COUPONS_ISSUED, Unit::Count, "Coupons issued by this node");
+    describe_counter!(
+        HTTP_REQUESTS,
+        Unit::Count,
+        "HTTP requests answered, by route and status"
+    );
+    describe_histogram!(
+        HTTP_DURATION,
+        Unit::Seconds,
+        "HTTP request duration until the response head, by route and status"
+    );
+    describe_counter!(STORE_COMMANDS, Unit::Count, "Store commands sent");
+    describe_histogram!(STORE_LATENCY, Unit::Seconds, "Store script latency");
+    describe_counter!(
+        STORE_ERRORS,
+        Unit::Count,
+        "Store commands that failed (unreachable, timeout, protocol)"
+    );
+    describe_histogram!(
+        PROXY_UPSTREAM_DURATION,
+        Unit::Seconds,
+        "Upstream (shop) response time seen by the proxy, by room and status"
+    );
+    describe_counter!(
+        PROXY_UPSTREAM_ERRORS,
+        Unit::Count,
+        "Proxied requests that got no upstream response, by room and kind"
+    );
+    describe_counter!(
+        LIMITER_REJECTIONS,
+        Unit::Count,
+        "Requests refused with 429 by a rate limit, by endpoint"
+    );
+}
+
+/// Copies every room's and sale's cached state into the gauges. Reads memory only (snapshots
+/// and sale caches refreshed by the pacer and keeper loops), never the store; call it right
+/// before rendering.
+pub fn observe<'a>(
+    rooms: impl IntoIterator<Item = &'a std::sync::Arc<Room>>,
+    sales: impl IntoIterator<Item = &'a std::sync::Arc<Sale>>,
+) {
+    for room in rooms {
+        observe_room(room);
+    }
+    for sale in sales {
+        observe_sale(sale);
+    }
+}
+
+fn observe_room(room: &Room) {
+    let id = room.config.id.clone();
+    let snapshot = room.snapshot();
+    let Some(taken_at) = snapshot.taken_at else {
+        return; // nothing read from the store yet: report nothing rather than zeros
+    };
+    let state = &snapshot.state;
+    metrics::gauge!(ROOM_WAITING, "room" => id.clone()).set(state.waiting as f64);
+    metrics::gauge!(ROOM_ACTIVE, "room" => id.clone()).set(state.active as f64);
+    metrics::gauge!(ROOM_MAX_ACTIVE, "room" => id.clone()).set(room.config.max_active);
+    metrics::counter!(ROOM_ADMITTED, "room" => id.clone()).absolute(state.admitted_total);
+    metrics::counter!(ROOM_JOINS, "room" => id.clone()).absolute(state.last_seq);
+    metrics::counter!(ROOM_EVICTIONS, "room" => id.clone()).absolute(state.evicted_total);
+    metrics::counter!(ROOM_LEAVES, "room" => id.clone()).absolute(state.left_total);
+    metrics::gauge!(ROOM_ADMISSION_RATE, "room" => id.clone()).set(snapshot.rates.p50);
+    metrics::gauge!(ROOM_CONFIGURED_RATE, "room" => id.clone())
+        .set(f64::from(room.config.admit_per_minute) / 60.0);
+    let eta = room.eta(state.waiting);
+    let seconds = |s: Option<u64>| match (state.waiting, s) {
+        (0, _) => 0.0,
+        (_, Some(s)) => s as f64,
+        (_, None) => f64::NAN,
+    };
+    metrics::gauge!(ROOM_ETA_P50, "room" => id.clone()).set(seconds(eta.p50));
+    metrics::gauge!(ROOM_ETA_P90, "room" => id.clone()).set(seconds(eta.p90));
+    for (status, label) in STATUSES {
+        let on = if state.status == status { 1.0 } else { 0.0 };
+        metrics::gauge!(ROOM_STATUS, "room" => id.clone(), "status" => label).set(on);
+    }
+    metrics::gauge!(ROOM_STATE_AGE, "room" => id).set(taken_at.elapsed().as_secs_f64());
+}
+
+fn observe_sale(sale: &Sale) {
+    let Some(state) = sale.cached_state() else {
+        return;
+    };
+    let id = sale.config.id.clone();
+    metrics::gauge!(SALE_AVAILABLE, "sale" => id.clone()).set(state.available as f64);
+    metrics::gauge!(SALE_RESERVED, "sale" => id.clone()).set(state.reserved as f64);
+    metrics::gauge!(SALE_CONFIRMED, "sale" => id.clone()).set(state.confirmed as f64);
+    metrics::gauge!(SALE_TOTAL, "sale" => id).set(state.total as f64);
 }
 
 /// Runs the exporter's upkeep (histogram buckets draining) every few seconds until shutdown.

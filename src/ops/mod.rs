@@ -1,3 +1,6 @@
-//! Operating concerns: metrics (and, in later issues, admin API, rate limits, reload).
+//! Operating concerns: metrics, logs and request ids (and, in later issues, admin API, rate
+//! limits, reload).
 
+pub mod logging;
 pub mod metrics;
+pub mod request_id;

@@ -32,8 +32,8 @@ pub async fn step(
         Instant::now(),
         state.admitted_total,
         state.waiting > 0,
-        if state.status == RoomStatus::Open {
-            room.configured_rate(state.active)
+        if matches!(state.status, RoomStatus::Open | RoomStatus::Draining) {
+            room.configured_rate(&state)
         } else {
             0.0
         },

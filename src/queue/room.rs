@@ -10,7 +10,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use super::eta::seconds_for;
 use super::snapshot::{Located, Snapshot};
 use crate::config::RoomConfig;
-use crate::store::{RoomId, RoomParams};
+use crate::store::{RoomId, RoomParams, RoomState};
 
 /// Most seen-records buffered while the store is unreachable; beyond it new ones are dropped
 /// (those waiters may then be evicted as idle, which is the safe side of an outage).
@@ -170,15 +170,25 @@ impl Room {
         wanted.clamp(POLL_MIN_MS.min(ceiling), ceiling)
     }
 
-    /// The admission rate (per second) the settings alone allow: the pacing rate, bounded by how
-    /// fast sessions turn over when the room is full (`active` at the cap).
-    pub fn configured_rate(&self, active: u64) -> f64 {
-        let pacing = f64::from(self.config.admit_per_minute) / 60.0;
-        if active < u64::from(self.config.max_active) {
+    /// The admission rate (per second) the settings in force allow (live ones from the last
+    /// tick, else the configured ones): the pacing rate, bounded by how fast sessions turn over
+    /// when the room is full (`active` at the cap).
+    pub fn configured_rate(&self, state: &RoomState) -> f64 {
+        let (per_minute, max_active) = self.settings_in_force(state);
+        let pacing = f64::from(per_minute) / 60.0;
+        if state.active < u64::from(max_active) {
             return pacing;
         }
-        let turnover = f64::from(self.config.max_active) / f64::from(self.config.session_seconds);
+        let turnover = f64::from(max_active) / f64::from(self.config.session_seconds);
         pacing.min(turnover)
+    }
+
+    /// `(admit_per_minute, max_active)` in force: from the store's last answer when known.
+    pub fn settings_in_force(&self, state: &RoomState) -> (u32, u32) {
+        if state.admit_per_minute == 0 && state.max_active == 0 {
+            return (self.config.admit_per_minute, self.config.max_active);
+        }
+        (state.admit_per_minute, state.max_active)
     }
 }
 

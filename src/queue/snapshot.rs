@@ -130,6 +130,7 @@ impl Snapshot {
                 left_total: 0,
                 status: RoomStatus::Open,
                 gone: None,
+                ..RoomState::default()
             },
             rates: Rates::default(),
             taken_at: None,
@@ -210,6 +211,7 @@ mod tests {
                 base_byte,
                 bytes: Bytes::from(bytes),
             }),
+            ..RoomState::default()
         }
     }
 

@@ -52,6 +52,9 @@ struct RoomData {
     /// identity → expiry ms (claim deadline, or session expiry once claimed).
     active: HashMap<String, u64>,
     sessions: HashMap<String, u64>,
+    /// Live settings from the admin API (`meta.set_rate`, `meta.set_max_active`).
+    set_rate: Option<u32>,
+    set_max_active: Option<u32>,
     /// Admitted identities holding a reservation (`rg:{room}:buying`).
     buying: HashSet<String>,
     gone: Bitmap,
@@ -105,6 +108,19 @@ impl RoomData {
             }
             keep
         });
+    }
+
+    /// rg_settings: the node's parameters with live settings applied.
+    fn settings(&self, p: &RoomParams) -> RoomParams {
+        let mut p = *p;
+        if let Some(rate) = self.set_rate {
+            p.admit_per_minute = rate;
+            p.burst = (rate / 60).max(1);
+        }
+        if let Some(max) = self.set_max_active {
+            p.max_active = max;
+        }
+        p
     }
 
     /// rg_free_slots
@@ -171,6 +187,7 @@ impl Store for MemoryStore {
         now: u64,
     ) -> Result<JoinOutcome, StoreError> {
         Ok(self.with_room(room, |r| {
+            let p = &r.settings(p);
             let cur = p.interval_of(now);
             let status = r.status();
             if status == RoomStatus::Closed {
@@ -189,6 +206,9 @@ impl Store for MemoryStore {
                     seq: 0,
                     created: false,
                 };
+            }
+            if status == RoomStatus::Draining {
+                return JoinOutcome::Closed;
             }
             r.seq += 1;
             let seq = r.seq;
@@ -217,13 +237,20 @@ impl Store for MemoryStore {
         known_departed: Option<u64>,
     ) -> Result<RoomState, StoreError> {
         Ok(self.with_room(room, |r| {
+            let p = &r.settings(p);
             let cur = p.interval_of(now);
             let span = p.idle_ms.div_ceil(p.interval_ms);
             r.expire_sessions(now);
             r.drop_expired_alive(now);
-            if r.status() == RoomStatus::Open {
+            let status = r.status();
+            if matches!(status, RoomStatus::Open | RoomStatus::Draining) {
                 let (tokens, ts) = r.refill(now, p);
-                let mut want = (tokens.floor() as i64).min(r.free_slots(p));
+                let budget = if status == RoomStatus::Draining {
+                    MAX_HEAD_CHECKS as i64
+                } else {
+                    tokens.floor() as i64
+                };
+                let mut want = budget.min(r.free_slots(p));
                 let (mut checks, mut admitted, mut evicted, mut served) =
                     (MAX_HEAD_CHECKS, 0u32, 0u64, None);
                 while want > 0 && checks > 0 {
@@ -250,7 +277,7 @@ impl Store for MemoryStore {
                         }
                     }
                 }
-                r.save_tokens(tokens - f64::from(admitted), ts);
+                r.save_tokens((tokens - f64::from(admitted)).max(0.0), ts);
                 if let Some(seq) = served {
                     r.served = seq;
                     r.admitted += u64::from(admitted);
@@ -277,6 +304,8 @@ impl Store for MemoryStore {
                 left_total: r.left,
                 status: r.status(),
                 gone,
+                admit_per_minute: p.admit_per_minute,
+                max_active: p.max_active,
             }
         }))
     }
@@ -347,6 +376,19 @@ impl Store for MemoryStore {
 
     async fn set_status(&self, room: &RoomId, status: RoomStatus) -> Result<(), StoreError> {
         self.with_room(room, |r| r.status = Some(status));
+        Ok(())
+    }
+
+    async fn set_settings(
+        &self,
+        room: &RoomId,
+        admit_per_minute: Option<u32>,
+        max_active: Option<u32>,
+    ) -> Result<(), StoreError> {
+        self.with_room(room, |r| {
+            r.set_rate = admit_per_minute.or(r.set_rate);
+            r.set_max_active = max_active.or(r.set_max_active);
+        });
         Ok(())
     }
 

@@ -94,14 +94,17 @@ impl RoomParams {
 }
 
 /// Room lifecycle as stored in `meta.state`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RoomStatus {
     /// Joining and admitting.
+    #[default]
     Open,
     /// Joining, not admitting.
     Paused,
     /// Neither joining nor admitting.
     Closed,
+    /// No new joins; everyone waiting is admitted as fast as slots free up (no pacing).
+    Draining,
 }
 
 impl RoomStatus {
@@ -111,6 +114,7 @@ impl RoomStatus {
             RoomStatus::Open => "open",
             RoomStatus::Paused => "paused",
             RoomStatus::Closed => "closed",
+            RoomStatus::Draining => "draining",
         }
     }
 
@@ -119,6 +123,7 @@ impl RoomStatus {
         match s {
             "paused" => RoomStatus::Paused,
             "closed" => RoomStatus::Closed,
+            "draining" => RoomStatus::Draining,
             _ => RoomStatus::Open,
         }
     }
@@ -169,7 +174,7 @@ pub struct GoneBits {
 }
 
 /// A room's shared state after a tick: what every node caches to answer polls.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RoomState {
     /// Serving watermark: every seq ≤ `served` was admitted or departed.
     pub served: u64,
@@ -190,6 +195,10 @@ pub struct RoomState {
     /// Departure bits past the watermark; `None` when departures did not change since the
     /// count the caller passed in (its copy is still right).
     pub gone: Option<GoneBits>,
+    /// Admissions per minute in force (the node's setting or a live one from the admin API).
+    pub admit_per_minute: u32,
+    /// Session cap in force (likewise).
+    pub max_active: u32,
 }
 
 impl RoomState {
@@ -251,8 +260,17 @@ pub trait Store: Send + Sync + 'static {
     /// Gives up a waiting place or ends an admitted session.
     async fn leave(&self, room: &RoomId, identity: &str) -> Result<LeaveOutcome, StoreError>;
 
-    /// Sets the room's lifecycle state (pause, resume, close, open).
+    /// Sets the room's lifecycle state (pause, resume, close, open, drain).
     async fn set_status(&self, room: &RoomId, status: RoomStatus) -> Result<(), StoreError>;
+
+    /// Sets live settings that override every node's configured ones from its next tick on
+    /// (`None` leaves a setting as it is).
+    async fn set_settings(
+        &self,
+        room: &RoomId,
+        admit_per_minute: Option<u32>,
+        max_active: Option<u32>,
+    ) -> Result<(), StoreError>;
 
     /// Checks the store answers.
     async fn ping(&self) -> Result<(), StoreError>;

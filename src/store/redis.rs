@@ -128,10 +128,18 @@ impl RedisStore {
     }
 
     fn fail(&self, e: Error) -> StoreError {
+        // A command that found no connection to write to (the server just went away) fails with
+        // kind Unknown before the pool notices; `is_connected` is true while any pool client
+        // still reads connected, so it cannot be relied on to catch that case.
         let unavailable = matches!(
             e.kind(),
-            ErrorKind::IO | ErrorKind::Timeout | ErrorKind::Canceled | ErrorKind::Backpressure
-        ) || !self.pool.is_connected();
+            ErrorKind::IO
+                | ErrorKind::Timeout
+                | ErrorKind::Canceled
+                | ErrorKind::Backpressure
+                | ErrorKind::Routing
+        ) || e.details().starts_with("Failed to route command")
+            || !self.pool.is_connected();
         if unavailable {
             self.healthy.store(false, Ordering::Relaxed);
             StoreError::Unavailable(e.to_string())
@@ -292,7 +300,7 @@ impl Store for RedisStore {
         ];
         let r = array(
             self.eval(&self.scripts.tick, keys, args).await?,
-            10,
+            12,
             "tick reply",
         )?;
         let gone = match &r[9] {
@@ -318,6 +326,9 @@ impl Store for RedisStore {
             left_total: int(&r[6], "left")?,
             status: RoomStatus::from_stored(text(&r[7], "state")?),
             gone,
+            admit_per_minute: u32::try_from(int(&r[10], "admit per minute")?)
+                .map_err(|_| bad("admit per minute"))?,
+            max_active: u32::try_from(int(&r[11], "max active")?).map_err(|_| bad("max active"))?,
         })
     }
 
@@ -403,6 +414,33 @@ impl Store for RedisStore {
         self.pool
             .next()
             .hset::<(), _, _>(key, ("state", status.as_str()))
+            .await
+            .map_err(|e| self.fail(e))?;
+        self.healthy.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn set_settings(
+        &self,
+        room: &RoomId,
+        admit_per_minute: Option<u32>,
+        max_active: Option<u32>,
+    ) -> Result<(), StoreError> {
+        let mut fields = Vec::new();
+        if let Some(rate) = admit_per_minute {
+            fields.push(("set_rate", rate.to_string()));
+        }
+        if let Some(max) = max_active {
+            fields.push(("set_max_active", max.to_string()));
+        }
+        if fields.is_empty() {
+            return Ok(());
+        }
+        metrics::counter!("rushgate_store_commands_total").increment(1);
+        let key = RoomKeys::new(room).key("meta");
+        self.pool
+            .next()
+            .hset::<(), _, _>(key, fields)
             .await
             .map_err(|e| self.fail(e))?;
         self.healthy.store(true, Ordering::Relaxed);

@@ -6,7 +6,8 @@
 --        6 admit per minute, 7 max active, 8 bucket burst,
 --        9 admission cap of a room with a sale (-1: no sale)
 -- Returns {status, seq, created}: status 'waiting' | 'admitted' | 'closed'; seq 0 when unknown
--- (an identity admitted earlier); created 1 when this call made the place.
+-- (an identity admitted earlier); created 1 when this call made the place. A draining room
+-- answers existing places but makes no new ones ('closed').
 -- When nobody waits, the room is open, a slot is free and the bucket has a token, the new arrival
 -- is admitted at once (no visible queue without a crowd); its claim window is the idle timeout.
 local meta, q, active, sess, seqkey, buying = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
@@ -14,6 +15,7 @@ local prefix, id = ARGV[1], ARGV[2]
 local now, interval, idle = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local per_min, max_active, burst = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local cap = tonumber(ARGV[9])
+per_min, max_active, burst = rg_settings(meta, per_min, max_active, burst)
 local cur = math.floor(now / interval)
 
 local state = redis.call('HGET', meta, 'state') or 'open'
@@ -28,6 +30,9 @@ end
 rg_expire_sessions(active, sess, buying, now)
 if redis.call('ZSCORE', active, id) then
   return {'admitted', 0, 0}
+end
+if state == 'draining' then
+  return {'closed', 0, 0}
 end
 local seq = redis.call('INCR', seqkey)
 if state == 'open' and redis.call('ZCARD', q) == 0

@@ -65,3 +65,18 @@ local function rg_last_seen(prefix, seq, cur, span)
   end
   return false
 end
+
+-- Live settings set through the admin API (meta fields set_rate, set_max_active) override the
+-- node's configured ones, so a change made through one node applies on every node's next tick.
+local function rg_settings(meta, per_min, max_active, burst)
+  local v = redis.call('HMGET', meta, 'set_rate', 'set_max_active')
+  local r, m = tonumber(v[1]), tonumber(v[2])
+  if r then
+    per_min = r
+    burst = math.max(math.floor(r / 60), 1)
+  end
+  if m then
+    max_active = m
+  end
+  return per_min, max_active, burst
+end

@@ -7,7 +7,9 @@
 --        9 most head entries examined per call (bounds the script's run time),
 --        10 admission cap of a room with a sale (-1: no sale)
 -- Returns {served, last_seq, waiting, active, admitted_total, evicted_total, left_total, state,
---          gone_base_byte, gone_bytes | nil}
+--          gone_base_byte, gone_bytes | nil, admit_per_minute, max_active} (the last two are the
+--          settings in force: the node's, or live ones set through the admin API).
+-- A draining room admits as fast as slots free up (no pacing) and takes no new joins.
 -- gone_bytes is GETRANGE gone [floor((served+1)/8), floor(last_seq/8)], sent only when the
 -- departure count differs from ARGV[8] (new bits past the old range are all zero otherwise).
 -- A head waiter not seen within the idle timeout is evicted (gone bit set) and skipped, so a
@@ -19,14 +21,19 @@ local prefix = ARGV[1]
 local now, interval, idle = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local per_min, max_active, burst = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local known, max_checks, cap = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
+per_min, max_active, burst = rg_settings(meta, per_min, max_active, burst)
 local cur = math.floor(now / interval)
 local span = math.ceil(idle / interval)
 
 rg_expire_sessions(active, sess, buying, now)
 local state = redis.call('HGET', meta, 'state') or 'open'
-if state == 'open' then
+if state == 'open' or state == 'draining' then
   local tokens, ts = rg_refill(meta, now, per_min, burst)
-  local want = math.min(math.floor(tokens), rg_free_slots(active, buying, max_active, cap))
+  local budget = math.floor(tokens)
+  if state == 'draining' then
+    budget = max_checks
+  end
+  local want = math.min(budget, rg_free_slots(active, buying, max_active, cap))
   local checks, admitted, evicted, served = max_checks, 0, 0, false
   while want > 0 and checks > 0 do
     local head = redis.call('ZRANGE', q, 0, math.min(want, checks) - 1, 'WITHSCORES')
@@ -52,7 +59,7 @@ if state == 'open' then
       end
     end
   end
-  rg_save_tokens(meta, tokens - admitted, ts)
+  rg_save_tokens(meta, math.max(tokens - admitted, 0), ts)
   if served then
     redis.call('HSET', meta, 'served', served)
     redis.call('HINCRBY', meta, 'admitted', admitted)
@@ -74,4 +81,5 @@ if evicted_total + left_total ~= known then
   end
 end
 return {served, last, redis.call('ZCARD', q), redis.call('ZCARD', active),
-        tonumber(m[2]) or 0, evicted_total, left_total, m[5] or 'open', base, bytes}
+        tonumber(m[2]) or 0, evicted_total, left_total, m[5] or 'open', base, bytes,
+        per_min, max_active}

@@ -1,0 +1,326 @@
+//! Forwarding to an `http://` shop: hyper-util's pooled client, bodies streamed both ways
+//! (never collected), connect and response-header timeouts, hop-by-hop headers removed
+//! (RFC 9110 §7.6.1), `X-Forwarded-*` set, rushgate's own cookies stripped, and the pass
+//! attached as `Rushgate-Pass`.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::http::body::{Body, BoxError};
+use crate::http::error::ApiError;
+
+/// The header carrying a verified pass to the shop.
+pub const PASS_HEADER: HeaderName = HeaderName::from_static("rushgate-pass");
+
+/// How long opening a connection to the shop may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the shop may take to send response headers (the body then streams untimed).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1, plus the
+/// non-standard `Proxy-Connection` and `Keep-Alive` still sent by old clients).
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-authorization",
+];
+
+/// Where an `http://` upstream lives.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    scheme: Scheme,
+    authority: Authority,
+}
+
+impl Target {
+    /// Parses `http://host[:port]` (a trailing `/` is allowed, nothing else after the authority).
+    pub(crate) fn parse(raw: &str) -> Result<Target, &'static str> {
+        if raw.starts_with("https://") {
+            return Err(
+                "https upstreams are not supported: use http:// to a shop on a private \
+                        network (terminate TLS in front of rushgate)",
+            );
+        }
+        let uri: Uri = raw
+            .parse()
+            .map_err(|_| "must be `builtin:demo` or a URL like http://127.0.0.1:3000")?;
+        let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
+            return Err("must be `builtin:demo` or a URL like http://127.0.0.1:3000");
+        };
+        if scheme != &Scheme::HTTP {
+            return Err("must start with http://");
+        }
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return Err("must be scheme and host only (http://host:port), without a path");
+        }
+        if authority.as_str().contains('@') {
+            return Err("must not contain credentials");
+        }
+        Ok(Target {
+            scheme: scheme.clone(),
+            authority: authority.clone(),
+        })
+    }
+}
+
+/// The pooled HTTP client to every upstream. Cloning is cheap.
+#[derive(Clone)]
+pub(crate) struct Forwarder {
+    client: Client<HttpConnector, Incoming>,
+}
+
+/// What the proxy adds about the original request.
+pub(crate) struct Forwarding<'a> {
+    /// The client's address (appended to `X-Forwarded-For`).
+    pub(crate) peer: Option<IpAddr>,
+    /// The verified pass for `Rushgate-Pass`, when the path is protected.
+    pub(crate) pass: Option<&'a str>,
+    /// The request id, passed on as `X-Request-Id` so shop logs can be joined with ours.
+    pub(crate) request_id: Option<HeaderValue>,
+}
+
+impl Forwarder {
+    /// A client with connect timeout, TCP_NODELAY and an idle-connection pool per upstream.
+    pub(crate) fn new() -> Forwarder {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        Forwarder { client }
+    }
+
+    /// Sends `req` to `target` and streams the answer back. The request body is handed to the
+    /// upstream as it arrives and the response body is returned unread, so neither is ever
+    /// held whole in memory. Fails with 502 when the upstream cannot be reached (or resets
+    /// the exchange) and 504 when it sends no response headers within the timeout.
+    pub(crate) async fn forward(
+        &self,
+        target: &Target,
+        req: Request<Incoming>,
+        extra: Forwarding<'_>,
+    ) -> Result<Response<Body>, ApiError> {
+        let (mut parts, body) = req.into_parts();
+        let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        prepare_request_headers(&mut parts.headers, original_host, &extra);
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        parts.uri = Uri::builder()
+            .scheme(target.scheme.clone())
+            .authority(target.authority.clone())
+            .path_and_query(path)
+            .build()
+            .map_err(|e| ApiError::Internal(format!("upstream uri: {e}")))?;
+        parts.version = Version::HTTP_11;
+        let upstream_req = Request::from_parts(parts, body);
+        let answer =
+            tokio::time::timeout(RESPONSE_TIMEOUT, self.client.request(upstream_req)).await;
+        let resp = match answer {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(e)) => {
+                let cause = if e.is_connect() {
+                    "connection refused or unreachable"
+                } else {
+                    "the connection failed"
+                };
+                tracing::warn!(upstream = %target.authority, error = %e, "upstream request failed");
+                return Err(ApiError::UpstreamUnavailable(cause.to_string()));
+            }
+            Err(_) => {
+                tracing::warn!(upstream = %target.authority, "upstream response timed out");
+                return Err(ApiError::UpstreamTimeout(RESPONSE_TIMEOUT.as_secs()));
+            }
+        };
+        let (mut parts, body) = resp.into_parts();
+        remove_hop_by_hop(&mut parts.headers);
+        let body: Body = body.map_err(|e| Box::new(e) as BoxError).boxed();
+        Ok(Response::from_parts(parts, body))
+    }
+}
+
+/// Rewrites the headers of a request bound for the shop (see the module doc).
+pub(crate) fn prepare_request_headers(
+    headers: &mut HeaderMap,
+    original_host: Option<HeaderValue>,
+    extra: &Forwarding<'_>,
+) {
+    remove_hop_by_hop(headers);
+    headers.remove(&PASS_HEADER);
+    headers.remove(header::HOST);
+    strip_rushgate_cookies(headers);
+
+    let forwarded_for = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+        .chain(extra.peer.map(|ip| ip.to_string()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    headers.remove("x-forwarded-for");
+    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
+        if !forwarded_for.is_empty() {
+            headers.insert("x-forwarded-for", v);
+        }
+    }
+    // A TLS-terminating balancer in front of rushgate says https; otherwise it was plain http.
+    let proto_https = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"));
+    headers.insert(
+        "x-forwarded-proto",
+        HeaderValue::from_static(if proto_https { "https" } else { "http" }),
+    );
+    match original_host {
+        Some(host) => {
+            headers.insert("x-forwarded-host", host);
+        }
+        None => {
+            headers.remove("x-forwarded-host");
+        }
+    }
+    if let Some(pass) = extra.pass.and_then(|p| HeaderValue::from_str(p).ok()) {
+        headers.insert(PASS_HEADER, pass);
+    }
+    if let Some(id) = &extra.request_id {
+        headers.insert("x-request-id", id.clone());
+    }
+}
+
+/// Removes the hop-by-hop headers and every header named in `Connection`.
+pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Drops `rg_ticket_*` and `rg_pass_*` from every `Cookie` header (the shop gets the pass in
+/// `Rushgate-Pass`, never a ticket), keeping the shop's own cookies in order.
+fn strip_rushgate_cookies(headers: &mut HeaderMap) {
+    let kept: Vec<String> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+        .filter(|pair| {
+            let name = pair.split('=').next().unwrap_or("").trim();
+            !(name.starts_with("rg_ticket_") || name.starts_with("rg_pass_"))
+        })
+        .map(str::to_string)
+        .collect();
+    headers.remove(header::COOKIE);
+    if kept.is_empty() {
+        return;
+    }
+    if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
+        headers.insert(header::COOKIE, v);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_rewritten_for_the_shop() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("shop.example"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Secret-Hop"),
+        );
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("rushgate-pass", HeaderValue::from_static("forged"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; rg_ticket_drop=t; rg_pass_drop=p"),
+        );
+        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        h.insert("x-keep", HeaderValue::from_static("yes"));
+        let host = h.get(header::HOST).cloned();
+        let extra = Forwarding {
+            peer: Some("127.0.0.1".parse().unwrap()),
+            pass: Some("the.pass.jwt"),
+            request_id: Some(HeaderValue::from_static("rid-1")),
+        };
+        prepare_request_headers(&mut h, host, &extra);
+        for gone in ["connection", "x-secret-hop", "keep-alive", "te", "host"] {
+            assert!(!h.contains_key(gone), "{gone} kept");
+        }
+        assert_eq!(h["cookie"], "a=1; b=2");
+        assert_eq!(h["rushgate-pass"], "the.pass.jwt");
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "shop.example");
+        assert_eq!(h["x-request-id"], "rid-1");
+        assert_eq!(h["x-keep"], "yes");
+    }
+
+    #[test]
+    fn only_rushgate_cookies_means_no_cookie_header() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("rg_ticket_x=1; rg_pass_x=2"),
+        );
+        strip_rushgate_cookies(&mut h);
+        assert!(!h.contains_key(header::COOKIE));
+    }
+
+    #[test]
+    fn upstream_urls_are_checked() {
+        assert!(Target::parse("http://127.0.0.1:3000").is_ok());
+        assert!(Target::parse("http://shop.internal/").is_ok());
+        assert!(Target::parse("https://shop").is_err());
+        assert!(Target::parse("http://shop/base").is_err());
+        assert!(Target::parse("ftp://shop").is_err());
+        assert!(Target::parse("shop:3000").is_err());
+        assert!(Target::parse("http://user:pw@shop").is_err());
+    }
+}

@@ -1,0 +1,340 @@
+//! The reverse proxy on the public listener: for every path outside the API it decides, from
+//! the rooms' `protect` and `bypass` rules, whether the request needs a pass, then forwards it to
+//! the room's upstream (`http://…` or the built-in demo shop) or sends the shopper to the queue.
+//!
+//! - [`rules`]: path patterns and normalization.
+//! - [`forward`]: the pooled client, header rewriting, streaming, timeouts.
+//! - [`waiting`]: auto-join, the waiting page / JSON body / redirect once admitted.
+//! - [`page`]: the waiting-page template (built-in or the shop's own).
+//! - [`gate`]: the `gate` endpoint for nginx `auth_request` and Envoy `ext_authz`.
+//! - [`demo`]: the `builtin:demo` shop.
+//!
+//! A request with a pass is checked locally (signature, expiry, room): no store call.
+
+mod demo;
+mod forward;
+mod gate;
+mod page;
+mod rules;
+mod waiting;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::{HeaderMap, Request, Response};
+use hyper::body::Incoming;
+
+pub use forward::PASS_HEADER;
+pub use gate::gate;
+pub use waiting::wait;
+
+use crate::app::AppState;
+use crate::config::{Config, RoomConfig};
+use crate::http::body::{cookie, Body};
+use crate::http::error::ApiError;
+use crate::http::PeerAddr;
+use crate::ops::request_id::RequestId;
+use forward::{Forwarder, Forwarding, Target};
+use page::Template;
+use rules::Pattern;
+
+/// The value of `upstream` that selects the built-in demo shop.
+pub const DEMO_UPSTREAM: &str = "builtin:demo";
+
+/// Largest total size of request headers (names + values) the proxy passes on; larger is 431.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// Why the proxy could not be set up from a (validated) config.
+#[derive(Debug, thiserror::Error)]
+#[error("rooms[{index}].{field}: {problem}")]
+pub struct ProxyError {
+    index: usize,
+    field: &'static str,
+    problem: String,
+}
+
+/// The proxy: routes of every room and the pooled upstream client. Cloning is cheap.
+#[derive(Clone)]
+pub struct Proxy {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    routes: Vec<Route>,
+    pages: HashMap<String, Template>,
+    builtin_page: Template,
+    forwarder: Forwarder,
+}
+
+/// One room's proxy settings.
+struct Route {
+    room: String,
+    upstream: Upstream,
+    protect: Vec<Pattern>,
+    bypass: Vec<Pattern>,
+}
+
+enum Upstream {
+    Http(Target),
+    Demo,
+}
+
+/// What to do with a path outside the API.
+enum Decision<'a> {
+    /// Needs a pass of the route's room.
+    Protected(&'a Route),
+    /// Goes to the route's upstream as it is.
+    Forward(&'a Route),
+    /// No room has an upstream.
+    Nowhere,
+}
+
+impl Proxy {
+    /// Builds the routes and loads the page templates of a validated config.
+    pub fn from_config(config: &Config) -> Result<Proxy, ProxyError> {
+        let mut routes = Vec::new();
+        let mut pages = HashMap::new();
+        for (index, room) in config.rooms.iter().enumerate() {
+            let err = |field, problem: String| ProxyError {
+                index,
+                field,
+                problem,
+            };
+            if let Some(path) = &room.page_template {
+                pages.insert(
+                    room.id.clone(),
+                    Template::load(path).map_err(|p| err("page_template", p))?,
+                );
+            }
+            let Some(raw) = &room.upstream else {
+                continue;
+            };
+            let upstream = if raw == DEMO_UPSTREAM {
+                Upstream::Demo
+            } else {
+                Upstream::Http(Target::parse(raw).map_err(|p| err("upstream", p.to_string()))?)
+            };
+            let patterns = |list: &[String], field| {
+                list.iter()
+                    .map(|p| Pattern::parse(p).map_err(|e| err(field, format!("`{p}` {e}"))))
+                    .collect::<Result<Vec<_>, _>>()
+            };
+            routes.push(Route {
+                room: room.id.clone(),
+                upstream,
+                protect: patterns(&room.protect, "protect")?,
+                bypass: patterns(&room.bypass, "bypass")?,
+            });
+        }
+        Ok(Proxy {
+            inner: Arc::new(Inner {
+                routes,
+                pages,
+                builtin_page: Template::builtin(),
+                forwarder: Forwarder::new(),
+            }),
+        })
+    }
+
+    /// The waiting-page template of a room (its `page_template`, else the built-in page).
+    pub(crate) fn page(&self, room: &str) -> &Template {
+        self.inner
+            .pages
+            .get(room)
+            .unwrap_or(&self.inner.builtin_page)
+    }
+
+    /// A path (normalized) is protected by the first room whose `protect` matches it and whose
+    /// `bypass` does not. Anything else goes to the first room whose rules mention the path,
+    /// else to the first room with an upstream.
+    fn decide(&self, path: &str) -> Decision<'_> {
+        let routes = &self.inner.routes;
+        let protects = |r: &Route| r.protect.iter().any(|p| p.matches(path));
+        let bypasses = |r: &Route| r.bypass.iter().any(|p| p.matches(path));
+        if let Some(r) = routes.iter().find(|r| protects(r) && !bypasses(r)) {
+            return Decision::Protected(r);
+        }
+        match routes
+            .iter()
+            .find(|r| bypasses(r) || protects(r))
+            .or_else(|| routes.first())
+        {
+            Some(r) => Decision::Forward(r),
+            None => Decision::Nowhere,
+        }
+    }
+}
+
+/// Handles a request outside the API prefix: forward, queue, or 404 when no room proxies.
+pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        return Err(ApiError::HeadersTooLarge {
+            limit: MAX_HEADER_BYTES,
+        });
+    }
+    let path = rules::normalize(req.uri().path());
+    match state.proxy.decide(&path) {
+        Decision::Nowhere => Err(ApiError::NotFound(path.chars().take(128).collect())),
+        Decision::Forward(route) => send(state, route, req, None).await,
+        Decision::Protected(route) => {
+            let pass = valid_pass(state, &route.room, req.headers());
+            match pass {
+                Some((token, claims)) => send(state, route, req, Some((&token, &claims))).await,
+                None => {
+                    let return_to = req
+                        .uri()
+                        .path_and_query()
+                        .map(|p| p.as_str())
+                        .filter(|u| waiting::is_local_path(u))
+                        .unwrap_or("/")
+                        .to_string();
+                    waiting::admit_or_wait(state, &route.room, req.headers(), &return_to).await
+                }
+            }
+        }
+    }
+}
+
+/// The room's pass cookie when it verifies locally (signature, issuer, audience, time, room).
+fn valid_pass(
+    state: &AppState,
+    room: &str,
+    headers: &HeaderMap,
+) -> Option<(String, crate::pass::PassClaims)> {
+    let token = cookie(headers, &format!("rg_pass_{room}"))?;
+    let claims = state.passes.verify_for_room(token, room).ok()?;
+    Some((token.to_string(), claims))
+}
+
+async fn send(
+    state: &AppState,
+    route: &Route,
+    req: Request<Incoming>,
+    pass: Option<(&str, &crate::pass::PassClaims)>,
+) -> Result<Response<Body>, ApiError> {
+    match &route.upstream {
+        Upstream::Demo => demo::serve(state, &route.room, &req, pass.map(|(_, c)| c)),
+        Upstream::Http(target) => {
+            let extra = Forwarding {
+                peer: req.extensions().get::<PeerAddr>().map(|p| p.0.ip()),
+                pass: pass.map(|(t, _)| t),
+                request_id: req
+                    .extensions()
+                    .get::<RequestId>()
+                    .and_then(RequestId::header_value),
+            };
+            state
+                .proxy
+                .inner
+                .forwarder
+                .forward(target, req, extra)
+                .await
+        }
+    }
+}
+
+/// Problems with a room's proxy fields, each as `(field, problem)` relative to the room; used
+/// by [`Config::validate`](crate::config::Config::validate).
+pub fn check_room(room: &RoomConfig) -> Vec<(String, String)> {
+    let mut problems = Vec::new();
+    match room.upstream.as_deref() {
+        Some(DEMO_UPSTREAM) | None => {}
+        Some(raw) => {
+            if let Err(e) = Target::parse(raw) {
+                problems.push(("upstream".to_string(), e.to_string()));
+            }
+        }
+    }
+    for (field, list) in [("protect", &room.protect), ("bypass", &room.bypass)] {
+        if room.upstream.is_none() && !list.is_empty() {
+            problems.push((
+                field.to_string(),
+                "needs `upstream` (without it rushgate proxies nothing; use the gate endpoint)"
+                    .to_string(),
+            ));
+        }
+        for (i, raw) in list.iter().enumerate() {
+            if let Err(e) = Pattern::parse(raw) {
+                problems.push((format!("{field}[{i}]"), format!("`{raw}` {e}")));
+            }
+        }
+    }
+    if let Some(path) = &room.page_template {
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                if let Err(e) = page::check(&text) {
+                    problems.push(("page_template".to_string(), e));
+                }
+            }
+            Err(e) => problems.push((
+                "page_template".to_string(),
+                format!("cannot read {}: {e}", path.display()),
+            )),
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn proxy(rooms: &[(&str, &str, &[&str], &[&str])]) -> Proxy {
+        let mut config = Config::default();
+        for (id, upstream, protect, bypass) in rooms {
+            let mut r = RoomConfig::with_id(id);
+            r.upstream = Some(upstream.to_string());
+            r.protect = protect.iter().map(|s| s.to_string()).collect();
+            r.bypass = bypass.iter().map(|s| s.to_string()).collect();
+            config.rooms.push(r);
+        }
+        Proxy::from_config(&config).unwrap()
+    }
+
+    fn decided(p: &Proxy, path: &str) -> String {
+        match p.decide(&rules::normalize(path)) {
+            Decision::Protected(r) => format!("protect:{}", r.room),
+            Decision::Forward(r) => format!("forward:{}", r.room),
+            Decision::Nowhere => "nowhere".into(),
+        }
+    }
+
+    #[test]
+    fn protect_bypass_and_default_routes() {
+        let p = proxy(&[
+            (
+                "a",
+                "builtin:demo",
+                &["/products/a", "/checkout/*"],
+                &["*.css", "/health"],
+            ),
+            ("b", "http://127.0.0.1:1", &["/products/b"], &[]),
+        ]);
+        assert_eq!(decided(&p, "/products/a"), "protect:a");
+        assert_eq!(decided(&p, "/products//a/"), "protect:a");
+        assert_eq!(decided(&p, "/checkout/pay"), "protect:a");
+        assert_eq!(decided(&p, "/checkout/app.css"), "forward:a");
+        assert_eq!(decided(&p, "/products/b/x"), "protect:b");
+        assert_eq!(decided(&p, "/about"), "forward:a");
+        assert_eq!(decided(&proxy(&[]), "/about"), "nowhere");
+    }
+
+    #[test]
+    fn room_fields_are_checked_by_name() {
+        let mut r = RoomConfig::with_id("a");
+        r.protect = vec!["/x".into()];
+        let problems = check_room(&r);
+        assert_eq!(problems[0].0, "protect");
+        r.upstream = Some("https://shop".into());
+        r.bypass = vec!["nope".into()];
+        r.page_template = Some("/nonexistent/page.html".into());
+        let fields: Vec<String> = check_room(&r).into_iter().map(|(f, _)| f).collect();
+        assert_eq!(fields, ["upstream", "bypass[0]", "page_template"]);
+    }
+}

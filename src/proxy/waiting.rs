@@ -1,0 +1,162 @@
+//! A shopper without a valid pass: joins automatically (the same `enter` as the join endpoint,
+//! with the ticket cookie) and gets the waiting page, the JSON place body for
+//! `Accept: application/json`, or, when admitted at once, a redirect back to the page asked for.
+
+use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::page::PageView;
+use crate::app::AppState;
+use crate::http::body::{full, Body};
+use crate::http::error::ApiError;
+use crate::http::queue::{self, PlaceState};
+
+/// Longest return URL carried through the waiting page.
+const MAX_RETURN_URL: usize = 2048;
+
+/// Auto-joins `room_id` and answers with the waiting page (200), the JSON place body, or a
+/// `303 See Other` to `return_to` with the pass cookie once admitted. Never forwards anything
+/// to the shop.
+pub(crate) async fn admit_or_wait(
+    state: &AppState,
+    room_id: &str,
+    headers: &HeaderMap,
+    return_to: &str,
+) -> Result<Response<Body>, ApiError> {
+    let room = queue::room_or_404(state, room_id)?;
+    let (status, place) = queue::enter(state, room, headers, None, false).await?;
+    if wants_json(headers) {
+        return Ok(queue::respond(state, room, headers, status, place));
+    }
+    let cookies = queue::place_cookies(state, room, headers, &place);
+    let mut resp = if place.state == PlaceState::Admitted {
+        let mut resp = Response::new(full(""));
+        *resp.status_mut() = StatusCode::SEE_OTHER;
+        let location = HeaderValue::from_str(return_to).unwrap_or(HeaderValue::from_static("/"));
+        resp.headers_mut().insert(header::LOCATION, location);
+        resp
+    } else {
+        let first_position = place
+            .ticket
+            .as_deref()
+            .and_then(|t| state.tickets.verify(t).ok())
+            .map_or(place.position, |c| c.pos);
+        let body = queue::place_body(room, &place);
+        let position_url = format!(
+            "{}/v1/rooms/{}/position",
+            state.config.server.api_prefix, room.id
+        );
+        let state_name = match body.state {
+            PlaceState::Waiting => "waiting",
+            PlaceState::Admitted => "admitted",
+            PlaceState::SoldOut => "sold_out",
+            PlaceState::Closed => "closed",
+            PlaceState::Expired => "expired",
+        };
+        let html = state.proxy.page(room_id).render(&PageView {
+            room: room.id.as_str(),
+            state: state_name,
+            position: body.position,
+            first_position,
+            eta: (body.eta_seconds.p50, body.eta_seconds.p90),
+            remaining: body.remaining,
+            message: &body.message,
+            poll_after_ms: body.poll_after_ms,
+            return_url: return_to,
+            position_url: &position_url,
+        });
+        let mut resp = Response::new(full(html));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        resp
+    };
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // The page differs by cookie; shared caches must never hand one shopper's page to another.
+    h.insert(header::VARY, HeaderValue::from_static("Cookie, Accept"));
+    for cookie in cookies {
+        h.append(header::SET_COOKIE, cookie);
+    }
+    Ok(resp)
+}
+
+/// `ANY {prefix}/v1/rooms/{room}/wait`: the waiting page for shops that keep their own proxy
+/// (nginx `error_page 401 = @queue`). The page to return to comes from `X-Original-URI` (set by
+/// the proxy) or the `return` query parameter, and must be a path on this site.
+pub async fn wait(
+    state: &AppState,
+    room_id: &str,
+    req: &Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let from_header = req
+        .headers()
+        .get("x-original-uri")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let from_query = req.uri().query().and_then(|q| {
+        q.split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == "return")
+            .map(|(_, v)| super::rules::percent_decode(v))
+    });
+    let return_to = from_header
+        .or(from_query)
+        .filter(|u| is_local_path(u))
+        .unwrap_or_else(|| "/".to_string());
+    admit_or_wait(state, room_id, req.headers(), &return_to).await
+}
+
+/// Whether the client asked for JSON rather than a page.
+pub(crate) fn wants_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            let v = v.to_ascii_lowercase();
+            v.contains("application/json") && !v.contains("text/html")
+        })
+}
+
+/// A same-site path: starts with one `/` (not `//` or `/\`, which browsers read as another
+/// host), printable ASCII only, bounded length. Keeps the waiting page from being an open
+/// redirect.
+pub(crate) fn is_local_path(url: &str) -> bool {
+    url.len() <= MAX_RETURN_URL
+        && url.starts_with('/')
+        && !url.starts_with("//")
+        && !url.starts_with("/\\")
+        && url.bytes().all(|b| b.is_ascii_graphic())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn return_urls_stay_on_the_site() {
+        assert!(is_local_path("/products/drop?size=9"));
+        assert!(!is_local_path("//evil.example/"));
+        assert!(!is_local_path("/\\evil.example"));
+        assert!(!is_local_path("https://evil.example/"));
+        assert!(!is_local_path("/a b"));
+        assert_eq!(
+            super::super::rules::percent_decode("%2Fproducts%2Fdrop%3Fa%3D1"),
+            "/products/drop?a=1"
+        );
+    }
+
+    #[test]
+    fn json_only_when_asked_for_without_html() {
+        let mut h = HeaderMap::new();
+        assert!(!wants_json(&h));
+        h.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        assert!(wants_json(&h));
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("text/html,application/json;q=0.9"),
+        );
+        assert!(!wants_json(&h));
+    }
+}

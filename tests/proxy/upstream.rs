@@ -1,0 +1,181 @@
+//! A real upstream shop for proxy tests: a hyper server on a free port that records every request
+//! it gets, checks every `Rushgate-Pass` with the rushgate pass verifier, and offers streaming
+//! endpoints that prove bodies are not buffered whole.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use rushgate::pass::PassIssuer;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+/// Size of each chunk the download endpoint sends.
+pub const CHUNK: usize = 64 * 1024;
+
+/// One request as the upstream saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub uri: String,
+    pub headers: HeaderMap,
+    /// `sub` of a valid `Rushgate-Pass`.
+    pub pass_sub: Option<String>,
+}
+
+#[derive(Default)]
+pub struct Shared {
+    pub seen: Mutex<Vec<Seen>>,
+    /// Verifies `Rushgate-Pass` (set once rushgate is running) and the room it must be for.
+    pub verifier: OnceLock<(PassIssuer, String)>,
+    /// Requests under `/products` without a valid pass, or with an invalid one.
+    pub bad_passes: AtomicU64,
+    /// Signalled when `/upload` has received its first chunk.
+    pub upload_started: Notify,
+    /// `/download` sends its first chunk, then waits for this before the rest.
+    pub download_release: Notify,
+}
+
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type Body = BoxBody<Bytes, Infallible>;
+
+fn text(s: String) -> Body {
+    Full::new(Bytes::from(s)).boxed()
+}
+
+impl Upstream {
+    pub async fn start() -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        let addr = listener.local_addr().expect("addr");
+        let shared = Arc::new(Shared::default());
+        let s = shared.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| handle(s.clone(), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Upstream { addr, shared, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every request seen so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.shared.seen.lock().expect("lock").clone()
+    }
+
+    pub fn set_verifier(&self, passes: PassIssuer, room: &str) {
+        let _ = self.shared.verifier.set((passes, room.to_string()));
+    }
+
+    pub fn bad_passes(&self) -> u64 {
+        self.shared.bad_passes.load(Ordering::SeqCst)
+    }
+}
+
+async fn handle(s: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let pass_sub = match (req.headers().get("rushgate-pass"), s.verifier.get()) {
+        (Some(token), Some((passes, room))) => {
+            match passes.verify_for_room(token.to_str().unwrap_or(""), room) {
+                Ok(claims) => Some(claims.sub),
+                Err(_) => {
+                    s.bad_passes.fetch_add(1, Ordering::SeqCst);
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    if req.uri().path().starts_with("/products") && pass_sub.is_none() {
+        s.bad_passes.fetch_add(1, Ordering::SeqCst);
+    }
+    s.seen.lock().expect("lock").push(Seen {
+        method: req.method().to_string(),
+        uri: req.uri().to_string(),
+        headers: req.headers().clone(),
+        pass_sub,
+    });
+    let path = req.uri().path().to_string();
+    let resp = match path.as_str() {
+        "/upload" => {
+            let mut body = req.into_body();
+            let mut total = 0usize;
+            let mut first = true;
+            while let Some(frame) = body.frame().await {
+                let Ok(frame) = frame else { break };
+                if let Some(data) = frame.data_ref() {
+                    total += data.len();
+                    if first && total > 0 {
+                        first = false;
+                        s.upload_started.notify_one();
+                    }
+                }
+            }
+            Response::new(text(format!("received {total}")))
+        }
+        "/download" => {
+            let total: usize = req
+                .uri()
+                .query()
+                .and_then(|q| q.strip_prefix("n="))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(CHUNK * 4);
+            let chunks = total.div_ceil(CHUNK);
+            let s2 = s.clone();
+            let stream = futures::stream::unfold(0usize, move |i| {
+                let s2 = s2.clone();
+                async move {
+                    if i >= chunks {
+                        return None;
+                    }
+                    if i == 1 {
+                        s2.download_release.notified().await;
+                    }
+                    let len = CHUNK.min(total - i * CHUNK);
+                    Some((Ok::<_, Infallible>(Frame::data(Bytes::from(vec![b'x'; len]))), i + 1))
+                }
+            });
+            Response::new(StreamBody::new(stream).boxed())
+        }
+        _ => {
+            let mut resp = Response::new(text(format!("upstream:{}", req.uri())));
+            let h = resp.headers_mut();
+            h.insert("x-upstream", "yes".parse().expect("hv"));
+            h.insert("connection", "x-hop-resp".parse().expect("hv"));
+            h.insert("x-hop-resp", "1".parse().expect("hv"));
+            h.insert("keep-alive", "timeout=5".parse().expect("hv"));
+            h.insert("set-cookie", "shop_session=abc; Path=/".parse().expect("hv"));
+            resp
+        }
+    };
+    Ok(resp)
+}

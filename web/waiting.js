@@ -1,0 +1,61 @@
+// rushgate waiting page: polls the position endpoint at the interval the server asks for, updates
+// the page, and goes to the shop once admitted (the position answer sets the pass cookie).
+(function () {
+  "use strict";
+  var cfg = JSON.parse(document.getElementById("rg-config").textContent);
+  var page = document.getElementById("rg-page");
+  var headlines = { waiting: "You are in line", admitted: "It is your turn", sold_out: "Sold out",
+                    closed: "The queue is closed", expired: "Your place has expired" };
+  var first = cfg.first_position || 0;
+  function each(name, fn) {
+    var els = document.querySelectorAll('[data-rg="' + name + '"]');
+    for (var i = 0; i < els.length; i++) fn(els[i]);
+  }
+  function text(name, value) {
+    each(name, function (el) { if (el.textContent !== String(value)) el.textContent = value; });
+  }
+  function eta(e) {
+    if (!e || e.p50 == null || e.p90 == null) return "not known yet";
+    var b = Math.max(e.p90, e.p50);
+    if (b < 60) return "less than a minute";
+    var lo = Math.max(1, Math.ceil(e.p50 / 60)), hi = Math.ceil(b / 60);
+    return lo === hi ? "about " + lo + " minute" + (lo === 1 ? "" : "s") : "about " + lo + "\u2013" + hi + " minutes";
+  }
+  function progress(p) {
+    if (p.state === "admitted") return 100;
+    if (!p.position) return 0;
+    first = Math.max(first, p.position);
+    return Math.floor((first - p.position + 1) * 100 / (first + 1));
+  }
+  function render(p) {
+    page.setAttribute("data-state", p.state);
+    text("headline", headlines[p.state] || headlines.expired);
+    text("position", p.position);
+    text("ahead", p.ahead);
+    text("eta", eta(p.eta_seconds));
+    text("message", p.message || "");
+    var pct = progress(p);
+    each("progress", function (el) {
+      el.setAttribute("aria-valuenow", pct);
+      if (el.firstElementChild) el.firstElementChild.style.width = pct + "%";
+    });
+  }
+  function poll() {
+    fetch(cfg.position_url, { credentials: "same-origin", cache: "no-store", headers: { Accept: "application/json" } })
+      .then(function (r) {
+        if (r.status === 401) { location.reload(); return null; }   // ticket lost: rejoin
+        if (!r.ok) throw new Error("status " + r.status);
+        return r.json();
+      })
+      .then(function (p) {
+        if (!p) return;
+        render(p);
+        if (p.state === "admitted") { location.replace(cfg.return_url); return; }
+        if (p.state === "expired") { location.replace(cfg.return_url); return; }
+        setTimeout(poll, p.poll_after_ms || cfg.poll_after_ms || 2000);
+      })
+      .catch(function () { setTimeout(poll, Math.max(2000, cfg.poll_after_ms || 0)); });
+  }
+  if (cfg.state === "admitted") { location.replace(cfg.return_url); return; }
+  setTimeout(poll, cfg.poll_after_ms || 2000);
+})();
