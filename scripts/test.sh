@@ -15,6 +15,17 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get install -y -qq "${need_apt[@]}"
 fi
 
+# --- Prometheus (tests/ops: a real Prometheus scrapes a node; promtool checks deploy/) -------
+# The ops tests fail (never skip) without it. The Debian package ships prometheus and promtool;
+# its service is not needed (the tests start their own server on a free port).
+if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
+  echo "==> installing prometheus"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends prometheus
+fi
+# --- end Prometheus ----------------------------------------------------------------------------
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 

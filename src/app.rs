@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::http::limits::{self, Limits};
 use crate::http::{serve, Listener};
 use crate::ops::metrics;
+use crate::ops::webhooks::Webhooks;
 use crate::pass::{KeyError, PassIssuer, PassKeys, TicketSigner};
 use crate::proxy::{Proxy, ProxyError};
 use crate::queue::{pacer, Rooms, StockGate};
@@ -45,6 +46,8 @@ pub struct AppState {
     pub proxy: Proxy,
     /// Per-client rate limits.
     pub limits: Limits,
+    /// Operator alerts.
+    pub webhooks: Webhooks,
 }
 
 /// Why the server could not start.
@@ -116,6 +119,7 @@ impl AppState {
         }
         Ok(AppState {
             limits: Limits::new(&config.limits, &config.server.trusted_proxies),
+            webhooks: Webhooks::new(&config.webhooks),
             rooms,
             sales,
             coupons: Coupons::new(&config.coupons),
@@ -187,10 +191,12 @@ impl App {
                 sale.clone(),
                 state.rooms.get(&sale.config.room).cloned(),
                 state.sale_store.clone(),
+                state.webhooks.clone(),
                 every,
                 rx.clone(),
             ));
         }
+        tasks.spawn(state.webhooks.clone().run(state.store.clone(), rx.clone()));
         tasks.spawn(metrics::upkeep(state.metrics.clone(), rx.clone()));
         tasks.spawn(limits::upkeep(state.limits.clone(), rx.clone()));
         tasks.spawn(health_probe(state.store.clone(), rx));

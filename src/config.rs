@@ -51,6 +51,21 @@ pub struct Config {
     /// Per-client rate limits.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Operator alerts POSTed to URLs.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// One `[[webhooks]]` entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Receiver URL (`http://`; put a TLS-terminating relay in front for https receivers).
+    pub url: String,
+    /// Event types to send (see `ops::webhooks::EVENTS`).
+    pub events: Vec<String>,
+    /// HMAC-SHA256 key of the `Rushgate-Signature` header (≥ 16 characters).
+    pub secret: Secret,
 }
 
 /// `[limits]`: requests per minute and burst per client (ticket, pass, or IP); `0` per
@@ -536,6 +551,31 @@ impl Config {
         }
         if self.server.max_connections == 0 {
             bad("server.max_connections", "must be greater than 0");
+        }
+        for (i, w) in self.webhooks.iter().enumerate() {
+            if !w.url.starts_with("http://") || w.url.parse::<http::Uri>().is_err() {
+                bad(&format!("webhooks[{i}].url"), "must be an http:// URL");
+            }
+            if w.events.is_empty() {
+                bad(
+                    &format!("webhooks[{i}].events"),
+                    "must name at least one event",
+                );
+            }
+            for e in &w.events {
+                if !crate::ops::webhooks::EVENTS.contains(&e.as_str()) {
+                    bad(
+                        &format!("webhooks[{i}].events"),
+                        "unknown event; use room.prequeue_opened, room.opened, room.paused, sale.sold_out, sale.restocked or coupon.exhausted",
+                    );
+                }
+            }
+            if w.secret.0.len() < 16 {
+                bad(
+                    &format!("webhooks[{i}].secret"),
+                    "must be at least 16 characters",
+                );
+            }
         }
         for (i, p) in self.server.trusted_proxies.iter().enumerate() {
             if crate::http::limits::parse_net(p).is_none() {

@@ -164,6 +164,13 @@ async fn set_status(
     };
     state.store.set_status(&room.id, status).await?;
     tracing::info!(room = %room.id, state = status.as_str(), "room state changed by operator");
+    if status == RoomStatus::Paused {
+        state.webhooks.emit(
+            "room.paused",
+            format!("room.paused:{}:{}", room.id, now_ms()),
+            json!({ "room": room.id.as_str() }),
+        );
+    }
     Ok(json(
         StatusCode::OK,
         &json!({ "room": room.id.as_str(), "state": status.as_str() }),

@@ -249,6 +249,13 @@ pub async fn claim_coupon(
         .await?;
     let (status, serial) = match outcome {
         CouponOutcome::New(serial) => {
+            if serial == campaign.limit {
+                state.webhooks.emit(
+                    "coupon.exhausted",
+                    format!("coupon.exhausted:{}", campaign.id),
+                    serde_json::json!({ "campaign": campaign.id, "limit": campaign.limit }),
+                );
+            }
             metrics::counter!("rushgate_coupons_issued_total", "campaign" => campaign.id.clone())
                 .increment(1);
             (StatusCode::CREATED, serial)

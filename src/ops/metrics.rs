@@ -84,13 +84,16 @@ pub const PROXY_UPSTREAM_DURATION: &str = "rushgate_proxy_upstream_duration_seco
 pub const PROXY_UPSTREAM_ERRORS: &str = "rushgate_proxy_upstream_errors_total";
 
 /// Counter `{endpoint}`: requests refused with 429 by a rate limit (`join`, `poll`,
-/// `purchase`, `coupon_claim`).
+/// `purchase`, `coupon`).
 pub const LIMITER_REJECTIONS: &str = "rushgate_limiter_rejections_total";
 
 /// Bucket bounds (seconds) of every `_seconds` histogram: 0.5 ms to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+
+/// `endpoint` labels of [`LIMITER_REJECTIONS`], exported at 0 from the start.
+const LIMITED_ENDPOINTS: [&str; 4] = ["join", "poll", "purchase", "coupon"];
 
 /// Every room status, with its `status` label.
 const STATUSES: [(RoomStatus, &str); 4] = [
@@ -120,8 +123,11 @@ pub fn install() -> PrometheusHandle {
             }
             describe();
             metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
-            // Exported from the start, so "no errors" reads 0 rather than "no data".
+            // Exported from the start, so "none yet" reads 0 rather than "no data".
             metrics::counter!(STORE_ERRORS).increment(0);
+            for endpoint in LIMITED_ENDPOINTS {
+                metrics::counter!(LIMITER_REJECTIONS, "endpoint" => endpoint).increment(0);
+            }
             handle
         })
         .clone()

@@ -4,3 +4,4 @@
 pub mod logging;
 pub mod metrics;
 pub mod request_id;
+pub mod webhooks;

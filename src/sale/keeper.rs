@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::Sale;
+use crate::ops::webhooks::Webhooks;
 use crate::queue::{Room, StockGate};
-use crate::store::sale::SaleStore;
+use crate::store::sale::{SaleState, SaleStore};
 use crate::store::{now_ms, StoreError};
 
 /// Most reservations one sweep call expires (bounds the script's run time).
@@ -24,12 +25,16 @@ pub async fn step(
     sale: &Sale,
     room: Option<&Room>,
     store: &dyn SaleStore,
+    webhooks: &Webhooks,
     sweep: bool,
 ) -> Result<(), StoreError> {
     if sweep {
         while store.sweep(&sale.config.id, now_ms(), SWEEP_BATCH).await? == SWEEP_BATCH {}
     }
     let state = store.sale_state(&sale.config.id).await?;
+    if let Some(before) = sale.cached_state() {
+        alert_transitions(sale, &before, &state, webhooks);
+    }
     sale.publish(state);
     if let Some(room) = room {
         room.set_stock_gate(StockGate {
@@ -41,12 +46,37 @@ pub async fn step(
     Ok(())
 }
 
+/// Every node sees the same counters, so the ids below are the same on every node and the
+/// webhook layer delivers each transition once.
+fn alert_transitions(sale: &Sale, before: &SaleState, now: &SaleState, webhooks: &Webhooks) {
+    let id = &sale.config.id;
+    let data = serde_json::json!({
+        "sale": id, "room": sale.config.room, "available": now.available,
+        "reserved": now.reserved, "confirmed": now.confirmed, "total": now.total,
+    });
+    if now.sold_out() && !before.sold_out() {
+        webhooks.emit(
+            "sale.sold_out",
+            format!("sale.sold_out:{id}:{}", now.total),
+            data.clone(),
+        );
+    }
+    if now.total > before.total {
+        webhooks.emit(
+            "sale.restocked",
+            format!("sale.restocked:{id}:{}", now.total),
+            data,
+        );
+    }
+}
+
 /// Creates the sale's stock record if this is the first node to see it, then runs [`step`]
 /// every `every` until `shutdown` flips.
 pub async fn run(
     sale: Arc<Sale>,
     room: Option<Arc<Room>>,
     store: Arc<dyn SaleStore>,
+    webhooks: Webhooks,
     every: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -74,7 +104,7 @@ pub async fn run(
         if sweep {
             last_sweep = Instant::now();
         }
-        if let Err(e) = step(&sale, room.as_deref(), store.as_ref(), sweep).await {
+        if let Err(e) = step(&sale, room.as_deref(), store.as_ref(), &webhooks, sweep).await {
             tracing::debug!(sale = %sale.config.id, error = %e, "sale refresh failed");
         }
     }

@@ -19,6 +19,8 @@ pub struct MemoryStore {
     rooms: Mutex<HashMap<RoomId, RoomData>>,
     /// Sales and coupons (see `memory_sale.rs`).
     pub(super) sales: Mutex<super::memory_sale::SaleBook>,
+    /// `claim_once` keys → expiry ms.
+    once: Mutex<HashMap<String, u64>>,
 }
 
 impl MemoryStore {
@@ -390,6 +392,16 @@ impl Store for MemoryStore {
             r.set_max_active = max_active.or(r.set_max_active);
         });
         Ok(())
+    }
+
+    async fn claim_once(&self, key: &str, ttl_ms: u64, now: u64) -> Result<bool, StoreError> {
+        let mut once = self.once.lock().unwrap_or_else(|p| p.into_inner());
+        once.retain(|_, expiry| *expiry > now);
+        if once.contains_key(key) {
+            return Ok(false);
+        }
+        once.insert(key.to_string(), now + ttl_ms);
+        Ok(true)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

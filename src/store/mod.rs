@@ -272,6 +272,10 @@ pub trait Store: Send + Sync + 'static {
         max_active: Option<u32>,
     ) -> Result<(), StoreError>;
 
+    /// Claims `key` for `ttl_ms` (`SET NX PX`): true for exactly one caller across all nodes
+    /// until it expires. Webhook events use it so each is delivered once per cluster.
+    async fn claim_once(&self, key: &str, ttl_ms: u64, now_ms: u64) -> Result<bool, StoreError>;
+
     /// Checks the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
 

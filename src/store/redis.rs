@@ -447,6 +447,24 @@ impl Store for RedisStore {
         Ok(())
     }
 
+    async fn claim_once(&self, key: &str, ttl_ms: u64, _now: u64) -> Result<bool, StoreError> {
+        metrics::counter!("rushgate_store_commands_total").increment(1);
+        let set: Option<String> = self
+            .pool
+            .next()
+            .set(
+                key,
+                "1",
+                Some(Expiration::PX(ttl_ms as i64)),
+                Some(SetOptions::NX),
+                false,
+            )
+            .await
+            .map_err(|e| self.fail(e))?;
+        self.healthy.store(true, Ordering::Relaxed);
+        Ok(set.is_some())
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         metrics::counter!("rushgate_store_commands_total").increment(1);
         self.pool

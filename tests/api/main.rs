@@ -7,3 +7,4 @@ mod harness;
 mod limits;
 mod queue_basics;
 mod sales;
+mod webhooks;

@@ -153,3 +153,30 @@ async fn text_logs_carry_the_request_id_and_level_filters() {
         server.seen
     );
 }
+
+#[test]
+fn log_section_is_validated_and_overridable_from_env() {
+    use std::collections::HashMap;
+    use std::path::Path;
+
+    use rushgate::config::{Config, ConfigError, LogFormat};
+
+    let parse = |text: &str, env: &[(&str, &str)]| {
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_toml_str(text, Path::new("test.toml"), &env)
+    };
+    let defaults = parse("", &[]).expect("empty config");
+    assert_eq!(defaults.log.format, LogFormat::Text);
+    assert_eq!(defaults.log.level, "info");
+    let json = parse("", &[("RUSHGATE_LOG_FORMAT", "json")]).expect("env override");
+    assert_eq!(json.log.format, LogFormat::Json);
+    let problems = |text: &str| match parse(text, &[]) {
+        Err(ConfigError::Invalid(p)) => p.join("\n"),
+        other => panic!("{text:?} accepted: {other:?}"),
+    };
+    assert!(problems("[log]\nformat = \"yaml\"\n").contains("log.format"));
+    assert!(problems("[log]\nlevel = \"rushgate=loud\"\n").contains("log.level"));
+}

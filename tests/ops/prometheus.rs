@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
 use reqwest::StatusCode;
-use rushgate::config::{SaleConfig, Secret};
+use rushgate::config::{LimitsConfig, SaleConfig, Secret};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
@@ -141,7 +141,9 @@ async fn prometheus_reads_room_gauges_and_counters_during_a_crowd() {
     let room_id = room_id();
     let mut r = room(&room_id);
     r.max_active = 100; // 300 joins: 100 admitted at once, 200 wait (sessions last 10 minutes)
-    let app = spawn_app(config(Some(redis.url()), vec![r])).await;
+    let mut c = config(Some(redis.url()), vec![r]);
+    c.limits = LimitsConfig::off(); // one client IP plays the whole crowd
+    let app = spawn_app(c).await;
     let prom = Prometheus::start(app.app.as_ref().expect("running").admin_addr).await;
     prom.wait_for(
         &format!(
@@ -270,6 +272,7 @@ async fn every_dashboard_metric_is_exported() {
     let mut c = config(Some(redis.url()), vec![room(&room_id)]);
     c.sales = vec![SaleConfig::with_ids(&sale_id, &room_id, 10)];
     c.shop.api_key = Secret("test-shop-key-0123456789".into());
+    c.limits = LimitsConfig::off();
     let app = spawn_app(c).await;
     let state = app.app.as_ref().expect("running").state.clone();
     let sale = state.sales.get(&sale_id).expect("sale").clone();

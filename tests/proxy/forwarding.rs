@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use hyper::body::Frame;
 use reqwest::StatusCode;
 
 use crate::harness::*;
@@ -27,7 +30,10 @@ async fn unprotected_paths_are_forwarded_with_headers_rewritten() {
     let lower = answer.to_ascii_lowercase();
     assert!(lower.contains("x-upstream: yes"), "{answer}");
     assert!(lower.contains("set-cookie: shop_session=abc"), "{answer}");
-    assert!(!lower.contains("x-hop-resp"), "response hop-by-hop header kept: {answer}");
+    assert!(
+        !lower.contains("x-hop-resp"),
+        "response hop-by-hop header kept: {answer}"
+    );
     assert!(!lower.contains("keep-alive: timeout=5"), "{answer}");
     assert!(answer.ends_with("upstream:/about/us?x=1&y=%20"), "{answer}");
 
@@ -75,7 +81,11 @@ async fn bypass_is_never_queued_and_protected_needs_a_pass() {
         .unwrap();
     assert_eq!(css.status(), StatusCode::OK);
     assert_eq!(css.headers()["x-upstream"], "yes");
-    let health = client.get(format!("{}/health", app.base)).send().await.unwrap();
+    let health = client
+        .get(format!("{}/health", app.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.headers()["x-upstream"], "yes");
 
     let page = client
@@ -124,7 +134,12 @@ async fn admitted_shopper_is_redirected_then_forwarded_with_the_pass() {
         .iter()
         .map(|v| v.to_str().unwrap().to_string())
         .collect();
-    assert!(cookies.iter().any(|c| c.starts_with(&format!("rg_pass_{id}="))), "{cookies:?}");
+    assert!(
+        cookies
+            .iter()
+            .any(|c| c.starts_with(&format!("rg_pass_{id}="))),
+        "{cookies:?}"
+    );
     assert!(up.seen().is_empty(), "forwarded before the pass");
 
     let second = client.get(&url).send().await.unwrap();
@@ -133,7 +148,10 @@ async fn admitted_shopper_is_redirected_then_forwarded_with_the_pass() {
     let seen = up.seen();
     assert_eq!(seen.len(), 1);
     assert!(seen[0].pass_sub.is_some(), "pass missing or invalid");
-    assert!(seen[0].headers.get("cookie").is_none(), "rushgate cookies forwarded");
+    assert!(
+        seen[0].headers.get("cookie").is_none(),
+        "rushgate cookies forwarded"
+    );
     assert_eq!(up.bad_passes(), 0);
     app.stop().await;
 }
@@ -148,25 +166,27 @@ async fn bodies_stream_both_ways_without_buffering() {
     // Upload: the rest of the body is only produced after the upstream has the first chunk, so a
     // proxy that collected the body before forwarding would deadlock (and time out).
     const TOTAL: usize = 32 * 1024 * 1024;
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
     let shared = up.shared.clone();
-    let chunks = TOTAL / CHUNK;
-    let stream = futures::stream::unfold(0usize, move |i| {
-        let shared = shared.clone();
-        async move {
-            if i >= chunks {
-                return None;
-            }
+    let producer = tokio::spawn(async move {
+        for i in 0..TOTAL / CHUNK {
             if i == 1 {
                 shared.upload_started.notified().await;
             }
-            Some((Ok::<_, std::io::Error>(vec![b'u'; CHUNK]), i + 1))
+            if tx
+                .send(bytes::Bytes::from(vec![b'u'; CHUNK]))
+                .await
+                .is_err()
+            {
+                return;
+            }
         }
     });
     let resp = tokio::time::timeout(
         Duration::from_secs(60),
         client
             .post(format!("{}/upload", app.base))
-            .body(reqwest::Body::wrap_stream(stream))
+            .body(reqwest::Body::wrap(ChannelBody(rx)))
             .send(),
     )
     .await
@@ -182,20 +202,22 @@ async fn bodies_stream_both_ways_without_buffering() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    let mut body = resp.bytes_stream();
+    let mut resp = resp;
     let mut received = 0usize;
     let mut released = false;
-    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(30), body.next())
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(30), resp.chunk())
         .await
         .expect("download streams")
+        .unwrap()
     {
-        received += chunk.unwrap().len();
+        received += chunk.len();
         if !released && received > 0 {
             released = true;
             up.shared.download_release.notify_one();
         }
     }
     assert_eq!(received, TOTAL);
+    producer.await.unwrap();
     app.stop().await;
 }
 
@@ -210,7 +232,11 @@ async fn oversized_request_headers_get_431() {
         &format!("GET /about HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: {big}\r\n\r\n"),
     )
     .await;
-    assert!(answer.starts_with("HTTP/1.1 431"), "{}", &answer[..answer.len().min(300)]);
+    assert!(
+        answer.starts_with("HTTP/1.1 431"),
+        "{}",
+        &answer[..answer.len().min(300)]
+    );
     assert!(answer.contains("application/problem+json"));
     assert!(answer.contains("headers-too-large"));
     assert!(up.seen().is_empty());
@@ -232,16 +258,40 @@ async fn upstream_down_is_a_502_problem_with_a_request_id() {
     ))
     .await;
     let started = std::time::Instant::now();
-    let r = app.send(app.client.get(format!("{}/about", app.base))).await;
+    let r = app
+        .send(app.client.get(format!("{}/about", app.base)))
+        .await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.body);
-    assert!(started.elapsed() < Duration::from_secs(10), "502 took too long");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "502 took too long"
+    );
     assert_eq!(
         r.headers["content-type"].to_str().unwrap(),
         "application/problem+json"
     );
-    assert!(r.str("type").ends_with("/upstream-unavailable"), "{}", r.body);
+    assert!(
+        r.str("type").ends_with("/upstream-unavailable"),
+        "{}",
+        r.body
+    );
     let rid = r.headers["x-request-id"].to_str().unwrap();
     assert!(!rid.is_empty());
     assert_eq!(r.str("request_id"), rid, "{}", r.body);
     app.stop().await;
+}
+
+/// A request body fed from a channel: chunks go out as they are produced.
+struct ChannelBody(tokio::sync::mpsc::Receiver<bytes::Bytes>);
+
+impl http_body::Body for ChannelBody {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<bytes::Bytes>, std::io::Error>>> {
+        self.0.poll_recv(cx).map(|c| c.map(|b| Ok(Frame::data(b))))
+    }
 }

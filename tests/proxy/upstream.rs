@@ -63,7 +63,9 @@ fn text(s: String) -> Body {
 
 impl Upstream {
     pub async fn start() -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
         let addr = listener.local_addr().expect("addr");
         let shared = Arc::new(Shared::default());
         let s = shared.clone();
@@ -161,7 +163,10 @@ async fn handle(s: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>
                         s2.download_release.notified().await;
                     }
                     let len = CHUNK.min(total - i * CHUNK);
-                    Some((Ok::<_, Infallible>(Frame::data(Bytes::from(vec![b'x'; len]))), i + 1))
+                    Some((
+                        Ok::<_, Infallible>(Frame::data(Bytes::from(vec![b'x'; len]))),
+                        i + 1,
+                    ))
                 }
             });
             Response::new(StreamBody::new(stream).boxed())
@@ -173,7 +178,10 @@ async fn handle(s: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>
             h.insert("connection", "x-hop-resp".parse().expect("hv"));
             h.insert("x-hop-resp", "1".parse().expect("hv"));
             h.insert("keep-alive", "timeout=5".parse().expect("hv"));
-            h.insert("set-cookie", "shop_session=abc; Path=/".parse().expect("hv"));
+            h.insert(
+                "set-cookie",
+                "shop_session=abc; Path=/".parse().expect("hv"),
+            );
             resp
         }
     };

@@ -1,0 +1,143 @@
+// Browser test: headless Chromium (Debian package) through the whole flow of a drop.
+//
+// Starts the already-built rushgate (target/debug/rushgate) with a test config: the built-in demo
+// shop behind a room with one slot, held by a "blocker" shopper, so the waiting page is really
+// shown. Then: open the protected product page → the waiting page shows a position → the blocker
+// leaves → the page is admitted and taken back to the product page → buy → order confirmation.
+// Screenshots go to target/browser/{waiting,confirmation}.png. Any failed step exits non-zero.
+//
+// Usage: node tests/browser/flow.mjs   (RUSHGATE_BIN and CHROMIUM override the paths)
+
+import { spawn } from "node:child_process";
+import { mkdirSync, mkdtempSync, writeFileSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+const bin = process.env.RUSHGATE_BIN || join(root, "target/debug/rushgate");
+const chromiumPath = process.env.CHROMIUM || "/usr/bin/chromium";
+const shots = join(root, "target/browser");
+const deadline = Date.now() + 60_000;
+
+function freePort() {
+  return new Promise((ok, fail) => {
+    const s = createServer();
+    s.on("error", fail);
+    s.listen(0, "127.0.0.1", () => { const { port } = s.address(); s.close(() => ok(port)); });
+  });
+}
+
+async function until(what, check, timeoutMs = 15_000) {
+  const end = Math.min(Date.now() + timeoutMs, deadline);
+  for (;;) {
+    try { const v = await check(); if (v) return v; } catch { /* not yet */ }
+    if (Date.now() > end) throw new Error(`timed out waiting until ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+function step(name) { console.log(`==> ${name}`); }
+
+const dir = mkdtempSync(join(tmpdir(), "rushgate-browser-"));
+let server;
+let browser;
+try {
+  const [port, adminPort] = [await freePort(), await freePort()];
+  const base = `http://127.0.0.1:${port}`;
+  const api = `${base}/_rushgate/v1`;
+  const config = join(dir, "rushgate.toml");
+  writeFileSync(config, `
+[server]
+listen = "127.0.0.1:${port}"
+admin_listen = "127.0.0.1:${adminPort}"
+
+[store]
+refresh_ms = 50
+
+[passes]
+signing_key_file = "${join(dir, "key.pem")}"
+ticket_secret = "browser-test-ticket-secret"
+
+[shop]
+api_key = "browser-test-shop-key"
+
+[[rooms]]
+id = "drop"
+admit_per_minute = 6000
+max_active = 1
+idle_timeout_seconds = 30
+message = "Browser test drop: keep this page open."
+upstream = "builtin:demo"
+protect = ["/products/*"]
+bypass = ["*.css", "/health"]
+
+[[sales]]
+id = "sneakers"
+room = "drop"
+stock = 5
+`);
+
+  step(`start ${bin}`);
+  server = spawn(bin, ["serve", "--config", config], { stdio: ["ignore", "ignore", "pipe"] });
+  let serverLog = "";
+  server.stderr.on("data", (d) => { serverLog += d; });
+  server.on("exit", (code) => { if (code !== null && code !== 0) console.error(serverLog); });
+  await until("rushgate answers", async () => (await fetch(`${base}/health`)).ok);
+
+  step("a blocker takes the room's only slot");
+  const joined = await (await fetch(`${api}/rooms/drop/join`, { method: "POST" })).json();
+  const blocker = joined.ticket;
+  if (!blocker) throw new Error(`join gave no ticket: ${JSON.stringify(joined)}`);
+  await until("the blocker is admitted", async () => {
+    const p = await (await fetch(`${api}/rooms/drop/position`, { headers: { Authorization: `Bearer ${blocker}` } })).json();
+    return p.state === "admitted";
+  });
+
+  step("launch chromium");
+  browser = await chromium.launch({
+    executablePath: chromiumPath,
+    headless: true,
+    args: ["--headless", "--no-sandbox", "--disable-gpu"],
+  });
+  const page = await browser.newPage({ viewport: { width: 420, height: 860 } });
+  page.setDefaultTimeout(15_000);
+
+  step("open the protected product page: the waiting page shows a position");
+  const response = await page.goto(`${base}/products/sneakers`);
+  if (response.status() !== 200) throw new Error(`waiting page status ${response.status()}`);
+  await page.waitForSelector('#rg-page[data-state="waiting"]');
+  const position = (await page.textContent('[data-rg="position"]')).trim();
+  if (position !== "1") throw new Error(`expected position 1, saw "${position}"`);
+  const live = await page.getAttribute('[data-rg="position"]', "aria-live");
+  if (live !== "polite") throw new Error("position is not announced (aria-live)");
+  mkdirSync(shots, { recursive: true });
+  await page.screenshot({ path: join(shots, "waiting.png"), fullPage: true });
+
+  step("the blocker leaves: the shopper is admitted and redirected to the product page");
+  const left = await fetch(`${api}/rooms/drop/leave`, { method: "POST", headers: { Authorization: `Bearer ${blocker}` } });
+  if (!left.ok) throw new Error(`leave failed: ${left.status}`);
+  await page.waitForSelector("#buy", { timeout: 20_000 });
+  if (!page.url().endsWith("/products/sneakers")) throw new Error(`admitted to ${page.url()}`);
+  const passInfo = await page.textContent("#pass-info");
+  if (!passInfo.includes("admitted")) throw new Error(`product page without pass: ${passInfo}`);
+
+  step("buy: the order confirmation shows the reservation");
+  await page.click("#buy");
+  await page.waitForSelector("#confirmation");
+  if (!/\/orders\/sneakers\./.test(page.url())) throw new Error(`confirmation at ${page.url()}`);
+  const reservation = (await page.textContent("#reservation")).trim();
+  if (!reservation.startsWith("sneakers.")) throw new Error(`reservation "${reservation}"`);
+  await page.screenshot({ path: join(shots, "confirmation.png"), fullPage: true });
+
+  step(`browser flow passed; screenshots in ${shots}`);
+} catch (e) {
+  console.error(`browser test FAILED: ${e.stack || e}`);
+  process.exitCode = 1;
+} finally {
+  if (browser) await browser.close().catch(() => {});
+  if (server) server.kill("SIGTERM");
+  rmSync(dir, { recursive: true, force: true });
+}

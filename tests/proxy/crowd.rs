@@ -1,0 +1,130 @@
+//! 500 shoppers at once through the proxy on one room (Redis store): every one is eventually
+//! admitted, in join order, and the upstream never sees a request without a valid pass.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use rushgate::pass::TicketSigner;
+
+use crate::harness::*;
+use crate::proxied_room;
+use crate::upstream::Upstream;
+
+const SHOPPERS: usize = 500;
+/// How often a waiting shopper asks again (faster than the server's `poll_after_ms`, to see
+/// admissions promptly).
+const POLL: Duration = Duration::from_millis(300);
+
+struct Outcome {
+    seq: u64,
+    admitted_at: Instant,
+    positions: Vec<u64>,
+}
+
+async fn shop(url: String, tickets: TicketSigner) -> Outcome {
+    let client = crate::shopper();
+    let mut seq = None;
+    let mut admitted_at = None;
+    let mut positions = Vec::new();
+    loop {
+        let r = client
+            .get(&url)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .expect("request");
+        if r.headers().get("x-upstream").is_some() {
+            return Outcome {
+                seq: seq.expect("joined before reaching the shop"),
+                admitted_at: admitted_at.expect("admitted before reaching the shop"),
+                positions,
+            };
+        }
+        let body: serde_json::Value = r.json().await.expect("json place body");
+        if seq.is_none() {
+            let ticket = body["ticket"].as_str().expect("ticket");
+            seq = Some(tickets.verify(ticket).expect("valid ticket").seq);
+        }
+        match body["state"].as_str() {
+            Some("waiting") => {
+                positions.push(body["position"].as_u64().expect("position"));
+                tokio::time::sleep(POLL).await;
+            }
+            Some("admitted") => {
+                admitted_at.get_or_insert_with(Instant::now);
+            }
+            other => panic!("unexpected state {other:?}: {body}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_shoppers_are_admitted_in_order_and_only_with_passes() {
+    let up = Upstream::start().await;
+    let (_redis, url) = store_url(StoreKind::Redis).await;
+    let id = room_id();
+    let mut r = proxied_room(&id, &up.url());
+    r.admit_per_minute = 6_000; // 100 per second: the crowd takes a few seconds to get in
+    r.max_active = 1_000;
+    let app = spawn_app(config(url, vec![r])).await;
+    let state = app.app.as_ref().unwrap().state.clone();
+    up.set_verifier(state.passes.clone(), &id);
+
+    let product = format!("{}/products/drop", app.base);
+    let tasks: Vec<_> = (0..SHOPPERS)
+        .map(|_| tokio::spawn(shop(product.clone(), state.tickets.clone())))
+        .collect();
+    let mut outcomes = Vec::with_capacity(SHOPPERS);
+    for task in tasks {
+        let outcome = tokio::time::timeout(Duration::from_secs(120), task)
+            .await
+            .expect("every shopper gets in within two minutes")
+            .expect("shopper task");
+        outcomes.push(outcome);
+    }
+
+    // One place each.
+    let seqs: HashSet<u64> = outcomes.iter().map(|o| o.seq).collect();
+    assert_eq!(seqs.len(), SHOPPERS, "duplicate places");
+    // Positions never go up.
+    for o in &outcomes {
+        assert!(
+            o.positions.windows(2).all(|w| w[1] <= w[0]),
+            "position went up: {:?}",
+            o.positions
+        );
+    }
+    // Join order: nobody is let in noticeably before someone who joined earlier. Admission is
+    // observed by polling, so allow two poll intervals plus a margin for a loaded machine.
+    outcomes.sort_by_key(|o| o.seq);
+    let slack = POLL * 2 + Duration::from_millis(1500);
+    let mut latest_earlier: Option<Instant> = None;
+    let mut inversions = 0;
+    for o in &outcomes {
+        if let Some(earlier) = latest_earlier {
+            if earlier > o.admitted_at + slack {
+                inversions += 1;
+            }
+        }
+        latest_earlier = Some(latest_earlier.map_or(o.admitted_at, |t| t.max(o.admitted_at)));
+    }
+    assert_eq!(inversions, 0, "shoppers admitted out of join order");
+    let spread = outcomes.iter().map(|o| o.admitted_at).max().unwrap()
+        - outcomes.iter().map(|o| o.admitted_at).min().unwrap();
+    assert!(
+        spread > Duration::from_secs(2),
+        "no queue formed ({spread:?})"
+    );
+
+    // The shop saw exactly one request per shopper, each with a valid pass of its own.
+    let seen = up.seen();
+    assert_eq!(
+        up.bad_passes(),
+        0,
+        "a request reached the shop without a valid pass"
+    );
+    assert_eq!(seen.len(), SHOPPERS);
+    let subs: HashSet<String> = seen.iter().filter_map(|s| s.pass_sub.clone()).collect();
+    assert_eq!(subs.len(), SHOPPERS);
+    app.stop().await;
+}
