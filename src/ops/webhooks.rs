@@ -63,8 +63,11 @@ pub struct Event {
 pub struct Webhooks {
     tx: Option<mpsc::Sender<Event>>,
     /// The delivery side, until [`Webhooks::run`] takes it.
-    pending: Arc<std::sync::Mutex<Option<(Vec<WebhookConfig>, mpsc::Receiver<Event>)>>>,
+    pending: Arc<std::sync::Mutex<Option<Delivery>>>,
 }
+
+/// The configured hooks and the receiving end of the event queue.
+type Delivery = (Vec<WebhookConfig>, mpsc::Receiver<Event>);
 
 impl Webhooks {
     /// Queues an event for delivery without waiting.
