@@ -28,6 +28,8 @@ RUN mkdir -p src benches \
 COPY src src
 COPY benches benches
 COPY config config
+# The waiting page and demo shop are compiled in (include_str!).
+COPY web web
 RUN touch src/main.rs src/lib.rs \
  && cargo build --release --locked --bin rushgate
 

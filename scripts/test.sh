@@ -26,6 +26,25 @@ if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2
 fi
 # --- end Prometheus ----------------------------------------------------------------------------
 
+# --- Proxy: nginx + browser (tests/proxy nginx gate test; tests/browser/flow.mjs) ---------------
+# nginx (Debian package) for the gate-mode test, which fails (never skips) without it; Debian's
+# chromium and npm playwright-core (no browser download) for the browser test below.
+need_proxy=()
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_proxy+=(nginx)
+[ -x /usr/bin/chromium ] || need_proxy+=(chromium)
+command -v node >/dev/null 2>&1 || need_proxy+=(nodejs npm)
+if [ ${#need_proxy[@]} -gt 0 ]; then
+  echo "==> installing ${need_proxy[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_proxy[@]}"
+fi
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+  echo "==> npm ci (tests/browser: playwright-core)"
+  PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --prefix tests/browser --no-audit --no-fund
+fi
+# --- end Proxy (install) -----------------------------------------------------------------------
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -36,7 +55,13 @@ echo "==> build tests"
 cargo test --locked --no-run
 
 echo "==> tests"
-cargo test --locked -- --test-threads="${RUSHGATE_TEST_THREADS:-4}"
+cargo test --locked -- --test-threads="${RUSHGATE_TEST_THREADS:-3}"
+
+# --- Proxy: browser test (headless Chromium through waiting page → product → buy) -----------
+echo "==> browser test"
+cargo build --locked
+node tests/browser/flow.mjs
+# --- end Proxy (browser) -----------------------------------------------------------------------
 
 echo "==> benches compile"
 cargo bench --locked --no-run

@@ -129,6 +129,7 @@ pub async fn purchase(
     match outcome {
         PurchaseOutcome::Reserved(r) => {
             if let Some(room) = state.rooms.get(&sale.config.room) {
+                room.note_sold(r.available, sale.admit_cap_for(r.available));
                 // The buyer stops counting against the stock-aware admission cap. Losing this
                 // write only makes admission more cautious until the session ends.
                 if let Err(e) = state.store.mark_buying(&room.id, &claims.sub).await {

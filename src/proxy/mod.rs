@@ -193,7 +193,9 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response
                         .filter(|u| waiting::is_local_path(u))
                         .unwrap_or("/")
                         .to_string();
-                    waiting::admit_or_wait(state, &route.room, req.headers(), &return_to).await
+                    let peer = req.extensions().get::<PeerAddr>().copied();
+                    waiting::admit_or_wait(state, &route.room, req.headers(), peer, &return_to)
+                        .await
                 }
             }
         }

@@ -7,23 +7,34 @@ use hyper::body::Incoming;
 
 use super::page::PageView;
 use crate::app::AppState;
-use crate::http::body::{full, Body};
+use crate::http::body::{cookie, full, Body};
 use crate::http::error::ApiError;
+use crate::http::limits::Endpoint;
 use crate::http::queue::{self, PlaceState};
+use crate::http::PeerAddr;
 
 /// Longest return URL carried through the waiting page.
 const MAX_RETURN_URL: usize = 2048;
 
 /// Auto-joins `room_id` and answers with the waiting page (200), the JSON place body, or a
 /// `303 See Other` to `return_to` with the pass cookie once admitted. Never forwards anything
-/// to the shop.
+/// to the shop. Rate-limited like the API: as a poll for a shopper with a ticket cookie, as a
+/// join (per client address) without one.
 pub(crate) async fn admit_or_wait(
     state: &AppState,
     room_id: &str,
     headers: &HeaderMap,
+    peer: Option<PeerAddr>,
     return_to: &str,
 ) -> Result<Response<Body>, ApiError> {
     let room = queue::room_or_404(state, room_id)?;
+    let ticket = cookie(headers, &format!("rg_ticket_{}", room.id));
+    let endpoint = if ticket.is_some() {
+        Endpoint::Poll
+    } else {
+        Endpoint::Join
+    };
+    state.limits.check(endpoint, headers, peer, ticket)?;
     let (status, place) = queue::enter(state, room, headers, None, false).await?;
     if wants_json(headers) {
         return Ok(queue::respond(state, room, headers, status, place));
@@ -105,7 +116,8 @@ pub async fn wait(
         .or(from_query)
         .filter(|u| is_local_path(u))
         .unwrap_or_else(|| "/".to_string());
-    admit_or_wait(state, room_id, req.headers(), &return_to).await
+    let peer = req.extensions().get::<PeerAddr>().copied();
+    admit_or_wait(state, room_id, req.headers(), peer, &return_to).await
 }
 
 /// Whether the client asked for JSON rather than a page.

@@ -94,6 +94,18 @@ impl Room {
         self.stock.load().as_deref().copied()
     }
 
+    /// Lowers the sale gate right after a purchase on this node, ahead of the keeper's next
+    /// read, so this node's pacer never admits against stock that was just sold. Never raises it.
+    pub fn note_sold(&self, remaining: u64, admit_cap: u64) {
+        if let Some(g) = self.stock_gate() {
+            self.set_stock_gate(StockGate {
+                admit_cap: g.admit_cap.min(admit_cap),
+                remaining: g.remaining.min(remaining),
+                sold_out: g.sold_out,
+            });
+        }
+    }
+
     /// Sets the sale gate (the sale keeper calls this after every stock read).
     pub fn set_stock_gate(&self, gate: StockGate) {
         self.stock.store(Some(Arc::new(gate)));

@@ -49,7 +49,12 @@ impl Sale {
     /// How many admitted shoppers who have not bought yet the room may hold: available units
     /// times `admit_per_unit` (rounded up, so one unit left still admits one shopper).
     pub fn admit_cap(&self, state: &SaleState) -> u64 {
-        (state.available as f64 * self.config.admit_per_unit).ceil() as u64
+        self.admit_cap_for(state.available)
+    }
+
+    /// [`Sale::admit_cap`] for `available` units.
+    pub fn admit_cap_for(&self, available: u64) -> u64 {
+        (available as f64 * self.config.admit_per_unit).ceil() as u64
     }
 }
 

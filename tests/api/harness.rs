@@ -250,6 +250,9 @@ pub async fn spawn_app(config: Config) -> TestApp {
     let app = App::start(config).await.expect("rushgate starts");
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
+        // Below the server's 10 s keep-alive header timeout, so an idle pooled connection is
+        // never reused just as the server closes it.
+        .pool_idle_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(30))
         .build()
         .expect("client");

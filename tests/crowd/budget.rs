@@ -72,7 +72,10 @@ async fn metric_store_commands(app: &TestApp) -> u64 {
 }
 
 /// After a warm-up, 10,000 position polls over 2,000 waiting tickets cause at most 500 store
-/// commands (client round trips counted by Redis itself), and polls never wait for the store.
+/// commands: the commands clients sent, as Redis counts them in `INFO commandstats` (EVALSHA,
+/// PING, …), which is also what `rushgate_store_commands_total` counts. Redis's commandstats
+/// (and the harness's `total_commands`) also count every command a Lua script runs; those are
+/// bounded separately below.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_polls_cost_at_most_500_store_commands() {
     const WAITERS: usize = 2_000;
@@ -156,11 +159,11 @@ async fn ten_thousand_polls_cost_at_most_500_store_commands() {
         metric + 5 >= round_trips,
         "metric +{metric} < {round_trips} round trips seen by Redis"
     );
-    // Liveness writes are batched: at most one bit per poll, never one round trip per poll.
-    let setbits = calls.get("setbit").copied().unwrap_or(0);
+    // Counted inside Redis too (commands scripts run included): the batched liveness write is
+    // one BITFIELD per 1,000 waiters, so the whole budget holds there as well.
     assert!(
-        setbits <= POLLS as u64,
-        "{setbits} SETBITs for {POLLS} polls"
+        total <= BUDGET,
+        "{total} commands executed by Redis for {POLLS} polls (budget {BUDGET}): {calls:?}"
     );
     app.stop().await;
 }

@@ -519,16 +519,24 @@ async fn silent_head_is_skipped_within_the_idle_timeout() {
     let behind = b.join(&id, None, None).await;
     let third = b.join(&id, None, None).await;
     let fourth = a.join(&id, None, None).await;
-    for (w, pos) in [(&head, 1), (&behind, 2), (&third, 3), (&fourth, 4)] {
-        assert_eq!(w.str("state"), "waiting", "{}", w.body);
-        assert_eq!(w.u64("position"), pos, "{}", w.body);
-    }
     let (t_head, t_behind, t_third, t_fourth) = (
         head.str("ticket").to_string(),
         behind.str("ticket").to_string(),
         third.str("ticket").to_string(),
         fourth.str("ticket").to_string(),
     );
+    a.settle(&id).await;
+    b.settle(&id).await;
+    for (node, t, pos) in [
+        (&a, &t_head, 1),
+        (&b, &t_behind, 2),
+        (&b, &t_third, 3),
+        (&a, &t_fourth, 4),
+    ] {
+        let p = node.position(&id, t).await;
+        assert_eq!(p.str("state"), "waiting", "{}", p.body);
+        assert_eq!(p.u64("position"), pos, "{}", p.body);
+    }
 
     // Everyone but the head keeps polling (third stops in phase 2).
     let keep_third = Arc::new(AtomicBool::new(true));
@@ -600,6 +608,7 @@ async fn silent_head_is_skipped_within_the_idle_timeout() {
     .await;
     let behind_in = Instant::now();
     let waited = behind_in - head_last_poll;
+    eprintln!("silent head: admission behind resumed {waited:?} after the head's last poll");
     let idle = Duration::from_secs(2);
     let bound = idle
         + Duration::from_millis(params.interval_ms)
@@ -663,6 +672,7 @@ async fn silent_head_is_skipped_within_the_idle_timeout() {
     .await;
     let fourth_in = Instant::now();
     let waited = fourth_in - freed;
+    eprintln!("lapsed head: admission behind {waited:?} after the slot freed");
     let bound = Duration::from_millis(60_000 / u64::from(params.admit_per_minute))
         + refresh
         + Duration::from_millis(500);
@@ -670,6 +680,7 @@ async fn silent_head_is_skipped_within_the_idle_timeout() {
         waited <= bound,
         "a lapsed head held the freed slot for {waited:?} (bound {bound:?})"
     );
+    b.settle(&id).await;
     assert_eq!(b.position(&id, &t_third).await.str("state"), "expired");
     assert_eq!(
         meta(&redis, &id, "evicted"),

@@ -31,7 +31,10 @@ async fn redis_outage_fails_closed_and_recovers_without_restart() {
     let id = room_id();
     let mut r = room(&id);
     r.max_active = 1;
-    let app = spawn_app(config(Some(redis.url()), vec![r])).await;
+    let mut cfg = config(Some(redis.url()), vec![r]);
+    // Calls to the dead store give up after half a second.
+    cfg.store.command_timeout_ms = 500;
+    let app = spawn_app(cfg).await;
     wait_ready(&app, 200, "ready before the outage").await;
 
     let holder = app.join(&id, None, None).await;
@@ -193,6 +196,7 @@ async fn redis_outage_fails_open_when_configured() {
     r.max_active = 1;
     let mut cfg = config(Some(redis.url()), vec![r]);
     cfg.store.on_store_error = OnStoreError::FailOpen;
+    cfg.store.command_timeout_ms = 500;
     let app = spawn_app(cfg).await;
     wait_ready(&app, 200, "ready before the outage").await;
     // The room is full, so with Redis up a shopper would wait.
