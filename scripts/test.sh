@@ -64,6 +64,8 @@ node tests/browser/flow.mjs
 # --- end Proxy (browser) -----------------------------------------------------------------------
 
 echo "==> benches compile"
-cargo bench --locked --no-run
+# The dev profile reuses the test build: this checks the benches compile without a second,
+# release build of every dependency (scripts/bench.sh and `cargo bench` run them optimized).
+cargo bench --locked --no-run --profile dev
 
 echo "==> all green"
