@@ -2,9 +2,11 @@
 //! loops, and shuts everything down in order (stop accepting, drain, flush liveness records).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -17,9 +19,10 @@ use crate::ops::metrics;
 use crate::ops::webhooks::Webhooks;
 use crate::pass::{KeyError, PassIssuer, PassKeys, TicketSigner};
 use crate::proxy::{Proxy, ProxyError};
-use crate::queue::{pacer, Rooms, StockGate};
-use crate::sale::{keeper, Coupons, Sales};
+use crate::queue::{Rooms, StockGate};
+use crate::sale::{Coupons, Sales};
 use crate::store::{MemoryStore, RedisStore, SaleStore, Store, StoreError};
+use crate::supervisor::{LiveState, ReloadHandle, Supervisor};
 
 /// Cheap handles every request needs. Clone freely.
 #[derive(Clone)]
@@ -48,6 +51,8 @@ pub struct AppState {
     pub limits: Limits,
     /// Operator alerts.
     pub webhooks: Webhooks,
+    /// Asks the supervisor for a hot reload (`None` before the server runs).
+    pub reload: Option<ReloadHandle>,
 }
 
 /// Why the server could not start.
@@ -129,6 +134,7 @@ impl AppState {
             store,
             metrics: metrics::install(),
             proxy: Proxy::from_config(&config)?,
+            reload: None,
             config: Arc::new(config),
         })
     }
@@ -140,16 +146,26 @@ pub struct App {
     pub public_addr: SocketAddr,
     /// Where the admin listener is bound.
     pub admin_addr: SocketAddr,
-    /// The shared state (tests reach the store and rooms through it).
+    /// The state the server started with (tests reach the store and rooms through it).
     pub state: AppState,
+    /// The state new requests run on (the same until a reload swaps it).
+    pub live: LiveState,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
 
 impl App {
     /// Binds both listeners and starts serving and pacing. Returns once the listeners are bound.
+    /// Without a config file, hot reload is refused.
     pub async fn start(config: Config) -> Result<App, StartError> {
-        let state = AppState::from_config(config)?;
+        Self::start_with_file(config, None).await
+    }
+
+    /// Like [`App::start`]; `path` is the file hot reloads read (SIGHUP, `POST /admin/v1/reload`).
+    pub async fn start_with_file(config: Config, path: Option<PathBuf>) -> Result<App, StartError> {
+        let mut state = AppState::from_config(config)?;
+        let (reload, requests) = ReloadHandle::channel();
+        state.reload = Some(reload);
         let config = state.config.clone();
         let public = bind(&config.server.listen).await?;
         let admin = bind(&config.server.admin_listen).await?;
@@ -159,12 +175,13 @@ impl App {
         );
         let (shutdown, rx) = watch::channel(false);
         let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
+        let live: LiveState = Arc::new(ArcSwap::from_pointee(state.clone()));
         let mut tasks = JoinSet::new();
         let max = config.server.max_connections;
         tasks.spawn(serve(
             public,
             Listener::Public,
-            state.clone(),
+            live.clone(),
             rx.clone(),
             max,
             grace,
@@ -172,30 +189,13 @@ impl App {
         tasks.spawn(serve(
             admin,
             Listener::Admin,
-            state.clone(),
+            live.clone(),
             rx.clone(),
             max,
             grace,
         ));
-        let every = Duration::from_millis(config.store.refresh_ms);
-        for room in state.rooms.iter() {
-            tasks.spawn(pacer::run(
-                room.clone(),
-                state.store.clone(),
-                every,
-                rx.clone(),
-            ));
-        }
-        for sale in state.sales.iter() {
-            tasks.spawn(keeper::run(
-                sale.clone(),
-                state.rooms.get(&sale.config.room).cloned(),
-                state.sale_store.clone(),
-                state.webhooks.clone(),
-                every,
-                rx.clone(),
-            ));
-        }
+        let supervisor = Supervisor::start(live.clone(), path, rx.clone());
+        tasks.spawn(supervisor.run(requests));
         tasks.spawn(state.webhooks.clone().run(state.store.clone(), rx.clone()));
         tasks.spawn(metrics::upkeep(state.metrics.clone(), rx.clone()));
         tasks.spawn(limits::upkeep(state.limits.clone(), rx.clone()));
@@ -205,9 +205,15 @@ impl App {
             public_addr,
             admin_addr,
             state,
+            live,
             shutdown,
             tasks,
         })
+    }
+
+    /// The state new requests run on now.
+    pub fn current(&self) -> Arc<AppState> {
+        self.live.load_full()
     }
 
     /// Stops accepting, drains in-flight requests (bounded by the grace period) and flushes the
@@ -219,9 +225,12 @@ impl App {
     }
 }
 
-/// Runs until SIGINT or SIGTERM, then shuts down gracefully.
-pub async fn run(config: Config) -> Result<(), StartError> {
-    let app = App::start(config).await?;
+/// Runs until SIGINT or SIGTERM, then shuts down gracefully. SIGHUP reloads `path`.
+pub async fn run(config: Config, path: PathBuf) -> Result<(), StartError> {
+    let app = App::start_with_file(config, Some(path)).await?;
+    if let Some(reload) = app.state.reload.clone() {
+        tokio::spawn(reload_on_sighup(reload));
+    }
     shutdown_signal().await;
     tracing::info!("shutdown signal received; draining");
     app.shutdown().await;
@@ -253,6 +262,23 @@ async fn health_probe(store: Arc<dyn Store>, mut shutdown: watch::Receiver<bool>
             _ = shutdown.changed() => return,
         }
     }
+}
+
+/// Reloads the configuration on every SIGHUP (outcome logged by the supervisor).
+async fn reload_on_sighup(reload: ReloadHandle) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the configuration");
+            let _ = reload.reload().await;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = reload;
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

@@ -1,4 +1,5 @@
-//! Command line: `serve`, `check-config`, `keygen`, `pass verify`, `sale add-stock`.
+//! Command line: `serve`, `check-config`, `keygen`, `pass verify`, `sale add-stock`,
+//! `drop verify`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -71,6 +72,31 @@ pub enum Command {
         /// What to do with a sale.
         #[command(subcommand)]
         command: SaleCommand,
+    },
+    /// Scheduled drop utilities.
+    Drop {
+        /// What to do.
+        #[command(subcommand)]
+        command: DropCommand,
+    },
+}
+
+/// `rushgate drop ...`
+#[derive(Debug, Subcommand)]
+pub enum DropCommand {
+    /// Recompute a pre-queue's order from the published seed and the ticket ids: prints the ids
+    /// in admission order, one per line (exit 0), and checks the seed against a commitment.
+    Verify {
+        /// The seed the room published at opening (hex).
+        #[arg(long)]
+        seed: String,
+        /// File with one ticket id per line (a whole ticket `room.id.seq.iat.pos.mac` is read
+        /// as its id); blank lines are skipped.
+        #[arg(long)]
+        tickets: PathBuf,
+        /// The `seed_sha256` published when the pre-queue opened: exit 1 unless it matches.
+        #[arg(long)]
+        commitment: Option<String>,
     },
 }
 
@@ -234,4 +260,46 @@ pub fn sale_add_stock(config_path: &Path, sale: &str, units: i64) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `drop verify`: exit 0 with the order on stdout, 1 when the commitment does not match, 2 on
+/// bad input (seed not hex, unreadable file).
+pub fn drop_verify(seed_hex: &str, tickets: &Path, commitment: Option<&str>) -> ExitCode {
+    use crate::queue::drops;
+    let Some(seed) = drops::decode_hex(seed_hex) else {
+        eprintln!("error: --seed must be hex");
+        return ExitCode::from(EXIT_BAD_CONFIG);
+    };
+    if let Some(expected) = commitment {
+        let actual = drops::seed_commitment(seed_hex).unwrap_or_default();
+        if !actual.eq_ignore_ascii_case(expected.trim()) {
+            eprintln!("seed does not match the commitment: sha256(seed) = {actual}");
+            return ExitCode::from(1);
+        }
+    }
+    let text = match std::fs::read_to_string(tickets) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", tickets.display());
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    let mut ids: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| match l.split('.').collect::<Vec<_>>().as_slice() {
+            [_, id, _, _, _, _] => id.to_string(),
+            _ => l.to_string(),
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut out = String::new();
+    for id in drops::shuffle(&seed, ids) {
+        out.push_str(&id);
+        out.push('\n');
+    }
+    print!("{out}");
+    ExitCode::SUCCESS
 }

@@ -394,6 +394,61 @@ pub struct RoomConfig {
     /// means the built-in page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub page_template: Option<PathBuf>,
+    /// How arrivals are let in while the room is open (default `safety_net`).
+    #[serde(default)]
+    pub mode: RoomMode,
+    /// Scheduled drop: when the room opens (RFC 3339). Before it (and before the pre-queue)
+    /// joins are answered `closed` with the opening time.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub opens_at: Option<time::OffsetDateTime>,
+    /// Scheduled drop: when the pre-queue opens (RFC 3339, before `opens_at`). Arrivals from
+    /// then until `opens_at` wait on a countdown and are shuffled into a verifiable random
+    /// order at opening.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub prequeue_opens_at: Option<time::OffsetDateTime>,
+    /// Scheduled drop: from this time (RFC 3339) no new places are made; places already held
+    /// are still served.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub closes_at: Option<time::OffsetDateTime>,
+}
+
+/// How a room lets arrivals in while it is open.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoomMode {
+    /// Everyone queues, even when the shop has room: no instant admission.
+    Queue,
+    /// Admit at once while under `max_active` and nobody waits; queue only when over.
+    #[default]
+    SafetyNet,
+    /// Admit everyone at once: no queue, no store call (the waiting room is switched off).
+    Passthrough,
+    /// No joins and no admissions.
+    Closed,
+}
+
+impl RoomMode {
+    /// The config / JSON name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoomMode::Queue => "queue",
+            RoomMode::SafetyNet => "safety_net",
+            RoomMode::Passthrough => "passthrough",
+            RoomMode::Closed => "closed",
+        }
+    }
 }
 
 mod defaults {
@@ -434,6 +489,10 @@ impl RoomConfig {
             protect: Vec::new(),
             bypass: Vec::new(),
             page_template: None,
+            mode: RoomMode::default(),
+            opens_at: None,
+            prequeue_opens_at: None,
+            closes_at: None,
         }
     }
 }
@@ -526,7 +585,8 @@ impl Config {
                 "must be an address like 127.0.0.1:9090",
             );
         }
-        if self.server.listen == self.server.admin_listen {
+        // Port 0 (an ephemeral port for each) is fine twice.
+        if self.server.listen == self.server.admin_listen && !self.server.listen.ends_with(":0") {
             bad("server.admin_listen", "must differ from server.listen");
         }
         if let Ok(addr) = self.server.admin_listen.parse::<SocketAddr>() {
@@ -627,6 +687,27 @@ impl Config {
             }
             if room.idle_timeout_seconds < 2 {
                 field("idle_timeout_seconds", "must be at least 2");
+            }
+            if let Some(pre) = room.prequeue_opens_at {
+                match room.opens_at {
+                    None => field("prequeue_opens_at", "needs opens_at"),
+                    Some(opens) if pre >= opens => {
+                        field("prequeue_opens_at", "must be before opens_at")
+                    }
+                    Some(_) => {}
+                }
+                if matches!(room.mode, RoomMode::Passthrough | RoomMode::Closed) {
+                    field(
+                        "prequeue_opens_at",
+                        "needs mode queue or safety_net (a pre-queue queues)",
+                    );
+                }
+            }
+            if let Some(closes) = room.closes_at {
+                let start = room.opens_at.or(room.prequeue_opens_at);
+                if start.is_some_and(|start| closes <= start) {
+                    field("closes_at", "must be after opens_at");
+                }
             }
             for (name, problem) in crate::proxy::check_room(room) {
                 field(&name, &problem);

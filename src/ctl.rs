@@ -58,7 +58,7 @@ pub enum RoomsCommand {
         /// Room id.
         room: String,
     },
-    /// Take no new joins; admit everyone waiting as fast as slots free up.
+    /// Take no new joins; admit everyone waiting at once (no pacing, no session cap).
     Drain {
         /// Room id.
         room: String,

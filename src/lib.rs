@@ -13,6 +13,7 @@
 //! - [`proxy`]: the reverse proxy to the shop: protect/bypass rules, forwarding, waiting page,
 //!   gate endpoint, built-in demo shop.
 //! - [`ops`]: metrics and other operating concerns.
+//! - [`supervisor`]: the room and sale loops, and hot reload.
 
 pub mod app;
 pub mod cli;
@@ -25,3 +26,4 @@ pub mod proxy;
 pub mod queue;
 pub mod sale;
 pub mod store;
+pub mod supervisor;

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use rushgate::cli::{self, Cli, Command, PassCommand, SaleCommand};
+use rushgate::cli::{self, Cli, Command, DropCommand, PassCommand, SaleCommand};
 use rushgate::config::LogConfig;
 use rushgate::ops::logging;
 
@@ -17,7 +17,8 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Command::Serve { config } => {
-            let config = match cli::load_config(&config) {
+            let config_path = config;
+            let config = match cli::load_config(&config_path) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
@@ -32,7 +33,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(rushgate::app::run(config)) {
+            match runtime.block_on(rushgate::app::run(config, config_path)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -64,5 +65,13 @@ fn main() -> ExitCode {
                     units,
                 },
         } => cli::sale_add_stock(&config, &sale, units),
+        Command::Drop {
+            command:
+                DropCommand::Verify {
+                    seed,
+                    tickets,
+                    commitment,
+                },
+        } => cli::drop_verify(&seed, &tickets, commitment.as_deref()),
     }
 }

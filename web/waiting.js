@@ -5,7 +5,8 @@
   var cfg = JSON.parse(document.getElementById("rg-config").textContent);
   var page = document.getElementById("rg-page");
   var headlines = { waiting: "You are in line", admitted: "It is your turn", sold_out: "Sold out",
-                    closed: "The queue is closed", expired: "Your place has expired" };
+                    closed: "The queue is closed", expired: "Your place has expired",
+                    prequeue: "The drop opens soon" };
   var first = cfg.first_position || 0;
   function each(name, fn) {
     var els = document.querySelectorAll('[data-rg="' + name + '"]');
@@ -27,7 +28,17 @@
     first = Math.max(first, p.position);
     return Math.floor((first - p.position + 1) * 100 / (first + 1));
   }
+  var opensAt = null;   // scheduled drop: local time of the opening, from the server's countdown
+  function countdown() {
+    if (opensAt === null) return;
+    var s = Math.max(0, Math.ceil((opensAt - Date.now()) / 1000));
+    var h = Math.floor(s / 3600), m = Math.floor(s / 60) % 60, sec = s % 60;
+    text("countdown", (h ? h + ":" + (m < 10 ? "0" : "") : "") + m + ":" + (sec < 10 ? "0" : "") + sec);
+  }
+  setInterval(countdown, 1000);
   function render(p) {
+    opensAt = p.opens_in_ms == null ? null : Date.now() + p.opens_in_ms;
+    countdown();
     page.setAttribute("data-state", p.state);
     text("headline", headlines[p.state] || headlines.expired);
     text("position", p.position);
@@ -56,6 +67,7 @@
       })
       .catch(function () { setTimeout(poll, Math.max(2000, cfg.poll_after_ms || 0)); });
   }
+  if (cfg.opens_in_ms != null) { opensAt = Date.now() + cfg.opens_in_ms; countdown(); }
   if (cfg.state === "admitted") { location.replace(cfg.return_url); return; }
   setTimeout(poll, cfg.poll_after_ms || 2000);
 })();

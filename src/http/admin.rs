@@ -47,6 +47,7 @@ pub async fn route(
     let method = req.method().clone();
     match (segments.as_slice(), method) {
         (["status"], Method::GET) => ("admin_status", Ok(status(state))),
+        (["reload"], Method::POST) => ("admin_reload", reload(state).await),
         (["rooms", room], Method::GET) => (
             "admin_room",
             room_of(state, room).map(|r| json(StatusCode::OK, &room_stats(state, r))),
@@ -276,4 +277,19 @@ async fn stock(
         StatusCode::OK,
         &json!({ "sale": sale.config.id, "applied": applied, "available": available }),
     ))
+}
+
+/// `POST /admin/v1/reload`: 200 with what changed, or 422 listing every problem (the running
+/// configuration stays).
+async fn reload(state: &AppState) -> Result<Response<Body>, ApiError> {
+    let Some(handle) = &state.reload else {
+        return Err(ApiError::Internal("reload is not available".into()));
+    };
+    match handle.reload().await {
+        Ok(report) => Ok(json(
+            StatusCode::OK,
+            &json!({ "reloaded": true, "report": report }),
+        )),
+        Err(refused) => Err(ApiError::ReloadRefused(refused.problems)),
+    }
 }

@@ -79,6 +79,9 @@ pub enum ApiError {
         /// Seconds until the next request is allowed.
         retry_after: u64,
     },
+    /// A configuration reload found problems; the running configuration stays.
+    #[error("reload refused, the running configuration stays: {}", .0.join("; "))]
+    ReloadRefused(Vec<String>),
     /// Missing or wrong admin token.
     #[error("missing or wrong admin token (Authorization: Bearer <admin.token>)")]
     AdminUnauthorized,
@@ -195,6 +198,11 @@ impl ApiError {
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate-limited",
                 "Too many requests",
+            ),
+            ReloadRefused(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "reload-refused",
+                "Reload refused",
             ),
             AdminUnauthorized => (
                 StatusCode::UNAUTHORIZED,

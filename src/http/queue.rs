@@ -13,10 +13,11 @@ use serde::{Deserialize, Serialize};
 use super::body::{bearer, cookie, json, parse_optional_json, read_limited, Body};
 use super::error::ApiError;
 use crate::app::AppState;
-use crate::config::{OnStoreError, SecureCookies};
+use crate::config::{OnStoreError, RoomMode, SecureCookies};
 use crate::pass::{TicketClaims, TokenError};
+use crate::queue::drops::{self, Phase, Schedule};
 use crate::queue::{Eta, Located, Room};
-use crate::store::{now_ms, JoinOutcome, LeaveOutcome, RoomStatus, StoreError};
+use crate::store::{now_ms, JoinOutcome, LeaveOutcome, Lookup, RoomStatus, StoreError};
 
 /// A ticket older than this is refused even with a valid signature: a place is not held for days.
 const TICKET_MAX_AGE_SECS: u64 = 24 * 3600;
@@ -40,6 +41,9 @@ pub(crate) enum PlaceState {
     Closed,
     /// The sale behind the room has nothing left and nothing that could come back.
     SoldOut,
+    /// In a scheduled drop's pre-queue: waits on a countdown; the place in line is drawn at
+    /// opening.
+    Prequeue,
 }
 
 #[derive(Debug, Serialize)]
@@ -67,6 +71,12 @@ pub(crate) struct PlaceBody {
     pub(crate) remaining: Option<u64>,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub(crate) message: String,
+    /// Scheduled drop, before the opening (pre-queue, or closed until then): when it opens
+    /// (RFC 3339) and how long until then by the server's clock.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) opens_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) opens_in_ms: Option<u64>,
 }
 
 /// What a handler decided about one place, before it becomes a response.
@@ -161,6 +171,10 @@ pub(crate) async fn enter(
 ) -> Result<(StatusCode, Place), ApiError> {
     let now = now_ms();
     let now_secs = now / 1000;
+    let phase = Schedule::of(&room.config).phase(now);
+    if matches!(phase, Phase::Closed | Phase::NotYetOpen) {
+        return Ok((StatusCode::OK, Place::without_ticket(PlaceState::Closed)));
+    }
     if identity.is_none() {
         let presented = match bearer(headers).filter(|_| use_bearer) {
             Some(token) => Some(verify_ticket(state, room, token, now_secs)?),
@@ -174,11 +188,19 @@ pub(crate) async fn enter(
         }
     }
 
+    if phase == Phase::Ended {
+        // Places already held were answered above; no new ones after closes_at.
+        return Ok((StatusCode::OK, Place::without_ticket(PlaceState::Closed)));
+    }
     if room.stock_gate().is_some_and(|g| g.sold_out) {
         // Nothing to queue for: no place is made (a restock reopens joining).
         return Ok((StatusCode::OK, Place::without_ticket(PlaceState::SoldOut)));
     }
     let identity = identity.unwrap_or_else(crate::pass::TicketSigner::anonymous_identity);
+    if room.config.mode == RoomMode::Passthrough {
+        let place = passthrough_place(state, room, &identity, now)?;
+        return Ok((StatusCode::CREATED, place));
+    }
     let outcome = match state
         .store
         .join(&room.id, &identity, &room.params_now(), now)
@@ -189,6 +211,11 @@ pub(crate) async fn enter(
     };
     let (place, created) = match outcome {
         JoinOutcome::Closed => (Place::without_ticket(PlaceState::Closed), false),
+        JoinOutcome::Prequeue { created } => {
+            // No seq yet: the first poll after the opening learns it from the store.
+            let ticket = sign(state, room, &identity, 0, now_secs, 0);
+            (prequeue_place(ticket), created)
+        }
         JoinOutcome::Waiting { seq, created } => {
             let position = match room.locate(seq) {
                 Located::Waiting { position } => position,
@@ -243,6 +270,20 @@ async fn locate_place(
     ticket: String,
     now: u64,
 ) -> Result<Place, ApiError> {
+    match room.config.mode {
+        RoomMode::Closed => return Ok(Place::without_ticket(PlaceState::Closed)),
+        RoomMode::Passthrough => return passthrough_place(state, room, &claims.id, now),
+        RoomMode::Queue | RoomMode::SafetyNet => {}
+    }
+    if claims.seq == 0 {
+        if let Some(opens) = room.params.prequeue_until_ms {
+            if now < opens && !room.snapshot().state.prequeue.frozen {
+                // Before the opening a pre-queue ticket is answered from the cache.
+                return Ok(prequeue_place(ticket));
+            }
+            return resolve_prequeue(state, room, headers, claims, now).await;
+        }
+    }
     match room.locate(claims.seq) {
         Located::Waiting { position } => {
             if room.snapshot().state.status == RoomStatus::Closed {
@@ -284,6 +325,97 @@ async fn locate_place(
             admitted_place(state, room, &claims.id, ticket, claims.pos, now).await
         }
     }
+}
+
+fn prequeue_place(ticket: String) -> Place {
+    Place {
+        state: PlaceState::Prequeue,
+        ticket: Some(ticket),
+        position: 0,
+        pass: None,
+    }
+}
+
+/// A pre-queue ticket (no seq) from the opening on: asks the store where its identity stands
+/// (one call) and re-issues the ticket with its seq, so later polls are answered from the cache.
+async fn resolve_prequeue(
+    state: &AppState,
+    room: &Room,
+    headers: &HeaderMap,
+    claims: &TicketClaims,
+    now: u64,
+) -> Result<Place, ApiError> {
+    let same = || sign(state, room, &claims.id, 0, claims.iat, 0);
+    match state
+        .store
+        .lookup(&room.id, &claims.id, &room.params, now)
+        .await?
+    {
+        Lookup::Prequeue => Ok(prequeue_place(same())),
+        Lookup::Absent => Ok(Place {
+            state: PlaceState::Expired,
+            ticket: Some(same()),
+            position: 0,
+            pass: None,
+        }),
+        Lookup::Admitted => {
+            if let Some(place) = pass_cookie_place(state, room, headers, &claims.id, same()) {
+                return Ok(place);
+            }
+            admitted_place(state, room, &claims.id, same(), 0, now).await
+        }
+        Lookup::Waiting { seq } => {
+            let position = match room.locate(seq) {
+                Located::Waiting { position } => position,
+                _ => 1,
+            };
+            room.record_seen(seq, now);
+            Ok(Place {
+                state: PlaceState::Waiting,
+                ticket: Some(sign(state, room, &claims.id, seq, claims.iat, position)),
+                position,
+                pass: None,
+            })
+        }
+    }
+}
+
+/// The admitted place of a shopper whose valid pass cookie for this room names `identity`.
+fn pass_cookie_place(
+    state: &AppState,
+    room: &Room,
+    headers: &HeaderMap,
+    identity: &str,
+    ticket: String,
+) -> Option<Place> {
+    let pass = cookie(headers, &pass_cookie(room))?;
+    let c = state.passes.verify_for_room(pass, room.id.as_str()).ok()?;
+    (c.sub == identity).then(|| Place {
+        state: PlaceState::Admitted,
+        ticket: Some(ticket),
+        position: 0,
+        pass: Some((pass.to_string(), c.exp)),
+    })
+}
+
+/// Mode `passthrough`: admitted at once with a pass, no queue and no store call.
+fn passthrough_place(
+    state: &AppState,
+    room: &Room,
+    identity: &str,
+    now: u64,
+) -> Result<Place, ApiError> {
+    let exp = (now + room.params.session_ms) / 1000;
+    let pass = state
+        .passes
+        .issue(room.id.as_str(), identity, 0, now / 1000, exp)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Place {
+        state: PlaceState::Admitted,
+        ticket: Some(sign(state, room, identity, 0, now / 1000, 0)),
+        position: 0,
+        pass: Some((pass, exp)),
+    })
 }
 
 /// Claims the session of an admitted identity and signs its pass; expired when the store says
@@ -409,6 +541,14 @@ pub fn status(state: &AppState, room_id: &str) -> Result<Response<Body>, ApiErro
     let s = &snap.state;
     let eta = room.eta(s.waiting.max(1));
     let gate = room.stock_gate();
+    let schedule = Schedule::of(&room.config);
+    let now = now_ms();
+    let pre = s.prequeue;
+    let opening_started = pre.frozen && schedule.opens_at.is_some_and(|o| now >= o);
+    let phase = match schedule.phase(now) {
+        Phase::Open if schedule.prequeue_opens_at.is_some() && !pre.opened() => "opening",
+        other => other.as_str(),
+    };
     Ok(json(
         StatusCode::OK,
         &serde_json::json!({
@@ -426,6 +566,17 @@ pub fn status(state: &AppState, room_id: &str) -> Result<Response<Body>, ApiErro
             "sold_out": gate.is_some_and(|g| g.sold_out),
             "remaining": gate.map(|g| g.remaining),
             "message": room.config.message,
+            "mode": room.config.mode.as_str(),
+            "phase": phase,
+            "prequeue_opens_at": schedule.prequeue_opens_at.and_then(drops::rfc3339),
+            "opens_at": schedule.opens_at.and_then(drops::rfc3339),
+            "closes_at": schedule.closes_at.and_then(drops::rfc3339),
+            "prequeue_waiting": pre.waiting,
+            "prequeue_count": pre.frozen.then_some(pre.count),
+            // Committed when the pre-queue opens; the seed itself only once it froze at opening,
+            // so nobody can pick an identity that sorts first.
+            "seed_sha256": s.seed.as_deref().and_then(drops::seed_commitment),
+            "seed": s.seed.as_deref().filter(|_| opening_started),
         }),
     ))
 }
@@ -466,7 +617,7 @@ pub(crate) fn place_body(room: &Room, place: &Place) -> PlaceBody {
     let eta = match place.state {
         PlaceState::Waiting => room.eta(place.position),
         // Nothing is being sold to wait for: no estimate until a restock.
-        PlaceState::SoldOut => Eta {
+        PlaceState::SoldOut | PlaceState::Prequeue => Eta {
             p50: None,
             p90: None,
         },
@@ -475,7 +626,23 @@ pub(crate) fn place_body(room: &Room, place: &Place) -> PlaceBody {
             p90: Some(0),
         },
     };
-    let poll_after_ms = room.poll_after_ms(&eta);
+    let now = now_ms();
+    let opens_at = Schedule::of(&room.config)
+        .opens_at
+        .filter(|&o| place.state == PlaceState::Prequeue || now < o);
+    let opens_in_ms = opens_at.map(|o| o.saturating_sub(now));
+    let poll_after_ms = match opens_in_ms {
+        // Countdown: poll about when the room opens (every node answers this from its cache).
+        Some(ms) if place.state == PlaceState::Prequeue => {
+            let until = ms.div_ceil(1000);
+            room.poll_after_ms(&Eta {
+                p50: Some(until),
+                p90: Some(until),
+            })
+            .min(ms.max(1000))
+        }
+        _ => room.poll_after_ms(&eta),
+    };
     PlaceBody {
         room: room.id.as_str().to_string(),
         ticket: place.ticket.clone(),
@@ -491,6 +658,8 @@ pub(crate) fn place_body(room: &Room, place: &Place) -> PlaceBody {
         pass_expires_at: place.pass.as_ref().map(|(_, exp)| *exp),
         remaining: room.stock_gate().map(|g| g.remaining),
         message: room.config.message.clone(),
+        opens_at: opens_at.and_then(drops::rfc3339),
+        opens_in_ms,
     }
 }
 

@@ -14,6 +14,7 @@ use tokio::sync::{watch, Semaphore};
 
 use super::router;
 use crate::app::AppState;
+use crate::supervisor::LiveState;
 
 /// Which router a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +37,7 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn serve(
     listener: TcpListener,
     kind: Listener,
-    state: AppState,
+    live: LiveState,
     mut shutdown: watch::Receiver<bool>,
     max_connections: usize,
     grace: Duration,
@@ -71,10 +72,11 @@ pub async fn serve(
             _ = shutdown.changed() => break,
         };
         let _ = stream.set_nodelay(true);
-        let state = state.clone();
+        let live = live.clone();
         let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(PeerAddr(peer));
-            let state = state.clone();
+            // Each request runs on the state current when it arrived (reloads swap it whole).
+            let state = AppState::clone(&live.load());
             async move {
                 let resp = match kind {
                     Listener::Public => router::public(state, req).await,

@@ -41,7 +41,7 @@ pub(crate) struct Template {
 pub(crate) struct PageView<'a> {
     /// Room id.
     pub(crate) room: &'a str,
-    /// `waiting`, `admitted`, `sold_out`, `closed` or `expired`.
+    /// `waiting`, `admitted`, `sold_out`, `closed`, `expired` or `prequeue`.
     pub(crate) state: &'a str,
     /// 1-based position among live waiters (0 when not waiting).
     pub(crate) position: u64,
@@ -59,6 +59,8 @@ pub(crate) struct PageView<'a> {
     pub(crate) return_url: &'a str,
     /// The position endpoint of the room.
     pub(crate) position_url: &'a str,
+    /// Scheduled drop before the opening: ms until it opens (the page counts down).
+    pub(crate) opens_in_ms: Option<u64>,
 }
 
 impl Template {
@@ -94,6 +96,7 @@ impl Template {
             "poll_after_ms": view.poll_after_ms,
             "return_url": view.return_url,
             "position_url": view.position_url,
+            "opens_in_ms": view.opens_in_ms,
         });
         // Safe inside <script>: no `<`, `>` or `&` can close the element or start a comment.
         let config = config
@@ -193,6 +196,7 @@ fn headline(state: &str) -> &'static str {
         "admitted" => "It is your turn",
         "sold_out" => "Sold out",
         "closed" => "The queue is closed",
+        "prequeue" => "The drop opens soon",
         _ => "Your place has expired",
     }
 }
@@ -246,6 +250,7 @@ mod tests {
             poll_after_ms: 1500,
             return_url,
             position_url: "/_rushgate/v1/rooms/drop/position",
+            opens_in_ms: None,
         }
     }
 

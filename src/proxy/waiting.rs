@@ -63,6 +63,7 @@ pub(crate) async fn admit_or_wait(
             PlaceState::SoldOut => "sold_out",
             PlaceState::Closed => "closed",
             PlaceState::Expired => "expired",
+            PlaceState::Prequeue => "prequeue",
         };
         let html = state.proxy.page(room_id).render(&PageView {
             room: room.id.as_str(),
@@ -75,6 +76,7 @@ pub(crate) async fn admit_or_wait(
             poll_after_ms: body.poll_after_ms,
             return_url: return_to,
             position_url: &position_url,
+            opens_in_ms: body.opens_in_ms,
         });
         let mut resp = Response::new(full(html));
         resp.headers_mut().insert(

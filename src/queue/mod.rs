@@ -1,6 +1,7 @@
 //! Queue rooms: the cached per-node room state, position arithmetic, ETA, and the pacer loop
-//! that admits waiters through the store.
+//! that admits waiters through the store, and scheduled drops (timeline, pre-queue shuffle).
 
+pub mod drops;
 mod eta;
 pub mod pacer;
 mod room;

@@ -19,6 +19,9 @@ pub async fn step(
     eta: &mut EtaEstimator,
 ) -> Result<(), StoreError> {
     flush_seen(room, store).await?;
+    // A scheduled drop's seed commit and opening; the tick runs even if it fails, so polls
+    // keep fresh state, and the error is reported after.
+    let drop_step = super::drops::advance(room, store, now_ms()).await;
     let previous = room.snapshot();
     let state = store
         .tick(
@@ -41,7 +44,7 @@ pub async fn step(
     let next = previous.next(state, rates);
     drop(previous);
     room.publish(next);
-    Ok(())
+    drop_step
 }
 
 /// Writes the buffered seen-records (one script call per liveness interval, usually one).

@@ -216,6 +216,11 @@ pub fn params_for(config: &RoomConfig) -> RoomParams {
         interval_ms: (idle_ms / 10).max(100),
         session_ms: u64::from(config.session_seconds) * 1000,
         admit_cap: None,
+        prequeue_until_ms: super::drops::Schedule::of(config)
+            .prequeue_opens_at
+            .and(config.opens_at.map(super::drops::unix_ms)),
+        instant: config.mode != crate::config::RoomMode::Queue,
+        hold: config.mode == crate::config::RoomMode::Closed,
     }
 }
 
@@ -235,6 +240,13 @@ impl Rooms {
                 RoomId::parse(&c.id).map(|id| (c.id.clone(), Arc::new(Room::new(id, c.clone()))))
             })
             .collect();
+        Self {
+            by_id: Arc::new(by_id),
+        }
+    }
+
+    /// Rooms from an id → room map (hot reload builds one from kept and new rooms).
+    pub fn from_map(by_id: HashMap<String, Arc<Room>>) -> Self {
         Self {
             by_id: Arc::new(by_id),
         }

@@ -88,6 +88,18 @@ impl Sales {
         }
     }
 
+    /// Sales from an id → sale map (hot reload builds one from kept and new sales).
+    pub fn from_map(by_id: HashMap<String, Arc<Sale>>) -> Self {
+        let by_room = by_id
+            .values()
+            .map(|s| (s.config.room.clone(), s.clone()))
+            .collect();
+        Self {
+            by_id: Arc::new(by_id),
+            by_room: Arc::new(by_room),
+        }
+    }
+
     /// The sale with this id.
     pub fn get(&self, id: &str) -> Option<&Arc<Sale>> {
         self.by_id.get(id)

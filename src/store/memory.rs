@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{
-    GoneBits, JoinOutcome, LeaveOutcome, RoomId, RoomParams, RoomState, RoomStatus, Store,
-    StoreError, MAX_HEAD_CHECKS,
+    GoneBits, JoinOutcome, LeaveOutcome, Lookup, PrequeueState, RoomId, RoomParams, RoomState,
+    RoomStatus, Store, StoreError, MAX_HEAD_CHECKS,
 };
 
 /// The embedded store. Cheap to share behind an `Arc`; state lives until the process exits.
@@ -62,6 +62,14 @@ struct RoomData {
     gone: Bitmap,
     /// interval → (expire-at ms, bitmap).
     alive: HashMap<u64, (u64, Bitmap)>,
+    /// A scheduled drop's pre-queue (`rg:{room}:pre`), kept after the opening as the record.
+    pre: HashSet<String>,
+    /// Pre-queue members that left during the opening (`rg:{room}:pre_left`).
+    pre_left: HashSet<String>,
+    /// `meta.pre_*` once the pre-queue froze: (base, count, assigned).
+    pre_frozen: Option<(u64, u64, u64)>,
+    /// `meta.seed`
+    seed: Option<String>,
 }
 
 /// A growable bitmap with Redis's layout (bit 0 = most significant bit of byte 0).
@@ -174,6 +182,42 @@ impl RoomData {
         self.bucket = Some((stored, ts));
     }
 
+    /// rg_freeze_pre
+    fn freeze_pre(&mut self) {
+        if self.pre_frozen.is_none() {
+            let n = self.pre.len() as u64;
+            self.pre_frozen = Some((self.seq, n, 0));
+            self.seq += n;
+        }
+    }
+
+    /// rg_pre_pending
+    fn pre_pending(&self) -> bool {
+        self.pre_frozen
+            .is_some_and(|(_, count, assigned)| assigned < count)
+    }
+
+    /// Whether `identity` is in the pre-queue without a seq yet (not frozen, or pending).
+    fn in_open_prequeue(&self, identity: &str) -> bool {
+        (self.pre_frozen.is_none() || self.pre_pending()) && self.pre.contains(identity)
+    }
+
+    fn prequeue_state(&self) -> PrequeueState {
+        match self.pre_frozen {
+            None => PrequeueState {
+                waiting: self.pre.len() as u64,
+                ..PrequeueState::default()
+            },
+            Some((base, count, assigned)) => PrequeueState {
+                waiting: count - assigned,
+                frozen: true,
+                base,
+                count,
+                assigned,
+            },
+        }
+    }
+
     fn drop_expired_alive(&mut self, now: u64) {
         self.alive.retain(|_, (expire_at, _)| *expire_at > now);
     }
@@ -209,12 +253,35 @@ impl Store for MemoryStore {
                     created: false,
                 };
             }
+            let mut pending = false;
+            if let Some(opens) = p.prequeue_until_ms {
+                pending = r.pre_pending();
+                if r.in_open_prequeue(identity) {
+                    return JoinOutcome::Prequeue { created: false };
+                }
+                if r.pre_frozen.is_none() {
+                    if now < opens {
+                        if status == RoomStatus::Draining {
+                            return JoinOutcome::Closed;
+                        }
+                        r.pre.insert(identity.to_string());
+                        return JoinOutcome::Prequeue { created: true };
+                    }
+                    r.freeze_pre();
+                    pending = r.pre_pending();
+                }
+            }
             if status == RoomStatus::Draining {
                 return JoinOutcome::Closed;
             }
             r.seq += 1;
             let seq = r.seq;
-            if status == RoomStatus::Open && r.queue.is_empty() && r.free_slots(p) > 0 {
+            if p.instant
+                && !pending
+                && status == RoomStatus::Open
+                && r.queue.is_empty()
+                && r.free_slots(p) > 0
+            {
                 let (tokens, ts) = r.refill(now, p);
                 if tokens >= 1.0 {
                     r.save_tokens(tokens - 1.0, ts);
@@ -245,14 +312,21 @@ impl Store for MemoryStore {
             r.expire_sessions(now);
             r.drop_expired_alive(now);
             let status = r.status();
-            if matches!(status, RoomStatus::Open | RoomStatus::Draining) {
+            if matches!(status, RoomStatus::Open | RoomStatus::Draining)
+                && !p.hold
+                && !r.pre_pending()
+            {
                 let (tokens, ts) = r.refill(now, p);
-                let budget = if status == RoomStatus::Draining {
-                    MAX_HEAD_CHECKS as i64
+                let (budget, slots) = if status == RoomStatus::Draining {
+                    let unbounded = RoomParams {
+                        max_active: u32::MAX,
+                        ..*p
+                    };
+                    (MAX_HEAD_CHECKS as i64, r.free_slots(&unbounded))
                 } else {
-                    tokens.floor() as i64
+                    (tokens.floor() as i64, r.free_slots(p))
                 };
-                let mut want = budget.min(r.free_slots(p));
+                let mut want = budget.min(slots);
                 let (mut checks, mut admitted, mut evicted, mut served) =
                     (MAX_HEAD_CHECKS, 0u32, 0u64, None);
                 while want > 0 && checks > 0 {
@@ -308,6 +382,8 @@ impl Store for MemoryStore {
                 gone,
                 admit_per_minute: p.admit_per_minute,
                 max_active: p.max_active,
+                seed: r.seed.clone(),
+                prequeue: r.prequeue_state(),
             }
         }))
     }
@@ -363,6 +439,15 @@ impl Store for MemoryStore {
                 r.left += 1;
                 return LeaveOutcome::EndedSession;
             }
+            if r.pre_frozen.is_none() {
+                if r.pre.remove(identity) {
+                    r.left += 1;
+                    return LeaveOutcome::LeftQueue;
+                }
+            } else if r.pre_pending() && r.pre.contains(identity) {
+                r.pre_left.insert(identity.to_string());
+                return LeaveOutcome::LeftQueue;
+            }
             LeaveOutcome::Absent
         }))
     }
@@ -392,6 +477,91 @@ impl Store for MemoryStore {
             r.set_max_active = max_active.or(r.set_max_active);
         });
         Ok(())
+    }
+
+    async fn lookup(
+        &self,
+        room: &RoomId,
+        identity: &str,
+        p: &RoomParams,
+        now: u64,
+    ) -> Result<Lookup, StoreError> {
+        Ok(self.with_room(room, |r| {
+            if let Some(&seq) = r.queued.get(identity) {
+                r.mark_alive(seq, p.interval_of(now), p);
+                return Lookup::Waiting { seq };
+            }
+            if r.active.get(identity).is_some_and(|&exp| exp > now) {
+                return Lookup::Admitted;
+            }
+            if r.in_open_prequeue(identity) {
+                return Lookup::Prequeue;
+            }
+            Lookup::Absent
+        }))
+    }
+
+    async fn commit_seed(&self, room: &RoomId, seed_hex: &str) -> Result<String, StoreError> {
+        Ok(self.with_room(room, |r| {
+            r.seed.get_or_insert_with(|| seed_hex.to_string()).clone()
+        }))
+    }
+
+    async fn freeze_prequeue(&self, room: &RoomId) -> Result<PrequeueState, StoreError> {
+        Ok(self.with_room(room, |r| {
+            r.freeze_pre();
+            r.prequeue_state()
+        }))
+    }
+
+    async fn prequeue_members(&self, room: &RoomId) -> Result<Vec<String>, StoreError> {
+        Ok(self.with_room(room, |r| {
+            let mut members: Vec<String> = r.pre.iter().cloned().collect();
+            members.sort_unstable();
+            members
+        }))
+    }
+
+    async fn assign_prequeue(
+        &self,
+        room: &RoomId,
+        p: &RoomParams,
+        start: u64,
+        ids: &[String],
+        now: u64,
+    ) -> Result<u64, StoreError> {
+        self.with_room(room, |r| {
+            let Some((base, count, assigned)) = r.pre_frozen else {
+                return Err(StoreError::Protocol("pre-queue is not frozen".into()));
+            };
+            if start != assigned {
+                return Ok(assigned);
+            }
+            if start + ids.len() as u64 > count {
+                return Err(StoreError::Protocol("batch runs past the pre-queue".into()));
+            }
+            if let Some(id) = ids.iter().find(|id| !r.pre.contains(*id)) {
+                return Err(StoreError::Protocol(format!("not in the pre-queue: {id}")));
+            }
+            let cur = p.interval_of(now);
+            for (i, id) in ids.iter().enumerate() {
+                let seq = base + start + i as u64 + 1;
+                if r.pre_left.contains(id) {
+                    r.gone.set(seq);
+                    r.left += 1;
+                } else {
+                    r.queue.insert(seq, id.clone());
+                    r.queued.insert(id.clone(), seq);
+                    r.mark_alive(seq, cur, p);
+                }
+            }
+            let assigned = start + ids.len() as u64;
+            r.pre_frozen = Some((base, count, assigned));
+            if assigned >= count {
+                r.pre_left.clear();
+            }
+            Ok(assigned)
+        })
     }
 
     async fn claim_once(&self, key: &str, ttl_ms: u64, now: u64) -> Result<bool, StoreError> {

@@ -7,7 +7,10 @@
 //! `rg:{room}:seq` counter, `rg:{room}:q` ZSET identity → seq, `rg:{room}:active` ZSET
 //! identity → expiry ms, `rg:{room}:sess` HASH identity → session expiry ms,
 //! `rg:{room}:gone` BITMAP by seq (left or evicted), `rg:{room}:alive:<interval>` BITMAP by seq,
-//! `rg:{room}:buying` SET of admitted identities that have reserved stock (rooms with a sale).
+//! `rg:{room}:buying` SET of admitted identities that have reserved stock (rooms with a sale),
+//! `rg:{room}:pre` SET of identities in a scheduled drop's pre-queue (kept 7 days after opening
+//! as the record the shuffle can be verified against), `rg:{room}:pre_left` SET of pre-queue
+//! identities that left while the opening was assigning places.
 
 mod memory;
 mod memory_sale;
@@ -79,6 +82,15 @@ pub struct RoomParams {
     /// Rooms with a sale: most admitted sessions that have not reserved stock yet (available
     /// units times `admit_per_unit`), so nobody is admitted to find nothing. `None`: no sale.
     pub admit_cap: Option<u64>,
+    /// Scheduled drop with a pre-queue: its opening time (ms). Before it, new arrivals join the
+    /// pre-queue (no seq); from it on, the pre-queue is frozen, shuffled and given seqs ahead of
+    /// every later arrival. `None`: no pre-queue.
+    pub prequeue_until_ms: Option<u64>,
+    /// Admit a new arrival at once when nobody waits and a slot and a token are free (mode
+    /// `safety_net`); false: every arrival queues (mode `queue`).
+    pub instant: bool,
+    /// Admit nobody (mode `closed`): ticks refresh the state but pop no waiter.
+    pub hold: bool,
 }
 
 impl RoomParams {
@@ -103,7 +115,7 @@ pub enum RoomStatus {
     Paused,
     /// Neither joining nor admitting.
     Closed,
-    /// No new joins; everyone waiting is admitted as fast as slots free up (no pacing).
+    /// No new joins; everyone waiting is admitted at once (no pacing, no session cap).
     Draining,
 }
 
@@ -129,6 +141,46 @@ impl RoomStatus {
     }
 }
 
+/// A scheduled drop's pre-queue as stored (`meta` fields `pre_frozen`, `pre_base`, `pre_count`,
+/// `pre_assigned`, and the size of `rg:{room}:pre`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PrequeueState {
+    /// Arrivals in the pre-queue still without a seq (0 once the opening is complete).
+    pub waiting: u64,
+    /// The opening has begun: the pre-queue takes no new arrivals and seqs
+    /// `base + 1 ..= base + count` are reserved for it, in shuffled order.
+    pub frozen: bool,
+    /// Seqs handed out before the opening.
+    pub base: u64,
+    /// Arrivals in the pre-queue when it froze.
+    pub count: u64,
+    /// How many of them (in shuffled order) have their seq so far.
+    pub assigned: u64,
+}
+
+impl PrequeueState {
+    /// Every pre-queue arrival has its seq (or there was no pre-queue to open).
+    pub fn opened(&self) -> bool {
+        self.frozen && self.assigned >= self.count
+    }
+}
+
+/// Where an identity stands, read without making a place ([`Store::lookup`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// Waiting with this seq (marked seen).
+    Waiting {
+        /// Its sequence number.
+        seq: u64,
+    },
+    /// Holds a live admission.
+    Admitted,
+    /// In the pre-queue, not yet given a seq.
+    Prequeue,
+    /// Holds nothing.
+    Absent,
+}
+
 /// What a join did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JoinOutcome {
@@ -145,6 +197,11 @@ pub enum JoinOutcome {
         /// Sequence number when known (0 for an admission made earlier).
         seq: u64,
         /// Whether this call created the admission.
+        created: bool,
+    },
+    /// The identity is in the pre-queue of a scheduled drop: it gets its seq at opening.
+    Prequeue {
+        /// Whether this call added it.
         created: bool,
     },
     /// The room is closed: no place was made.
@@ -199,6 +256,11 @@ pub struct RoomState {
     pub admit_per_minute: u32,
     /// Session cap in force (likewise).
     pub max_active: u32,
+    /// The committed shuffle seed of a scheduled drop (hex), once a node committed one. Secret
+    /// until the opening: nodes publish only its SHA-256 before.
+    pub seed: Option<String>,
+    /// The pre-queue of a scheduled drop.
+    pub prequeue: PrequeueState,
 }
 
 impl RoomState {
@@ -271,6 +333,44 @@ pub trait Store: Send + Sync + 'static {
         admit_per_minute: Option<u32>,
         max_active: Option<u32>,
     ) -> Result<(), StoreError>;
+
+    /// Reads where `identity` stands without making a place: waiting (marked seen at `now_ms`),
+    /// admitted, in the pre-queue, or absent. A pre-queue ticket's first poll after the opening
+    /// learns its seq here. Keys: meta, q, active, pre, alive.
+    async fn lookup(
+        &self,
+        room: &RoomId,
+        identity: &str,
+        params: &RoomParams,
+        now_ms: u64,
+    ) -> Result<Lookup, StoreError>;
+
+    /// Commits the shuffle seed of a scheduled drop (`HSETNX meta seed`): the first call on any
+    /// node wins, and every call returns the committed seed, so all nodes agree on it.
+    async fn commit_seed(&self, room: &RoomId, seed_hex: &str) -> Result<String, StoreError>;
+
+    /// Freezes the pre-queue (first call only): no new arrivals join it, and seqs
+    /// `base + 1 ..= base + count` are reserved for its `count` members, so every later
+    /// arrival queues behind them. Returns the pre-queue state. Keys: meta, seq, pre.
+    async fn freeze_prequeue(&self, room: &RoomId) -> Result<PrequeueState, StoreError>;
+
+    /// Every identity of the pre-queue (any order). Stable once frozen.
+    async fn prequeue_members(&self, room: &RoomId) -> Result<Vec<String>, StoreError>;
+
+    /// Gives pre-queue members `ids` (positions `start ..` of the shuffled order) seqs
+    /// `base + start + 1 ..`, queued and marked seen at `now_ms` (members that left meanwhile get
+    /// their gone bit instead). Idempotent across racing nodes: applies only when `start` is
+    /// where the assignment stands, and returns where it stands after. An id outside the
+    /// pre-queue is a protocol error (the caller's list is wrong); nothing changes then.
+    /// Keys: meta, q, pre, pre_left, gone, alive.
+    async fn assign_prequeue(
+        &self,
+        room: &RoomId,
+        params: &RoomParams,
+        start: u64,
+        ids: &[String],
+        now_ms: u64,
+    ) -> Result<u64, StoreError>;
 
     /// Claims `key` for `ttl_ms` (`SET NX PX`): true for exactly one caller across all nodes
     /// until it expires. Webhook events use it so each is delivered once per cluster.

@@ -11,9 +11,12 @@ use fred::prelude::*;
 use fred::types::scripts::Script;
 
 use super::{
-    GoneBits, JoinOutcome, LeaveOutcome, RoomId, RoomParams, RoomState, RoomStatus, Store,
-    StoreError, MAX_HEAD_CHECKS,
+    GoneBits, JoinOutcome, LeaveOutcome, Lookup, PrequeueState, RoomId, RoomParams, RoomState,
+    RoomStatus, Store, StoreError, MAX_HEAD_CHECKS,
 };
+
+/// Members per page when reading a pre-queue, and per batch when assigning its seqs.
+const PREQUEUE_PAGE: usize = 5_000;
 
 /// The room scripts share a prelude, prepended at build time so each stays one EVALSHA.
 macro_rules! room_script {
@@ -33,6 +36,11 @@ struct Scripts {
     claim: Script,
     mark_alive: Script,
     mark_buying: Script,
+    lookup: Script,
+    commit_seed: Script,
+    freeze_prequeue: Script,
+    pre_scan: Script,
+    open_prequeue: Script,
 }
 
 impl Scripts {
@@ -44,6 +52,11 @@ impl Scripts {
             claim: Script::from_lua(include_str!("lua/claim.lua")),
             mark_alive: Script::from_lua(include_str!("lua/mark_alive.lua")),
             mark_buying: Script::from_lua(include_str!("lua/mark_buying.lua")),
+            lookup: Script::from_lua(room_script!("lookup.lua")),
+            commit_seed: Script::from_lua(include_str!("lua/commit_seed.lua")),
+            freeze_prequeue: Script::from_lua(room_script!("freeze_prequeue.lua")),
+            pre_scan: Script::from_lua(include_str!("lua/pre_scan.lua")),
+            open_prequeue: Script::from_lua(room_script!("open_prequeue.lua")),
         }
     }
 }
@@ -211,6 +224,10 @@ pub(super) fn array(v: Value, len: usize, what: &str) -> Result<Vec<Value>, Stor
     }
 }
 
+fn flag(on: bool) -> String {
+    if on { "1" } else { "0" }.to_string()
+}
+
 fn room_args(p: &RoomParams) -> [String; 5] {
     [
         p.admit_per_minute.to_string(),
@@ -240,6 +257,7 @@ impl Store for RedisStore {
             k.key("sess"),
             k.key("seq"),
             k.key("buying"),
+            k.key("pre"),
         ];
         let args = vec![
             k.prefix.clone(),
@@ -251,6 +269,9 @@ impl Store for RedisStore {
             max_active,
             burst,
             cap,
+            p.prequeue_until_ms
+                .map_or_else(|| "-1".to_string(), |t| t.to_string()),
+            flag(p.instant),
         ];
         let reply = array(
             self.eval(&self.scripts.join, keys, args).await?,
@@ -262,6 +283,7 @@ impl Store for RedisStore {
         match text(&reply[0], "join status")? {
             "waiting" => Ok(JoinOutcome::Waiting { seq, created }),
             "admitted" => Ok(JoinOutcome::Admitted { seq, created }),
+            "prequeue" => Ok(JoinOutcome::Prequeue { created }),
             "closed" => Ok(JoinOutcome::Closed),
             other => Err(StoreError::Protocol(format!("join status {other}"))),
         }
@@ -284,6 +306,7 @@ impl Store for RedisStore {
             k.key("gone"),
             k.key("seq"),
             k.key("buying"),
+            k.key("pre"),
         ];
         let known = known_departed.map_or_else(|| "-1".to_string(), |d| d.to_string());
         let args = vec![
@@ -297,10 +320,11 @@ impl Store for RedisStore {
             known,
             checks,
             cap,
+            flag(p.hold),
         ];
         let r = array(
             self.eval(&self.scripts.tick, keys, args).await?,
-            12,
+            18,
             "tick reply",
         )?;
         let gone = match &r[9] {
@@ -329,6 +353,17 @@ impl Store for RedisStore {
             admit_per_minute: u32::try_from(int(&r[10], "admit per minute")?)
                 .map_err(|_| bad("admit per minute"))?,
             max_active: u32::try_from(int(&r[11], "max active")?).map_err(|_| bad("max active"))?,
+            seed: match &r[12] {
+                Value::Null => None,
+                v => Some(text(v, "seed")?.to_string()),
+            },
+            prequeue: PrequeueState {
+                waiting: int(&r[13], "pre-queue waiting")?,
+                frozen: int(&r[14], "pre-queue frozen")? == 1,
+                base: int(&r[15], "pre-queue base")?,
+                count: int(&r[16], "pre-queue count")?,
+                assigned: int(&r[17], "pre-queue assigned")?,
+            },
         })
     }
 
@@ -396,6 +431,8 @@ impl Store for RedisStore {
             k.key("sess"),
             k.key("gone"),
             k.key("buying"),
+            k.key("pre"),
+            k.key("pre_left"),
         ];
         let reply = self
             .eval(&self.scripts.leave, keys, vec![identity.to_string()])
@@ -445,6 +482,132 @@ impl Store for RedisStore {
             .map_err(|e| self.fail(e))?;
         self.healthy.store(true, Ordering::Relaxed);
         Ok(())
+    }
+
+    async fn lookup(
+        &self,
+        room: &RoomId,
+        identity: &str,
+        p: &RoomParams,
+        now: u64,
+    ) -> Result<Lookup, StoreError> {
+        let k = RoomKeys::new(room);
+        let keys = vec![k.key("meta"), k.key("q"), k.key("active"), k.key("pre")];
+        let args = vec![
+            k.prefix.clone(),
+            identity.to_string(),
+            now.to_string(),
+            p.interval_ms.to_string(),
+            p.idle_ms.to_string(),
+        ];
+        let reply = array(
+            self.eval(&self.scripts.lookup, keys, args).await?,
+            2,
+            "lookup reply",
+        )?;
+        match text(&reply[0], "lookup status")? {
+            "waiting" => Ok(Lookup::Waiting {
+                seq: int(&reply[1], "lookup seq")?,
+            }),
+            "admitted" => Ok(Lookup::Admitted),
+            "prequeue" => Ok(Lookup::Prequeue),
+            "absent" => Ok(Lookup::Absent),
+            other => Err(StoreError::Protocol(format!("lookup status {other}"))),
+        }
+    }
+
+    async fn commit_seed(&self, room: &RoomId, seed_hex: &str) -> Result<String, StoreError> {
+        let k = RoomKeys::new(room);
+        let reply = self
+            .eval(
+                &self.scripts.commit_seed,
+                vec![k.key("meta")],
+                vec![seed_hex.to_string()],
+            )
+            .await?;
+        Ok(text(&reply, "seed")?.to_string())
+    }
+
+    async fn freeze_prequeue(&self, room: &RoomId) -> Result<PrequeueState, StoreError> {
+        let k = RoomKeys::new(room);
+        let keys = vec![k.key("meta"), k.key("seq"), k.key("pre")];
+        let r = array(
+            self.eval(&self.scripts.freeze_prequeue, keys, Vec::new())
+                .await?,
+            4,
+            "freeze reply",
+        )?;
+        let (count, assigned) = (int(&r[2], "pre count")?, int(&r[3], "pre assigned")?);
+        Ok(PrequeueState {
+            waiting: count.saturating_sub(assigned),
+            frozen: int(&r[0], "pre frozen")? == 1,
+            base: int(&r[1], "pre base")?,
+            count,
+            assigned,
+        })
+    }
+
+    async fn prequeue_members(&self, room: &RoomId) -> Result<Vec<String>, StoreError> {
+        let key = RoomKeys::new(room).key("pre");
+        let mut cursor = "0".to_string();
+        let mut members = Vec::new();
+        loop {
+            let page = array(
+                self.eval(
+                    &self.scripts.pre_scan,
+                    vec![key.clone()],
+                    vec![cursor, PREQUEUE_PAGE.to_string()],
+                )
+                .await?,
+                2,
+                "pre-queue page",
+            )?;
+            cursor = text(&page[0], "pre-queue cursor")?.to_string();
+            match &page[1] {
+                Value::Array(items) => {
+                    for item in items {
+                        members.push(text(item, "pre-queue member")?.to_string());
+                    }
+                }
+                _ => return Err(bad("pre-queue members")),
+            }
+            if cursor == "0" {
+                break;
+            }
+        }
+        // SSCAN may return a member more than once.
+        members.sort_unstable();
+        members.dedup();
+        Ok(members)
+    }
+
+    async fn assign_prequeue(
+        &self,
+        room: &RoomId,
+        p: &RoomParams,
+        start: u64,
+        ids: &[String],
+        now: u64,
+    ) -> Result<u64, StoreError> {
+        let k = RoomKeys::new(room);
+        let keys = vec![
+            k.key("meta"),
+            k.key("q"),
+            k.key("pre"),
+            k.key("pre_left"),
+            k.key("gone"),
+        ];
+        let mut args = Vec::with_capacity(ids.len() + 5);
+        args.extend([
+            k.prefix.clone(),
+            now.to_string(),
+            p.interval_ms.to_string(),
+            p.idle_ms.to_string(),
+            start.to_string(),
+        ]);
+        args.extend(ids.iter().cloned());
+        let reply = self.eval(&self.scripts.open_prequeue, keys, args).await?;
+        int(&reply, "pre-queue assigned")
     }
 
     async fn claim_once(&self, key: &str, ttl_ms: u64, _now: u64) -> Result<bool, StoreError> {

@@ -6,5 +6,6 @@ mod admin;
 mod harness;
 mod limits;
 mod queue_basics;
+mod reload;
 mod sales;
 mod webhooks;

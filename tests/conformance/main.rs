@@ -79,6 +79,7 @@ macro_rules! conformance {
     };
 }
 
+mod drops;
 mod rooms;
 mod sales;
 

@@ -22,6 +22,9 @@ fn params() -> RoomParams {
         interval_ms: INTERVAL,
         session_ms: SESSION,
         admit_cap: None,
+        prequeue_until_ms: None,
+        instant: true,
+        hold: false,
     }
 }
 

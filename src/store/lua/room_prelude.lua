@@ -80,3 +80,31 @@ local function rg_settings(meta, per_min, max_active, burst)
   end
   return per_min, max_active, burst
 end
+
+-- Scheduled drops. Freezes the pre-queue once: no new arrivals join it, and seqs
+-- base+1 .. base+count are reserved for its members (given out in shuffled order by
+-- open_prequeue.lua), so every later arrival queues behind them.
+local function rg_freeze_pre(meta, pre, seqkey)
+  if redis.call('HGET', meta, 'pre_frozen') then
+    return
+  end
+  local n = redis.call('SCARD', pre)
+  local base = tonumber(redis.call('GET', seqkey)) or 0
+  if n > 0 then
+    redis.call('INCRBY', seqkey, n)
+  end
+  redis.call('HSET', meta, 'pre_frozen', 1, 'pre_base', base, 'pre_count', n, 'pre_assigned', 0)
+end
+
+-- {frozen, base, count, assigned} of the pre-queue (frozen false: still taking arrivals).
+local function rg_pre(meta)
+  local v = redis.call('HMGET', meta, 'pre_frozen', 'pre_base', 'pre_count', 'pre_assigned')
+  return v[1] ~= false, tonumber(v[2]) or 0, tonumber(v[3]) or 0, tonumber(v[4]) or 0
+end
+
+-- The opening is under way: reserved seqs are not all in the queue yet, so nobody may be
+-- admitted (a later arrival would pass a pre-queue member) and no instant admission happens.
+local function rg_pre_pending(meta)
+  local frozen, _, count, assigned = rg_pre(meta)
+  return frozen and assigned < count
+end

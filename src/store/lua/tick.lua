@@ -1,39 +1,44 @@
 -- tick.lua: expire sessions, admit waiters in sequence order at the paced rate, report state.
 -- KEYS:  1 meta, 2 q, 3 active, 4 sess, 5 gone (BITMAP seq -> left or evicted), 6 seq,
---        7 buying (SET of admitted identities holding a reservation)
+--        7 buying (SET of admitted identities holding a reservation), 8 pre (SET: pre-queue)
 -- ARGV:  1 key prefix "rg:{room}:", 2 now ms, 3 liveness interval ms, 4 idle ms,
 --        5 admit per minute, 6 max active, 7 bucket burst,
 --        8 departures the caller already knows (-1: always send the bitmap),
 --        9 most head entries examined per call (bounds the script's run time),
---        10 admission cap of a room with a sale (-1: no sale)
+--        10 admission cap of a room with a sale (-1: no sale), 11 hold (1: admit nobody)
 -- Returns {served, last_seq, waiting, active, admitted_total, evicted_total, left_total, state,
---          gone_base_byte, gone_bytes | nil, admit_per_minute, max_active} (the last two are the
---          settings in force: the node's, or live ones set through the admin API).
--- A draining room admits as fast as slots free up (no pacing) and takes no new joins.
+--          gone_base_byte, gone_bytes | nil, admit_per_minute, max_active, seed | nil,
+--          pre_waiting, pre_frozen (1 / 0), pre_base, pre_count, pre_assigned}
+--          (admit_per_minute and max_active are the settings in force: the node's, or live ones
+--          set through the admin API; the rest describes a scheduled drop's pre-queue).
+-- Nobody is admitted while a pre-queue opening is under way (rg_pre_pending).
+-- A draining room (being retired) admits everyone waiting at once, without pacing or the
+-- session cap (the stock cap of a sale still holds), and takes no new joins.
 -- gone_bytes is GETRANGE gone [floor((served+1)/8), floor(last_seq/8)], sent only when the
 -- departure count differs from ARGV[8] (new bits past the old range are all zero otherwise).
 -- A head waiter not seen within the idle timeout is evicted (gone bit set) and skipped, so a
 -- silent head never holds the queue. An admitted waiter must claim its pass before the idle
 -- timeout runs out from when it was last seen, or its slot frees.
 local meta, q, active, sess, gone, seqkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local buying = KEYS[7]
+local buying, pre = KEYS[7], KEYS[8]
 local prefix = ARGV[1]
 local now, interval, idle = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local per_min, max_active, burst = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local known, max_checks, cap = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
+local hold = ARGV[11] == '1'
 per_min, max_active, burst = rg_settings(meta, per_min, max_active, burst)
 local cur = math.floor(now / interval)
 local span = math.ceil(idle / interval)
 
 rg_expire_sessions(active, sess, buying, now)
 local state = redis.call('HGET', meta, 'state') or 'open'
-if state == 'open' or state == 'draining' then
+if (state == 'open' or state == 'draining') and not hold and not rg_pre_pending(meta) then
   local tokens, ts = rg_refill(meta, now, per_min, burst)
-  local budget = math.floor(tokens)
+  local budget, slots = math.floor(tokens), max_active
   if state == 'draining' then
-    budget = max_checks
+    budget, slots = max_checks, math.huge
   end
-  local want = math.min(budget, rg_free_slots(active, buying, max_active, cap))
+  local want = math.min(budget, rg_free_slots(active, buying, slots, cap))
   local checks, admitted, evicted, served = max_checks, 0, 0, false
   while want > 0 and checks > 0 do
     local head = redis.call('ZRANGE', q, 0, math.min(want, checks) - 1, 'WITHSCORES')
@@ -80,6 +85,12 @@ if evicted_total + left_total ~= known then
     bytes = ''
   end
 end
+local frozen, pre_base, pre_count, pre_assigned = rg_pre(meta)
+local pre_waiting = pre_count - pre_assigned
+if not frozen then
+  pre_waiting = redis.call('SCARD', pre)
+end
 return {served, last, redis.call('ZCARD', q), redis.call('ZCARD', active),
         tonumber(m[2]) or 0, evicted_total, left_total, m[5] or 'open', base, bytes,
-        per_min, max_active}
+        per_min, max_active, redis.call('HGET', meta, 'seed'), pre_waiting,
+        frozen and 1 or 0, pre_base, pre_count, pre_assigned}

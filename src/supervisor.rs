@@ -1,0 +1,349 @@
+//! The supervisor: runs every room's pacer and every sale's keeper, and applies hot reloads
+//! (SIGHUP or `POST /admin/v1/reload`).
+//!
+//! A reload reads and validates the file, then builds the next [`AppState`] and swaps it in
+//! atomically: requests that started before keep the state they started with, later ones see
+//! the new one. Nothing shoppers hold is lost: places and passes live in the store; an
+//! unchanged room or sale keeps its object (cache, buffers, loop); a changed one gets a new object
+//! seeded with the old cache and a new loop (the old loop flushes its buffers and stops); a room
+//! removed from the file drains (no new joins, everyone waiting admitted) instead of vanishing.
+//! Settings that need new sockets or keys (listeners, store, passes, webhooks) are kept and
+//! reported as needing a restart. A bad file changes nothing and every problem is reported.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::app::AppState;
+use crate::config::{Config, ProcessEnv};
+use crate::http::limits::{self, Limits};
+use crate::proxy::Proxy;
+use crate::queue::{pacer, Room, Rooms, StockGate};
+use crate::sale::{keeper, Coupons, Sale, Sales};
+use crate::store::RoomStatus;
+
+/// The state every new request starts from; swapped whole on reload.
+pub type LiveState = Arc<ArcSwap<AppState>>;
+
+/// What a successful reload did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReloadReport {
+    /// Rooms added.
+    pub added_rooms: Vec<String>,
+    /// Rooms whose settings changed.
+    pub changed_rooms: Vec<String>,
+    /// Rooms no longer in the file, now draining.
+    pub draining_rooms: Vec<String>,
+    /// Sales added, changed or removed (by id).
+    pub sales: Vec<String>,
+    /// Settings that changed in the file but need a restart (their old values stay).
+    pub needs_restart: Vec<String>,
+}
+
+/// Why a reload changed nothing.
+#[derive(Debug, Clone, Serialize, thiserror::Error)]
+#[error("reload refused: {}", problems.join("; "))]
+pub struct ReloadRefused {
+    /// Every problem found.
+    pub problems: Vec<String>,
+}
+
+type Reply = oneshot::Sender<Result<ReloadReport, ReloadRefused>>;
+
+/// Asks the supervisor to reload. Cheap to clone; lives in [`AppState`].
+#[derive(Clone)]
+pub struct ReloadHandle {
+    tx: mpsc::Sender<Reply>,
+}
+
+impl ReloadHandle {
+    /// A handle and the receiving end the supervisor consumes.
+    pub fn channel() -> (ReloadHandle, mpsc::Receiver<Reply>) {
+        let (tx, rx) = mpsc::channel(8);
+        (ReloadHandle { tx }, rx)
+    }
+
+    /// Reloads the config file and waits for the outcome.
+    pub async fn reload(&self) -> Result<ReloadReport, ReloadRefused> {
+        let (reply, answer) = oneshot::channel();
+        let gone = || ReloadRefused {
+            problems: vec!["the server is shutting down".into()],
+        };
+        self.tx.send(reply).await.map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+}
+
+/// One running loop and the switch that stops it.
+struct Running {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Owns the loops and the live state.
+pub struct Supervisor {
+    live: LiveState,
+    path: Option<PathBuf>,
+    every: Duration,
+    pacers: HashMap<String, (Arc<Room>, Running)>,
+    keepers: HashMap<String, (Arc<Sale>, Running)>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Supervisor {
+    /// Starts the loops of `live`'s rooms and sales. `path`: where reloads read from.
+    pub fn start(live: LiveState, path: Option<PathBuf>, shutdown: watch::Receiver<bool>) -> Self {
+        let state = live.load_full();
+        let every = Duration::from_millis(state.config.store.refresh_ms);
+        let mut sup = Supervisor {
+            live,
+            path,
+            every,
+            pacers: HashMap::new(),
+            keepers: HashMap::new(),
+            shutdown,
+        };
+        for room in state.rooms.iter() {
+            sup.spawn_pacer(&state, room.clone());
+        }
+        for sale in state.sales.iter() {
+            sup.spawn_keeper(&state, sale.clone());
+        }
+        sup
+    }
+
+    fn spawn_pacer(&mut self, state: &AppState, room: Arc<Room>) {
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(pacer::run(
+            room.clone(),
+            state.store.clone(),
+            self.every,
+            rx,
+        ));
+        self.pacers
+            .insert(room.id.as_str().to_string(), (room, Running { stop, task }));
+    }
+
+    fn spawn_keeper(&mut self, state: &AppState, sale: Arc<Sale>) {
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(keeper::run(
+            sale.clone(),
+            state.rooms.get(&sale.config.room).cloned(),
+            state.sale_store.clone(),
+            state.webhooks.clone(),
+            self.every,
+            rx,
+        ));
+        self.keepers
+            .insert(sale.config.id.clone(), (sale, Running { stop, task }));
+    }
+
+    /// Serves reload requests until shutdown, then stops every loop (pacers flush their
+    /// batched liveness records on the way out).
+    pub async fn run(mut self, mut requests: mpsc::Receiver<Reply>) {
+        loop {
+            tokio::select! {
+                req = requests.recv() => match req {
+                    Some(reply) => {
+                        let outcome = self.reload().await;
+                        match &outcome {
+                            Ok(report) => tracing::info!(?report, "configuration reloaded"),
+                            Err(e) => tracing::warn!(problems = ?e.problems, "configuration reload refused; keeping the running configuration"),
+                        }
+                        let _ = reply.send(outcome);
+                    }
+                    None => break,
+                },
+                _ = self.shutdown.changed() => break,
+            }
+        }
+        for (_, (_, running)) in self.pacers.drain() {
+            running.stop().await;
+        }
+        for (_, (_, running)) in self.keepers.drain() {
+            running.stop().await;
+        }
+    }
+
+    async fn reload(&mut self) -> Result<ReloadReport, ReloadRefused> {
+        let refused = |problems| ReloadRefused { problems };
+        let Some(path) = &self.path else {
+            return Err(refused(vec![
+                "this server was not started from a config file".into(),
+            ]));
+        };
+        let mut next = Config::load(path, &ProcessEnv).map_err(|e| {
+            refused(match e {
+                crate::config::ConfigError::Invalid(problems) => problems,
+                other => vec![other.to_string()],
+            })
+        })?;
+        let old = self.live.load_full();
+        let mut report = ReloadReport::default();
+        keep_restart_only(&old.config, &mut next, &mut report);
+        let proxy = Proxy::from_config(&next).map_err(|e| refused(vec![e.to_string()]))?;
+
+        // Rooms: keep unchanged objects, replace changed ones, drain removed ones.
+        let mut rooms: HashMap<String, Arc<Room>> = HashMap::new();
+        let mut restart = Vec::new();
+        for cfg in &next.rooms {
+            match old.rooms.get(&cfg.id) {
+                Some(room) if same(&room.config, cfg) => {
+                    rooms.insert(cfg.id.clone(), room.clone());
+                }
+                Some(room) => {
+                    let fresh = Arc::new(Room::new(room.id.clone(), cfg.clone()));
+                    fresh.publish(room.snapshot().as_ref().clone());
+                    if let Some(gate) = room.stock_gate() {
+                        fresh.set_stock_gate(gate);
+                    }
+                    report.changed_rooms.push(cfg.id.clone());
+                    restart.push(fresh.clone());
+                    rooms.insert(cfg.id.clone(), fresh);
+                }
+                None => {
+                    let Some(id) = crate::store::RoomId::parse(&cfg.id) else {
+                        continue;
+                    };
+                    let fresh = Arc::new(Room::new(id, cfg.clone()));
+                    report.added_rooms.push(cfg.id.clone());
+                    restart.push(fresh.clone());
+                    rooms.insert(cfg.id.clone(), fresh);
+                }
+            }
+        }
+        for room in old.rooms.iter() {
+            if !rooms.contains_key(room.id.as_str()) {
+                if let Err(e) = old.store.set_status(&room.id, RoomStatus::Draining).await {
+                    return Err(refused(vec![format!(
+                        "rooms: cannot drain removed room `{}`: {e}",
+                        room.id
+                    )]));
+                }
+                report.draining_rooms.push(room.id.as_str().to_string());
+                rooms.insert(room.id.as_str().to_string(), room.clone());
+            }
+        }
+        // Sales: the same rule; a sale's room gate follows the (possibly new) room object.
+        let mut sales: HashMap<String, Arc<Sale>> = HashMap::new();
+        let mut restart_sales = Vec::new();
+        for cfg in &next.sales {
+            let room_replaced = restart.iter().any(|r| r.id.as_str() == cfg.room);
+            match old.sales.get(&cfg.id) {
+                Some(sale) if same(&sale.config, cfg) && !room_replaced => {
+                    sales.insert(cfg.id.clone(), sale.clone());
+                }
+                existing => {
+                    let fresh = Arc::new(Sale::new(cfg.clone()));
+                    if let Some(state) = existing.and_then(|s| s.cached_state()) {
+                        fresh.publish(state);
+                    }
+                    if let Some(room) = rooms.get(&cfg.room) {
+                        if room.stock_gate().is_none() {
+                            room.set_stock_gate(StockGate::UNKNOWN);
+                        }
+                    }
+                    report.sales.push(cfg.id.clone());
+                    restart_sales.push(fresh.clone());
+                    sales.insert(cfg.id.clone(), fresh);
+                }
+            }
+        }
+        let removed_sales: Vec<String> = self
+            .keepers
+            .keys()
+            .filter(|id| !sales.contains_key(*id))
+            .cloned()
+            .collect();
+        report.sales.extend(removed_sales.iter().cloned());
+
+        let limits = if same(&old.config.limits, &next.limits)
+            && same(
+                &old.config.server.trusted_proxies,
+                &next.server.trusted_proxies,
+            ) {
+            old.limits.clone()
+        } else {
+            let fresh = Limits::new(&next.limits, &next.server.trusted_proxies);
+            tokio::spawn(limits::upkeep(fresh.clone(), self.shutdown.clone()));
+            fresh
+        };
+        let state = AppState {
+            coupons: Coupons::new(&next.coupons),
+            config: Arc::new(next),
+            rooms: Rooms::from_map(rooms),
+            sales: Sales::from_map(sales),
+            limits,
+            proxy,
+            ..(*old).clone()
+        };
+
+        // Swap first, then move the loops over: the new objects serve from their seeded caches.
+        self.live.store(Arc::new(state.clone()));
+        for room in restart {
+            if let Some((_, running)) = self.pacers.remove(room.id.as_str()) {
+                running.stop().await;
+            }
+            self.spawn_pacer(&state, room);
+        }
+        for id in removed_sales {
+            if let Some((_, running)) = self.keepers.remove(&id) {
+                running.stop().await;
+            }
+        }
+        for sale in restart_sales {
+            if let Some((_, running)) = self.keepers.remove(&sale.config.id) {
+                running.stop().await;
+            }
+            self.spawn_keeper(&state, sale);
+        }
+        Ok(report)
+    }
+}
+
+/// Equal as configured (compared through their serialized form).
+fn same<T: Serialize>(a: &T, b: &T) -> bool {
+    match (serde_json::to_value(a), serde_json::to_value(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// Puts back the sections a running server cannot change, noting each that differed.
+fn keep_restart_only(old: &Config, next: &mut Config, report: &mut ReloadReport) {
+    let mut keep = |name: &str, differs: bool| {
+        if differs {
+            report.needs_restart.push(name.to_string());
+        }
+    };
+    keep(
+        "server",
+        !same(&old.server.listen, &next.server.listen)
+            || !same(&old.server.admin_listen, &next.server.admin_listen)
+            || !same(&old.server.api_prefix, &next.server.api_prefix),
+    );
+    keep("store", !same(&old.store, &next.store));
+    keep("passes", !same(&old.passes, &next.passes));
+    keep("webhooks", !same(&old.webhooks, &next.webhooks));
+    keep("log", !same(&old.log, &next.log));
+    let trusted = std::mem::take(&mut next.server.trusted_proxies);
+    next.server = old.server.clone();
+    next.server.trusted_proxies = trusted;
+    next.store = old.store.clone();
+    next.passes = old.passes.clone();
+    next.webhooks = old.webhooks.clone();
+    next.log = old.log.clone();
+}
