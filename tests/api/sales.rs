@@ -889,3 +889,62 @@ async fn acknowledged_purchases_survive_sigkill_with_aof_always() {
     assert!(reserved >= acknowledged.len() as u64);
     app.stop().await;
 }
+
+/// `rushgate sale add-stock` changes the shared stock; a sold-out room reopens on the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sale_add_stock_cli_restocks_a_sold_out_room() {
+    let redis = RedisServer::start().await;
+    let (room_id, sale_id) = (room_id(), room_id());
+    let cfg = sale_config(Some(redis.url()), &room_id, sale(&sale_id, &room_id, 1, 1));
+    let app = spawn_app(cfg.clone()).await;
+    wait_gate(&app, &room_id, "the sale is read", |remaining, _| {
+        remaining == 1
+    })
+    .await;
+    let pass = mint_pass(&app, &room_id, "only-buyer");
+    let r = purchase(&app, &sale_id, &pass, json!({"quantity": 1})).await;
+    assert_eq!(
+        settle(&app, r.str("reservation_id"), "confirm", SHOP_KEY)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    wait_gate(&app, &room_id, "sold out", |_, sold_out| sold_out).await;
+
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("rushgate.toml");
+    std::fs::write(&path, toml::to_string(&cfg).expect("toml")).expect("write");
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_rushgate"))
+            .args([
+                "sale",
+                "add-stock",
+                "--config",
+                path.to_str().expect("utf8"),
+            ])
+            .args(args)
+            .output()
+            .expect("run rushgate")
+    };
+    let out = run(&[&sale_id, "5"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("+5 units applied; available 5"), "{stdout}");
+    wait_gate(&app, &room_id, "the room reopens", |remaining, sold_out| {
+        remaining == 5 && !sold_out
+    })
+    .await;
+    // Removing more than is unsold removes only the unsold units.
+    let out = run(&[&sale_id, "-9"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("-5 units applied; available 0"));
+    let s = sale_state(&app, &sale_id).await;
+    assert_invariant(&s, 1);
+    let out = run(&["nosuchsale", "5"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no sale `nosuchsale`"));
+    app.stop().await;
+}
