@@ -295,3 +295,53 @@ impl http_body::Body for ChannelBody {
         self.0.poll_recv(cx).map(|c| c.map(|b| Ok(Frame::data(b))))
     }
 }
+
+/// The pass is checked locally: 500 proxied requests with a pass cost Redis nothing beyond the
+/// node's own background refreshes (a per-request store call would show as 500+ commands).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxied_requests_with_a_pass_make_no_store_call() {
+    let redis = RedisServer::start().await;
+    let up = Upstream::start().await;
+    let id = room_id();
+    let app = spawn_app(config(
+        Some(redis.url()),
+        vec![proxied_room(&id, &up.url())],
+    ))
+    .await;
+    let client = shopper();
+    let url = format!("{}/products/drop", app.base);
+    let first = client.get(&url).send().await.unwrap();
+    assert_eq!(first.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        client.get(&url).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+
+    // Every store operation of rushgate is one EVALSHA (or a PING): count those round trips.
+    let evalsha = || -> u64 {
+        redis
+            .cli(&["INFO", "commandstats"])
+            .lines()
+            .find(|l| l.starts_with("cmdstat_evalsha:"))
+            .and_then(|l| l.split("calls=").nth(1))
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let before = evalsha();
+    let started = std::time::Instant::now();
+    for _ in 0..500 {
+        let r = client.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    let elapsed = started.elapsed();
+    let used = evalsha() - before;
+    // Background: the pacer's one tick per 50 ms refresh (plus a liveness flush now and then).
+    let background = (elapsed.as_millis() as u64 / 50 + 2) * 2;
+    assert!(
+        used <= background,
+        "{used} store round trips for 500 proxied requests in {elapsed:?} (background allowance {background})"
+    );
+    assert_eq!(up.seen().len(), 501);
+    app.stop().await;
+}
