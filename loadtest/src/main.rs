@@ -56,6 +56,8 @@ enum Baseline {
         #[arg(long, default_value = "127.0.0.1:8081")]
         listen: SocketAddr,
     },
+    /// Prints the poll-shaped body `hello` serves (for other baselines, e.g. nginx `return`).
+    Body,
     /// Bare hyper plus one fred EVALSHA per request.
     RedisLua {
         /// Address to listen on (loopback).
@@ -77,6 +79,10 @@ async fn main() -> ExitCode {
         Command::Run(args) => runs::run(args).await,
         Command::Baseline { which } => match which {
             Baseline::Hello { listen } => baseline::hello(listen).await.map(|_| true),
+            Baseline::Body => {
+                println!("{}", baseline::POLL_LIKE_BODY);
+                Ok(true)
+            }
             Baseline::RedisLua {
                 listen,
                 redis,
