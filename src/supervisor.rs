@@ -130,6 +130,7 @@ impl Supervisor {
         let task = tokio::spawn(pacer::run(
             room.clone(),
             state.store.clone(),
+            state.webhooks.clone(),
             self.every,
             rx,
         ));

@@ -7,8 +7,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use super::drops::{self, Phase, Schedule};
 use super::eta::EtaEstimator;
 use super::room::Room;
+use crate::ops::webhooks::Webhooks;
 use crate::store::{now_ms, RoomStatus, Store, StoreError};
 
 /// One step: flush seen-records, tick, publish. On a store error the old snapshot stays (polls
@@ -67,14 +69,49 @@ pub async fn flush_seen(room: &Room, store: &dyn Store) -> Result<(), StoreError
     Ok(())
 }
 
+/// Announces a scheduled room's phase changes (`room.prequeue_opened`, `room.opened`). Every
+/// node sees the same change at the same configured time; the ids (room + configured time) are
+/// the same on every node, so the webhook layer delivers each once.
+fn announce(room: &Room, from: Phase, to: Phase, webhooks: &Webhooks) {
+    let schedule = Schedule::of(&room.config);
+    let snap = room.snapshot();
+    let commitment = snap.state.seed.as_deref().and_then(drops::seed_commitment);
+    let data = serde_json::json!({
+        "room": room.id.as_str(),
+        "opens_at": schedule.opens_at.and_then(drops::rfc3339),
+        "seed_sha256": commitment,
+    });
+    match (from, to) {
+        (Phase::NotYetOpen, Phase::Prequeue) => webhooks.emit(
+            "room.prequeue_opened",
+            format!(
+                "room.prequeue_opened:{}:{}",
+                room.id,
+                schedule.prequeue_opens_at.unwrap_or(0)
+            ),
+            data,
+        ),
+        (Phase::NotYetOpen | Phase::Prequeue, Phase::Open) => webhooks.emit(
+            "room.opened",
+            format!("room.opened:{}:{}", room.id, schedule.opens_at.unwrap_or(0)),
+            data,
+        ),
+        _ => {}
+    }
+}
+
 /// Runs [`step`] every `every` until `shutdown` flips, then flushes once more.
 pub async fn run(
     room: Arc<Room>,
     store: Arc<dyn Store>,
+    webhooks: Webhooks,
     every: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut eta = EtaEstimator::default();
+    // Phase changes seen while running are announced; the phase at start is not (a restart
+    // must not announce an opening that happened long ago).
+    let mut phase = Schedule::of(&room.config).phase(now_ms());
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
@@ -82,6 +119,11 @@ pub async fn run(
         tokio::select! {
             _ = ticker.tick() => {}
             _ = shutdown.changed() => break,
+        }
+        let now_phase = Schedule::of(&room.config).phase(now_ms());
+        if now_phase != phase {
+            announce(&room, phase, now_phase, &webhooks);
+            phase = now_phase;
         }
         match step(&room, store.as_ref(), &mut eta).await {
             Ok(()) if failing => {

@@ -227,3 +227,52 @@ async fn each_event_is_delivered_once_with_a_valid_signature_from_two_nodes() {
     a.stop().await;
     b.stop().await;
 }
+
+/// A scheduled room announces its pre-queue and its opening once, though both nodes see them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_room_announces_prequeue_and_opening_once() {
+    let redis = RedisServer::start().await;
+    let (url, got) = receiver().await;
+    let id = room_id();
+    let now = time::OffsetDateTime::now_utc();
+    let make = || {
+        let mut r = room(&id);
+        r.prequeue_opens_at = Some(now + time::Duration::milliseconds(1_500));
+        r.opens_at = Some(now + time::Duration::milliseconds(3_000));
+        let mut c = config(Some(redis.url()), vec![r]);
+        c.webhooks = vec![WebhookConfig {
+            url: url.clone(),
+            events: ["room.prequeue_opened", "room.opened"]
+                .map(String::from)
+                .to_vec(),
+            secret: Secret(SECRET.into()),
+        }];
+        c
+    };
+    let a = spawn_app(make()).await;
+    let b = spawn_app(make()).await;
+    wait_until(
+        Duration::from_secs(10),
+        "both announcements arrive",
+        || async { count(&got, "room.prequeue_opened") >= 1 && count(&got, "room.opened") >= 1 },
+    )
+    .await;
+    for _ in 0..5 {
+        a.settle(&id).await;
+        b.settle(&id).await;
+    }
+    assert_eq!(count(&got, "room.prequeue_opened"), 1);
+    assert_eq!(count(&got, "room.opened"), 1);
+    let opened = got
+        .lock()
+        .expect("lock")
+        .iter()
+        .find(|(e, _, _)| e == "room.opened")
+        .map(|(_, sig, body)| (sig.clone(), body.clone()))
+        .expect("opened");
+    assert_eq!(opened.0, "valid");
+    assert_eq!(opened.1["data"]["room"], id.as_str());
+    assert!(opened.1["data"]["seed_sha256"].is_string(), "{}", opened.1);
+    a.stop().await;
+    b.stop().await;
+}
