@@ -476,6 +476,19 @@ mod defaults {
 }
 
 impl RoomConfig {
+    /// A room with every optional key set, so env overrides can name keys a file left out
+    /// (`RUSHGATE_ROOMS_DROP_OPENS_AT=2026-11-24T12:00:00Z`).
+    fn env_template() -> Self {
+        Self {
+            upstream: Some(String::new()),
+            page_template: Some(PathBuf::new()),
+            opens_at: Some(time::OffsetDateTime::UNIX_EPOCH),
+            prequeue_opens_at: Some(time::OffsetDateTime::UNIX_EPOCH),
+            closes_at: Some(time::OffsetDateTime::UNIX_EPOCH),
+            ..Self::with_id("x")
+        }
+    }
+
     /// A room with default settings (used for env-override key discovery and tests).
     pub fn with_id(id: &str) -> Self {
         Self {
@@ -841,7 +854,7 @@ fn apply_env_overrides(table: &mut toml::Table, env: &dyn EnvSource) -> Result<(
         }
     }
     let arrays = [
-        ("rooms", toml::Table::try_from(RoomConfig::with_id("x"))),
+        ("rooms", toml::Table::try_from(RoomConfig::env_template())),
         (
             "sales",
             toml::Table::try_from(SaleConfig::with_ids("x", "x", 0)),
@@ -997,6 +1010,29 @@ mod tests {
             err.to_string().contains("RUSHGATE_STORE_REFRESH_MS"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn env_overrides_reach_optional_room_keys_the_file_left_out() {
+        let text = "[[rooms]]\nid = \"drop\"\n";
+        let config = parse(
+            text,
+            &[
+                ("RUSHGATE_ROOMS_DROP_OPENS_AT", "2030-01-01T12:00:00Z"),
+                ("RUSHGATE_ROOMS_DROP_UPSTREAM", "http://127.0.0.1:3000"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            config.rooms[0].opens_at.map(|t| t.unix_timestamp()),
+            Some(1_893_499_200)
+        );
+        assert_eq!(
+            config.rooms[0].upstream.as_deref(),
+            Some("http://127.0.0.1:3000")
+        );
+        let err = parse(text, &[("RUSHGATE_ROOMS_DROP_OPENS_AT", "tomorrow")]).unwrap_err();
+        assert!(err.to_string().contains("opens_at"), "{err}");
     }
 
     #[test]
