@@ -265,6 +265,39 @@ impl ApiError {
         self.into_problem(None)
     }
 
+    /// The same failure as a small HTML page for a browser on a shop page: status, title, what
+    /// happened, the request id to quote, and (for 429/503) an automatic retry.
+    pub fn into_page(self, request_id: Option<&str>) -> Response<Body> {
+        let (status, _, title) = self.status_and_type();
+        let detail = self.to_string();
+        let mut resp = self.into_problem(request_id);
+        let retry = resp
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| format!("<meta http-equiv=\"refresh\" content=\"{}\">", escape(s)))
+            .unwrap_or_default();
+        let html = format!(
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+             <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">{retry}\
+             <title>{code} {title}</title><style>body{{font-family:system-ui,sans-serif;\
+             max-width:36rem;margin:3rem auto;padding:0 1rem;color:#222}}small{{color:#666}}</style>\
+             </head><body><h1>{title}</h1><p>{detail}</p>{again}<p><small>Request id: {id}</small></p>\
+             </body></html>",
+            code = status.as_u16(),
+            title = escape(title),
+            detail = escape(&detail),
+            again = if retry.is_empty() { "" } else { "<p>This page will try again by itself.</p>" },
+            id = escape(request_id.unwrap_or("-")),
+        );
+        *resp.body_mut() = full(html);
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        resp
+    }
+
     /// The problem+json response with the request's id as its `request_id` member (the router
     /// passes it for every error, so clients can quote it). Server-side faults are logged here,
     /// once.
@@ -304,4 +337,12 @@ impl ApiError {
         }
         resp
     }
+}
+
+/// Minimal HTML escaping for text put into an error page.
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }

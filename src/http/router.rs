@@ -23,8 +23,22 @@ use crate::store::sale::ReservationState;
 pub async fn public(state: AppState, mut req: Request<Incoming>) -> Response<Body> {
     let started = Started::of(&req);
     req.extensions_mut().insert(started.id.clone());
+    // A browser asking for a shop page (not the API) gets errors as an HTML page, not JSON.
+    let page = !req
+        .uri()
+        .path()
+        .starts_with(state.config.server.api_prefix.as_str())
+        && req
+            .headers()
+            .get(http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/html"));
     let span = tracing::info_span!("request", request_id = %started.id);
     let (route, result) = route_public(&state, req).instrument(span).await;
+    let result = match result {
+        Err(e) if page => Ok(e.into_page(Some(started.id.as_str()))),
+        other => other,
+    };
     finish(route, started, result)
 }
 

@@ -278,6 +278,24 @@ async fn upstream_down_is_a_502_problem_with_a_request_id() {
     let rid = r.headers["x-request-id"].to_str().unwrap();
     assert!(!rid.is_empty());
     assert_eq!(r.str("request_id"), rid, "{}", r.body);
+
+    // A browser gets the same failure as a page it can read, with the id to quote.
+    let page = app
+        .client
+        .get(format!("{}/about", app.base))
+        .header("accept", "text/html,application/xhtml+xml,*/*;q=0.8")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        page.headers()["content-type"].to_str().unwrap(),
+        "text/html; charset=utf-8"
+    );
+    let rid = page.headers()["x-request-id"].to_str().unwrap().to_string();
+    let html = page.text().await.unwrap();
+    assert!(html.contains(&format!("Request id: {rid}")), "{html}");
+    assert!(html.starts_with("<!doctype html>"), "{html}");
     app.stop().await;
 }
 
