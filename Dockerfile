@@ -15,13 +15,17 @@ WORKDIR /src
 
 # Dependencies first, against placeholder sources: this layer is rebuilt only when Cargo.toml or
 # Cargo.lock change, not on every source edit.
+# loadtest/ is a workspace member: its manifest and a placeholder source must be present for
+# cargo to read the workspace, though the image builds only the rushgate binary.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src benches \
+COPY loadtest/Cargo.toml loadtest/Cargo.toml
+RUN mkdir -p src benches loadtest/src \
  && echo 'fn main() {}' > src/main.rs \
  && echo '//! placeholder' > src/lib.rs \
  && echo 'fn main() {}' > benches/hot_paths.rs \
- && cargo build --release --locked --bin rushgate \
- && rm -rf src benches
+ && echo 'fn main() {}' > loadtest/src/main.rs \
+ && cargo build --release --locked -p rushgate --bin rushgate \
+ && rm -rf src benches loadtest/src
 
 # The real sources. `touch` makes them newer than the placeholder build, whatever the mtimes in
 # the build context are, so cargo rebuilds the rushgate crate (and only it).
@@ -30,8 +34,9 @@ COPY benches benches
 COPY config config
 # The waiting page and demo shop are compiled in (include_str!).
 COPY web web
-RUN touch src/main.rs src/lib.rs \
- && cargo build --release --locked --bin rushgate
+RUN mkdir -p loadtest/src && echo 'fn main() {}' > loadtest/src/main.rs \
+ && touch src/main.rs src/lib.rs \
+ && cargo build --release --locked -p rushgate --bin rushgate
 
 # ---- run --------------------------------------------------------------------------------------
 FROM debian:bookworm-slim

@@ -1,6 +1,8 @@
 //! Micro-benchmarks of the functions on the poll and admission paths: ticket verify (every
 //! poll), position lookup in a cached snapshot, pass sign and verify (every admission / proxied
-//! request), config parsing. Crowd-scale numbers come from `loadtest/`.
+//! request), config parsing, the embedded store's join and purchase, and the router (a request
+//! through the public listener's service over a loopback keep-alive connection: routing, the
+//! handler and HTTP/1 framing). Crowd-scale numbers come from `loadtest/`.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
@@ -8,10 +10,14 @@ use std::path::Path;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
-use rushgate::config::Config;
+use rushgate::app::App;
+use rushgate::config::{Config, RoomConfig};
 use rushgate::pass::{PassAlgorithm, PassIssuer, PassKeys, TicketClaims, TicketSigner};
+use rushgate::queue::params_for;
 use rushgate::queue::{Rates, Snapshot};
+use rushgate::store::sale::{SaleParams, SaleStore};
 use rushgate::store::{GoneBits, RoomState, RoomStatus};
+use rushgate::store::{MemoryStore, RoomId, Store};
 
 fn tickets(c: &mut Criterion) {
     let signer = TicketSigner::new(b"bench-secret-0123456789abcdef");
@@ -86,5 +92,138 @@ fn config(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, tickets, passes, position, config);
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn store(c: &mut Criterion) {
+    let rt = runtime();
+    let store = MemoryStore::new();
+    let room = RoomId::parse("bench").unwrap();
+    // Nobody is admitted (rate and cap 0 are refused by config validation, not by the store's
+    // arithmetic; a tiny rate keeps every joiner waiting), so the line grows with each join.
+    let mut rc = RoomConfig::with_id("bench");
+    rc.admit_per_minute = 1;
+    rc.max_active = 1;
+    let params = params_for(&rc);
+    let mut n = 0u64;
+    c.bench_function("memory_store_join", |b| {
+        b.to_async(&rt).iter(|| {
+            n += 1;
+            let id = format!("a{n:015}");
+            let (store, room) = (&store, &room);
+            async move {
+                store
+                    .join(room, &id, &params, 1_795_000_000_000)
+                    .await
+                    .unwrap()
+            }
+        })
+    });
+    rt.block_on(store.init_sale("bench-sale", u64::from(u32::MAX)))
+        .unwrap();
+    let sale = SaleParams {
+        per_user_limit: u32::MAX,
+        reservation_ms: 600_000,
+    };
+    let mut k = 0u64;
+    c.bench_function("memory_store_purchase", |b| {
+        b.to_async(&rt).iter(|| {
+            k += 1;
+            let (key, id) = (format!("k{k}"), format!("bench-sale.r{k}"));
+            let store = &store;
+            async move {
+                store
+                    .purchase(
+                        "bench-sale",
+                        "buyer",
+                        1,
+                        &key,
+                        &sale,
+                        &id,
+                        1_795_000_000_000,
+                    )
+                    .await
+                    .unwrap()
+            }
+        })
+    });
+}
+
+/// One GET over a keep-alive loopback connection to an in-process node (embedded store).
+fn router(c: &mut Criterion) {
+    use http_body_util::{BodyExt, Empty};
+    use hyper::client::conn::http1;
+    use hyper_util::rt::TokioIo;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
+         [passes]\nsigning_key_file = \"{}\"\nticket_secret = \"bench-secret-0123456789\"\n\
+         [limits]\npoll_per_minute = 0\njoin_per_minute = 0\n[log]\nlevel = \"error\"\n\
+         [[rooms]]\nid = \"bench\"\nadmit_per_minute = 1\nmax_active = 1\n",
+        dir.path().join("key.pem").display()
+    );
+    let env = std::collections::HashMap::<String, String>::new();
+    let config = Config::from_toml_str(&text, Path::new("bench.toml"), &env).unwrap();
+    let (app, mut sender, ticket) = rt.block_on(async {
+        let app = App::start(config).await.unwrap();
+        let stream = tokio::net::TcpStream::connect(app.public_addr)
+            .await
+            .unwrap();
+        let (mut sender, conn) = http1::handshake(TokioIo::new(stream)).await.unwrap();
+        tokio::spawn(conn);
+        // Two joins: the first is admitted at once (free slot), the second waits.
+        let mut ticket = String::new();
+        for _ in 0..2 {
+            let req = http::Request::post("/_rushgate/v1/rooms/bench/join")
+                .header("host", "bench")
+                .body(Empty::<Bytes>::new())
+                .unwrap();
+            let body = sender.send_request(req).await.unwrap().into_body();
+            let v: serde_json::Value =
+                serde_json::from_slice(&body.collect().await.unwrap().to_bytes()).unwrap();
+            ticket = v["ticket"].as_str().unwrap().to_string();
+        }
+        (app, sender, ticket)
+    });
+    let bearer = format!("Bearer {ticket}");
+    for (name, path, auth) in [
+        ("router_room_status", "/_rushgate/v1/rooms/bench", None),
+        (
+            "router_position_waiting",
+            "/_rushgate/v1/rooms/bench/position",
+            Some(bearer.as_str()),
+        ),
+        ("router_unknown_404", "/_rushgate/v1/nope", None),
+    ] {
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    let mut req = http::Request::get(path).header("host", "bench");
+                    if let Some(a) = auth {
+                        req = req.header("authorization", a);
+                    }
+                    let resp = sender
+                        .send_request(req.body(Empty::<Bytes>::new()).unwrap())
+                        .await
+                        .unwrap();
+                    resp.into_body().collect().await.unwrap().to_bytes()
+                })
+            })
+        });
+    }
+    drop(sender);
+    rt.block_on(app.shutdown());
+}
+
+criterion_group!(benches, tickets, passes, position, config, store, router);
 criterion_main!(benches);

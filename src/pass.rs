@@ -22,6 +22,7 @@ use std::sync::Arc;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use bytes::Bytes;
+use dashmap::DashMap;
 use ed25519_dalek::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _};
 use hmac::digest::{Digest as _, Key, KeyInit};
 use hmac::{Hmac, Mac as _};
@@ -664,7 +665,15 @@ struct IssuerInner {
     issuer: String,
     audience: String,
     validation: Validation,
+    /// Passes whose signature and structure verified, keyed by the whole token, with their
+    /// claims. A shopper presents the same pass on every proxied request and purchase, and an
+    /// Ed25519 verification (~50 µs) was over 40% of the CPU of those paths (perf, issue 8);
+    /// `iss`/`aud` and time are still checked on every use. Bounded: cleared when full.
+    verified: DashMap<Box<str>, PassClaims>,
 }
+
+/// Most verified passes remembered (about 4 MB at ~500 bytes per token and claims).
+const VERIFIED_CACHE_MAX: usize = 8_192;
 
 impl PassIssuer {
     /// Creates an issuer whose passes carry `iss = issuer`, `aud = audience`, and
@@ -685,6 +694,7 @@ impl PassIssuer {
                 issuer: issuer.to_owned(),
                 audience: audience.to_owned(),
                 validation,
+                verified: DashMap::new(),
             }),
         }
     }
@@ -778,13 +788,23 @@ impl PassIssuer {
             return Err(TokenError::Malformed);
         }
         let inner = &self.inner;
-        let data = jsonwebtoken::decode::<PassClaims>(
-            token,
-            &inner.keys.inner.decoding,
-            &inner.validation,
-        )
-        .map_err(|e| map_jwt_error(e.kind()))?;
-        let claims = data.claims;
+        let claims = match inner.verified.get(token) {
+            Some(hit) => hit.value().clone(),
+            None => {
+                let claims = jsonwebtoken::decode::<PassClaims>(
+                    token,
+                    &inner.keys.inner.decoding,
+                    &inner.validation,
+                )
+                .map_err(|e| map_jwt_error(e.kind()))?
+                .claims;
+                if inner.verified.len() >= VERIFIED_CACHE_MAX {
+                    inner.verified.clear();
+                }
+                inner.verified.insert(token.into(), claims.clone());
+                claims
+            }
+        };
 
         if claims.iss != inner.issuer || claims.aud != inner.audience {
             return Err(TokenError::WrongAudience);
@@ -1047,6 +1067,29 @@ mod tests {
     }
 
     const ALGS: [PassAlgorithm; 2] = [PassAlgorithm::EdDSA, PassAlgorithm::ES256];
+
+    #[test]
+    fn a_remembered_pass_is_still_checked_for_time_and_room() {
+        let iss = issuer(PassAlgorithm::EdDSA);
+        let tok = issue(&iss, "drop", NOW, NOW + 300);
+        assert!(iss.verify_at(&tok, NOW + 1).is_ok());
+        // Second use comes from the verified cache: expiry and room still apply.
+        assert!(iss.verify_at(&tok, NOW + 2).is_ok());
+        assert_eq!(
+            iss.verify_at(&tok, NOW + 300 + PASS_LEEWAY_SECS),
+            Err(TokenError::Expired)
+        );
+        assert!(matches!(
+            iss.verify_for_room_at(&tok, "other", NOW + 2),
+            Err(TokenError::WrongRoom(_))
+        ));
+        // A token differing in one byte is not a cache hit.
+        let mut forged = tok.clone().into_bytes();
+        let last = forged.len() - 2;
+        forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+        let forged = String::from_utf8(forged).unwrap_or_default();
+        assert!(iss.verify_at(&forged, NOW + 2).is_err());
+    }
 
     #[test]
     fn pass_roundtrip() {

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, StatusCode};
+use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{handshake, SendRequest};
 use hyper_util::rt::TokioIo;
@@ -19,8 +19,6 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Answer {
     /// HTTP status.
     pub status: StatusCode,
-    /// Response headers.
-    pub headers: HeaderMap,
     /// The body.
     pub body: Bytes,
 }
@@ -63,7 +61,6 @@ impl Conn {
             let body = body.collect().await?.to_bytes();
             Ok::<_, anyhow::Error>(Answer {
                 status: parts.status,
-                headers: parts.headers,
                 body,
             })
         })
