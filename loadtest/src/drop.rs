@@ -114,6 +114,8 @@ struct Ctx {
     room: String,
     sale: Option<String>,
     coupon: Option<String>,
+    /// `Authorization` of the shop backend (confirms what was bought).
+    shop_auth: String,
 }
 
 async fn shopper(ctx: Arc<Ctx>, i: u64) -> Shopper {
@@ -238,9 +240,27 @@ async fn shopper(ctx: Arc<Ctx>, i: u64) -> Shopper {
                 let r = ctx.pool.send(req).await;
                 ctx.rec.record(&ctx.rec.buy, sent, &r);
                 note(&mut sh, &r);
-                if let Ok(a) = &r {
-                    if a.status == http::StatusCode::CREATED {
-                        sh.units += body(a)["quantity"].as_u64().unwrap_or(1);
+                let reservation = match &r {
+                    Ok(a) if a.status == http::StatusCode::CREATED => {
+                        let b = body(a);
+                        sh.units += b["quantity"].as_u64().unwrap_or(1);
+                        b["reservation_id"].as_str().map(str::to_string)
+                    }
+                    _ => None,
+                };
+                // The shop takes the payment and confirms, as a real checkout would: once every
+                // unit is confirmed the sale is sold out and the rest of the line is told so.
+                if let Some(id) = reservation {
+                    let path = format!("{api}/reservations/{id}/confirm");
+                    if let Ok(req) = request(
+                        Method::POST,
+                        addr,
+                        &path,
+                        &[("authorization", &ctx.shop_auth)],
+                        Bytes::new(),
+                    ) {
+                        let r = ctx.pool.send(req).await;
+                        note(&mut sh, &r);
                     }
                 }
             }
@@ -384,7 +404,6 @@ pub async fn run(
         Some(p) => get_json(t.admin, p).await?,
         None => Value::Null,
     };
-    let available_before = stock_before["available"].as_u64().unwrap_or(0);
 
     let start = Instant::now();
     let live = Arc::new(Live::default());
@@ -405,6 +424,7 @@ pub async fn run(
         room: s.room.clone(),
         sale: sale.clone(),
         coupon: coupon.clone(),
+        shop_auth: format!("Bearer {}", config.shop.api_key.0),
     });
 
     // Room status sampled every 250 ms: queue length and admissions over time.
@@ -468,8 +488,15 @@ pub async fn run(
         None => Value::Null,
     };
     let units: u64 = shoppers.iter().map(|s| s.units).sum();
-    let oversold = units.saturating_sub(available_before);
     let field = |k: &str| stock_after[k].as_u64().unwrap_or(0);
+    // Units handed out (as buyers saw them, and as the store counts them) beyond the stock.
+    let oversold = if sale.is_some() {
+        units
+            .max(field("reserved") + field("confirmed"))
+            .saturating_sub(field("total"))
+    } else {
+        0
+    };
     let invariant_broken = sale.is_some()
         && field("available") + field("reserved") + field("confirmed") != field("total");
     let mut codes: HashMap<&str, u64> = HashMap::new();

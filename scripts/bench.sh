@@ -1,0 +1,227 @@
+#!/usr/bin/env bash
+# The benchmark: rushgate against its ceilings, side by side, in one run on this machine.
+#
+#   bash scripts/bench.sh            # full run (1,000,000 waiting; < 15 min)
+#   bash scripts/bench.sh --quick    # short run (200,000 waiting; < 3 min once built)
+#
+# Builds release, starts its own redis-server and nginx (Debian package, installed when missing)
+# and the loadtest baselines on free loopback ports in a temp dir, pins every server to one core
+# and the load generator to another (taskset), and reports each row as a ratio to the baseline
+# measured in the same run. Prints the table and writes target/bench/report.md and
+# target/bench/report.json (raw per-run JSON and SVG plots in target/bench/raw/).
+# Run it on an otherwise idle machine: anything else heavy skews both sides of every ratio.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+QUICK=0
+[ "${1:-}" = "--quick" ] && QUICK=1
+if [ "$QUICK" = 1 ]; then
+  WAITING=200000; DUR=5; WARM=1; MODE=quick
+else
+  WAITING=1000000; DUR=15; WARM=2; MODE=full
+fi
+
+need_apt=()
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
+command -v taskset >/dev/null 2>&1 || need_apt+=(util-linux)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "==> installing ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+echo "==> cargo build --release"
+cargo build --release --locked -p rushgate -p rushgate-loadtest
+RG=target/release/rushgate
+LT=target/release/rushgate-loadtest
+
+# Server side on the first core, the load generator on the second (when there is one).
+CPUS=$(nproc)
+SERVER_CPU=0
+GEN_CPU=$(( CPUS > 1 ? 1 : 0 ))
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+OUT=target/bench
+RAW=$OUT/raw
+rm -rf "$RAW"; mkdir -p "$RAW"
+TMP=$(mktemp -d /tmp/rushgate-bench.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+wait_port() {
+  for _ in $(seq 1 200); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "nothing listens on port $1" >&2; return 1
+}
+REDIS_PORT=$(free_port); RG_PORT=$(free_port); ADMIN_PORT=$(free_port)
+HELLO_PORT=$(free_port); LUA_PORT=$(free_port)
+NGX_RETURN=$(free_port); NGX_PROXY=$(free_port); UPSTREAM=$(free_port)
+
+
+echo "==> redis-server :$REDIS_PORT, nginx :$NGX_RETURN/:$NGX_PROXY (upstream :$UPSTREAM)"
+mkdir -p "$TMP/redis" "$TMP/nginx/logs"
+taskset -c "$SERVER_CPU" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+  --dir "$TMP/redis" --logfile "$TMP/redis/redis.log" &
+PIDS+=($!)
+
+POLL_BODY=$("$LT" baseline body)
+cat > "$TMP/nginx/nginx.conf" <<EOF
+worker_processes 1;
+pid $TMP/nginx/nginx.pid;
+error_log $TMP/nginx/logs/error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  client_body_temp_path $TMP/nginx/body;
+  proxy_temp_path $TMP/nginx/proxy;
+  fastcgi_temp_path $TMP/nginx/fastcgi;
+  uwsgi_temp_path $TMP/nginx/uwsgi;
+  scgi_temp_path $TMP/nginx/scgi;
+  keepalive_requests 1000000;
+  upstream shop { server 127.0.0.1:$UPSTREAM; keepalive 64; }
+  # The static upstream both proxies forward to.
+  server { listen 127.0.0.1:$UPSTREAM; location / { default_type text/html; return 200 '<!doctype html><title>item</title><p>A static product page.</p>'; } }
+  # Baseline of the poll rows: a fixed JSON answer of a poll's size.
+  server { listen 127.0.0.1:$NGX_RETURN; location / { default_type application/json; return 200 '$POLL_BODY'; } }
+  # Baseline of the proxy row.
+  server {
+    listen 127.0.0.1:$NGX_PROXY;
+    location / { proxy_pass http://shop; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+EOF
+taskset -c "$SERVER_CPU" "$NGINX" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -g 'daemon off;' &
+PIDS+=($!)
+
+taskset -c "$SERVER_CPU" "$LT" baseline hello --listen "127.0.0.1:$HELLO_PORT" 2>"$TMP/hello.log" &
+PIDS+=($!)
+wait_port "$REDIS_PORT"
+taskset -c "$SERVER_CPU" "$LT" baseline redis-lua --listen "127.0.0.1:$LUA_PORT" --redis "redis://127.0.0.1:$REDIS_PORT" --pool 4 2>"$TMP/lua.log" &
+PIDS+=($!)
+
+cat > "$TMP/rushgate.toml" <<EOF
+[server]
+listen = "127.0.0.1:$RG_PORT"
+admin_listen = "127.0.0.1:$ADMIN_PORT"
+
+[store]
+redis_url = "redis://127.0.0.1:$REDIS_PORT"
+
+[passes]
+signing_key_file = "$TMP/signing-key.pem"
+generate_missing_key = true
+ticket_secret = "bench-ticket-secret-0123456789abcdef"
+
+[limits]
+join_per_minute = 0
+poll_per_minute = 0
+purchase_per_minute = 0
+coupon_per_minute = 0
+
+[log]
+level = "warn"
+
+[[rooms]]
+id = "bench"
+admit_per_minute = 1
+max_active = 1
+upstream = "http://127.0.0.1:$UPSTREAM"
+protect = ["/products/*"]
+
+[[sales]]
+id = "bench-sale"
+room = "bench"
+stock = 1000000000
+per_user_limit = 1000000000
+
+[[coupons]]
+id = "bench-coupons"
+room = "bench"
+limit = 1000000000
+EOF
+taskset -c "$SERVER_CPU" "$RG" serve --config "$TMP/rushgate.toml" >"$TMP/rushgate.log" 2>&1 &
+RG_PID=$!
+PIDS+=($RG_PID)
+for p in "$RG_PORT" "$HELLO_PORT" "$LUA_PORT" "$NGX_RETURN" "$NGX_PROXY" "$UPSTREAM"; do wait_port "$p"; done
+
+run() { # name scenario target-port [loadtest args...]
+  local name=$1 scenario=$2 port=$3; shift 3
+  echo "==> $name"
+  taskset -c "$GEN_CPU" "$LT" run "loadtest/scenarios/$scenario.toml" --quiet --out "$RAW" --name "$name" \
+    --config "$TMP/rushgate.toml" --target "127.0.0.1:$port" --admin "127.0.0.1:$ADMIN_PORT" \
+    --server-pid "$RG_PID" --set "duration_s=$DUR" --set "warmup_s=$WARM" "$@" | grep -v '^results:' || return 1
+}
+
+run poll_64 poll "$RG_PORT" --set "waiting=$WAITING" --set conns=64
+run hello_64 get "$HELLO_PORT" --set conns=64
+run poll_2000 poll "$RG_PORT" --set waiting=20000 --set conns=2000
+run nginx_2000 get "$NGX_RETURN" --set conns=2000
+run join_64 join "$RG_PORT" --set conns=64
+run purchase_64 purchase "$RG_PORT" --set conns=64
+run redis_lua_64 get "$LUA_PORT" --set conns=64
+run proxy_64 proxy "$RG_PORT" --set conns=64
+run nginx_proxy_64 get "$NGX_PROXY" --set conns=64 --set path=/products/item
+run upstream_64 get "$UPSTREAM" --set conns=64 --set path=/products/item
+
+MACHINE="$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr)"
+python3 - "$RAW" "$OUT" "$MODE" "$WAITING" "$MACHINE" <<'PY'
+import json, sys, os, datetime
+raw, out, mode, waiting, machine = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+r = {n[:-5]: json.load(open(os.path.join(raw, n))) for n in os.listdir(raw) if n.endswith(".json")}
+s = lambda n: r[n]["summary"]
+x = lambda n: r[n].get("extra", {})
+rows = []
+def row(name, rg, base, ratio, target, ok, raw):
+    rows.append(dict(row=name, rushgate=rg, baseline=base, ratio=ratio, target=target, ok=ok, raw=raw))
+wk = f"{waiting:,}"
+a, b = s("poll_64"), s("hello_64")
+q = a["req_per_s"] / b["req_per_s"]
+row(f"poll, {wk} waiting, 64 conns", f"{a['req_per_s']:,.0f} req/s", f"hello {b['req_per_s']:,.0f} req/s", f"{q:.2f}x req/s", ">= 0.8x req/s", q >= 0.8,
+    dict(rushgate=a["req_per_s"], baseline=b["req_per_s"], rushgate_p99_ms=a["p99_ms"], baseline_p99_ms=b["p99_ms"], errors=a["errors"]))
+a, b = s("poll_2000"), s("nginx_2000")
+q = a["p99_ms"] / max(b["p99_ms"], 1e-6)
+row("poll, 2,000 conns", f"p99 {a['p99_ms']:.2f} ms ({a['req_per_s']:,.0f} req/s)", f"nginx p99 {b['p99_ms']:.2f} ms ({b['req_per_s']:,.0f} req/s)", f"{q:.2f}x p99", "p99 <= 1.5x nginx", q <= 1.5,
+    dict(rushgate_p99_ms=a["p99_ms"], baseline_p99_ms=b["p99_ms"], rushgate_req_per_s=a["req_per_s"], baseline_req_per_s=b["req_per_s"], errors=a["errors"]))
+c = x("poll_64").get("redis_commands_per_request", float("nan"))
+row("Redis commands per poll", f"{c:.4f}", "-", f"{c:.4f}", "<= 0.05", c <= 0.05, dict(commands=x("poll_64").get("redis_commands"), polls=s("poll_64")["requests"]))
+lua = s("redis_lua_64")
+for n, label in (("join_64", "join"), ("purchase_64", "purchase (never sells out)")):
+    a = s(n); q = a["req_per_s"] / lua["req_per_s"]
+    row(label, f"{a['req_per_s']:,.0f} req/s", f"redis-lua {lua['req_per_s']:,.0f} req/s", f"{q:.2f}x req/s", ">= 0.8x req/s", q >= 0.8,
+        dict(rushgate=a["req_per_s"], baseline=lua["req_per_s"], statuses=a["statuses"], redis_commands_per_request=x(n).get("redis_commands_per_request")))
+a, b, u = s("proxy_64"), s("nginx_proxy_64"), s("upstream_64")
+q = a["req_per_s"] / b["req_per_s"]
+added = a["p50_ms"] - u["p50_ms"]
+row("proxy (pass cookie -> static upstream)", f"{a['req_per_s']:,.0f} req/s, p50 {a['p50_ms']:.3f} ms", f"nginx {b['req_per_s']:,.0f} req/s, p50 {b['p50_ms']:.3f} ms",
+    f"{q:.2f}x req/s, added p50 {added:.3f} ms", ">= 0.8x req/s, added p50 <= 0.2 ms", q >= 0.8 and added <= 0.2,
+    dict(rushgate=a["req_per_s"], baseline=b["req_per_s"], upstream_p50_ms=u["p50_ms"], rushgate_p50_ms=a["p50_ms"], nginx_p50_ms=b["p50_ms"], statuses=a["statuses"]))
+e = x("poll_64")
+m, z = e.get("redis_bytes_per_waiter", float("nan")), e.get("bare_zset_bytes_per_entry", float("nan"))
+row(f"Redis memory per waiter at {wk}", f"{m:.1f} B", f"bare ZSET {z:.1f} B", f"{m/z:.2f}x", "<= 160 B", m <= 160, dict(bytes_per_waiter=m, bare_zset=z))
+d = e.get("rss_delta_bytes", float("nan"))
+row(f"rushgate RSS, 0 -> {wk} waiting", f"{d/1e6:+.1f} MB", "-", f"{d/1e6:+.1f} MB", "<= 20 MB", d <= 20e6, dict(rss_before=e.get("rss_bytes_before"), rss_after=e.get("rss_bytes_after_join"), rss_after_polls=e.get("rss_bytes_after")))
+
+now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+lines = [f"# rushgate benchmark ({mode} run, {now})", "", f"Machine: {machine}. Server side (rushgate, nginx, redis-server, baselines) pinned to core 0, load generator to core 1.", "",
+         "| row | rushgate | baseline (same run) | ratio | target | met |", "|---|---|---|---|---|---|"]
+for x_ in rows:
+    lines.append(f"| {x_['row']} | {x_['rushgate']} | {x_['baseline']} | {x_['ratio']} | {x_['target']} | {'yes' if x_['ok'] else 'NO'} |")
+md = "\n".join(lines) + "\n"
+print(); print(md)
+open(os.path.join(out, "report.md"), "w").write(md + "\nRaw per-run results and plots: `target/bench/raw/`.\n")
+json.dump(dict(mode=mode, waiting=waiting, machine=machine, at=now, rows=rows), open(os.path.join(out, "report.json"), "w"), indent=2)
+PY
+echo "==> wrote $OUT/report.md and $OUT/report.json"
