@@ -130,11 +130,9 @@ pub async fn purchase(
         PurchaseOutcome::Reserved(r) => {
             if let Some(room) = state.rooms.get(&sale.config.room) {
                 room.note_sold(r.available, sale.admit_cap_for(r.available));
-                // The buyer stops counting against the stock-aware admission cap. Losing this
-                // write only makes admission more cautious until the session ends.
-                if let Err(e) = state.store.mark_buying(&room.id, &claims.sub).await {
-                    tracing::warn!(sale = %sale.config.id, error = %e, "could not mark buyer");
-                }
+                // The buyer stops counting against the stock-aware admission cap once the
+                // pacer records it (batched, before its next tick): no extra store round trip.
+                room.note_buyer(&claims.sub);
             }
             Ok(json(
                 StatusCode::CREATED,

@@ -21,6 +21,7 @@ pub async fn step(
     eta: &mut EtaEstimator,
 ) -> Result<(), StoreError> {
     flush_seen(room, store).await?;
+    flush_buyers(room, store).await?;
     // A scheduled drop's seed commit and opening; the tick runs even if it fails, so polls
     // keep fresh state, and the error is reported after.
     let drop_step = super::drops::advance(room, store, now_ms()).await;
@@ -47,6 +48,19 @@ pub async fn step(
     drop(previous);
     room.publish(next);
     drop_step
+}
+
+/// Records the buffered buyers (one script call per refresh, when there are any).
+pub async fn flush_buyers(room: &Room, store: &dyn Store) -> Result<(), StoreError> {
+    let buyers = room.take_buyers();
+    if buyers.is_empty() {
+        return Ok(());
+    }
+    if let Err(e) = store.mark_buyers(&room.id, &buyers).await {
+        room.restore_buyers(buyers);
+        return Err(e);
+    }
+    Ok(())
 }
 
 /// Writes the buffered seen-records (one script call per liveness interval, usually one).
@@ -137,6 +151,9 @@ pub async fn run(
             }
             Err(_) => {}
         }
+    }
+    if let Err(e) = flush_buyers(&room, store.as_ref()).await {
+        tracing::warn!(room = %room.id, error = %e, "could not record buyers at shutdown");
     }
     if let Err(e) = flush_seen(&room, store.as_ref()).await {
         tracing::warn!(room = %room.id, error = %e, "could not flush liveness records at shutdown");

@@ -63,6 +63,8 @@ pub struct Room {
     seen: Mutex<Vec<(u64, u64)>>,
     /// `None` for a room that sells nothing.
     stock: ArcSwapOption<StockGate>,
+    /// Buyers since the last flush (written to the store by the pacer in one call).
+    buyers: Mutex<Vec<String>>,
 }
 
 impl Room {
@@ -77,7 +79,30 @@ impl Room {
             served_floor: AtomicU64::new(0),
             seen: Mutex::new(Vec::new()),
             stock: ArcSwapOption::empty(),
+            buyers: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Buffers an admitted shopper who reserved stock; the pacer records it in the store before
+    /// its next tick. Until then the shopper still counts as not buying, which only makes
+    /// admission more cautious for one refresh.
+    pub fn note_buyer(&self, identity: &str) {
+        let mut buyers = self.buyers.lock().unwrap_or_else(|p| p.into_inner());
+        if buyers.len() < MAX_PENDING_SEEN {
+            buyers.push(identity.to_string());
+        }
+    }
+
+    /// Takes the buffered buyers.
+    pub fn take_buyers(&self) -> Vec<String> {
+        std::mem::take(&mut *self.buyers.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Puts buyers back after a failed flush.
+    pub fn restore_buyers(&self, mut back: Vec<String>) {
+        let mut buyers = self.buyers.lock().unwrap_or_else(|p| p.into_inner());
+        back.append(&mut buyers);
+        *buyers = back;
     }
 
     /// Store parameters for an operation now: the settings plus the sale's current admission

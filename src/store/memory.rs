@@ -452,12 +452,16 @@ impl Store for MemoryStore {
         }))
     }
 
-    async fn mark_buying(&self, room: &RoomId, identity: &str) -> Result<bool, StoreError> {
+    async fn mark_buyers(&self, room: &RoomId, identities: &[String]) -> Result<u64, StoreError> {
         Ok(self.with_room(room, |r| {
-            r.active.contains_key(identity) && {
-                r.buying.insert(identity.to_string());
-                true
+            let mut n = 0;
+            for id in identities {
+                if r.active.contains_key(id) {
+                    r.buying.insert(id.clone());
+                    n += 1;
+                }
             }
+            n
         }))
     }
 

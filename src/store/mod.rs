@@ -315,9 +315,14 @@ pub trait Store: Send + Sync + 'static {
         now_ms: u64,
     ) -> Result<Option<u64>, StoreError>;
 
-    /// Records that the admitted `identity` reserved stock, so it no longer counts against
-    /// [`RoomParams::admit_cap`]. Returns false when it holds no admission (nothing changes).
-    async fn mark_buying(&self, room: &RoomId, identity: &str) -> Result<bool, StoreError>;
+    /// Records that the admitted `identities` reserved stock, so they no longer count against
+    /// [`RoomParams::admit_cap`]. Returns how many hold an admission (the others change nothing).
+    async fn mark_buyers(&self, room: &RoomId, identities: &[String]) -> Result<u64, StoreError>;
+
+    /// [`Store::mark_buyers`] for one identity: false when it holds no admission.
+    async fn mark_buying(&self, room: &RoomId, identity: &str) -> Result<bool, StoreError> {
+        Ok(self.mark_buyers(room, &[identity.to_string()]).await? == 1)
+    }
 
     /// Gives up a waiting place or ends an admitted session.
     async fn leave(&self, room: &RoomId, identity: &str) -> Result<LeaveOutcome, StoreError>;

@@ -413,13 +413,20 @@ impl Store for RedisStore {
         }
     }
 
-    async fn mark_buying(&self, room: &RoomId, identity: &str) -> Result<bool, StoreError> {
+    async fn mark_buyers(&self, room: &RoomId, identities: &[String]) -> Result<u64, StoreError> {
+        if identities.is_empty() {
+            return Ok(0);
+        }
         let k = RoomKeys::new(room);
-        let keys = vec![k.key("active"), k.key("buying")];
-        let reply = self
-            .eval(&self.scripts.mark_buying, keys, vec![identity.to_string()])
-            .await?;
-        Ok(int(&reply, "mark_buying reply")? == 1)
+        let mut n = 0;
+        for chunk in identities.chunks(1_000) {
+            let keys = vec![k.key("active"), k.key("buying")];
+            let reply = self
+                .eval(&self.scripts.mark_buying, keys, chunk.to_vec())
+                .await?;
+            n += int(&reply, "mark_buying reply")?;
+        }
+        Ok(n)
     }
 
     async fn leave(&self, room: &RoomId, identity: &str) -> Result<LeaveOutcome, StoreError> {

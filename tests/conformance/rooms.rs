@@ -644,6 +644,10 @@ async fn admit_cap_limits_non_buying_sessions(s: &dyn Store) {
     // a reserved stock: it no longer counts, so one more gets in.
     assert!(s.mark_buying(&room, "a").await.unwrap());
     assert!(s.mark_buying(&room, "a").await.unwrap(), "repeat is fine");
+    // The batched form counts only the admitted ones and changes nothing else.
+    let batch = ["a", "c", "nobody"].map(String::from);
+    assert_eq!(s.mark_buyers(&room, &batch).await.unwrap(), 1);
+    assert_eq!(s.mark_buyers(&room, &[]).await.unwrap(), 0);
     let st = tick(s, &room, &p, t + 3_000).await;
     assert_eq!(counts(&st), (3, 5, 2, 3, 3, 0, 0));
     assert!(claim(s, &room, "c", &p, t + 3_000).await.is_some());

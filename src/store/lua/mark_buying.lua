@@ -1,11 +1,16 @@
--- mark_buying.lua: an admitted shopper reserved stock; it stops counting against the room's
--- stock-aware admission cap (see rg_free_slots in room_prelude.lua).
+-- mark_buying.lua: admitted shoppers reserved stock; they stop counting against the room's
+-- stock-aware admission cap (see rg_free_slots in room_prelude.lua). Nodes batch these per
+-- refresh, so one call usually carries every buyer of the last refresh.
 -- KEYS:  1 active (ZSET identity -> expiry ms), 2 buying (SET)
--- ARGV:  1 identity
--- Returns 1 when recorded (or already recorded), 0 when the identity holds no admission.
+-- ARGV:  identities
+-- Returns how many of them hold an admission (recorded, or already recorded); the others are
+-- ignored.
 local active, buying = KEYS[1], KEYS[2]
-if not redis.call('ZSCORE', active, ARGV[1]) then
-  return 0
+local n = 0
+for i = 1, #ARGV do
+  if redis.call('ZSCORE', active, ARGV[i]) then
+    redis.call('SADD', buying, ARGV[i])
+    n = n + 1
+  end
 end
-redis.call('SADD', buying, ARGV[1])
-return 1
+return n
