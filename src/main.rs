@@ -3,6 +3,11 @@
 
 use std::process::ExitCode;
 
+/// mimalloc instead of the system allocator: the request path allocates small, short-lived
+/// buffers (bodies, frames, headers) and glibc malloc showed up at ~14% of a join profile.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use rushgate::cli::{self, Cli, Command, DropCommand, PassCommand, SaleCommand};
 use rushgate::config::LogConfig;
