@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use super::error::ApiError;
 use super::serve::PeerAddr;
 use crate::config::LimitsConfig;
+use crate::ops::metrics::LIMITER_REJECTIONS;
 
 /// Most keys one limiter holds before it starts afresh (about 100 bytes each).
 pub const MAX_KEYS: usize = 200_000;
@@ -127,8 +128,7 @@ impl Limits {
         match limiter.keyed.load().check_key(&key) {
             Ok(()) => Ok(()),
             Err(not_until) => {
-                metrics::counter!("rushgate_limiter_rejections_total", "endpoint" => endpoint.as_str())
-                    .increment(1);
+                metrics::counter!(LIMITER_REJECTIONS, "endpoint" => endpoint.as_str()).increment(1);
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
                 Err(ApiError::RateLimited {
                     retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,

@@ -77,11 +77,14 @@ pub const STORE_LATENCY: &str = "rushgate_store_latency_seconds";
 /// Counter: store commands that failed (unreachable, timeout, protocol).
 pub const STORE_ERRORS: &str = "rushgate_store_errors_total";
 
-/// Histogram `{room, status}`: upstream (shop) response time seen by the proxy, seconds.
+/// Histogram `{upstream, status}`: time to the upstream (shop) response headers, seconds.
 pub const PROXY_UPSTREAM_DURATION: &str = "rushgate_proxy_upstream_duration_seconds";
-/// Counter `{room, kind}`: proxied requests that got no upstream response (`connect`,
+/// Counter `{upstream, kind}`: proxied requests that got no upstream response (`connect`,
 /// `timeout`, `other`).
 pub const PROXY_UPSTREAM_ERRORS: &str = "rushgate_proxy_upstream_errors_total";
+
+/// Counter `{event, outcome}`: webhook deliveries (`delivered`, `gave_up` after retries).
+pub const WEBHOOK_DELIVERIES: &str = "rushgate_webhook_deliveries_total";
 
 /// Counter `{endpoint}`: requests refused with 429 by a rate limit (`join`, `poll`,
 /// `purchase`, `coupon`).
@@ -237,12 +240,17 @@ fn describe() {
     describe_histogram!(
         PROXY_UPSTREAM_DURATION,
         Unit::Seconds,
-        "Upstream (shop) response time seen by the proxy, by room and status"
+        "Time to the upstream (shop) response headers, by upstream and status"
     );
     describe_counter!(
         PROXY_UPSTREAM_ERRORS,
         Unit::Count,
-        "Proxied requests that got no upstream response, by room and kind"
+        "Proxied requests that got no upstream response, by upstream and kind"
+    );
+    describe_counter!(
+        WEBHOOK_DELIVERIES,
+        Unit::Count,
+        "Webhook deliveries by event and outcome (delivered, gave_up)"
     );
     describe_counter!(
         LIMITER_REJECTIONS,

@@ -21,6 +21,7 @@ use sha2::Sha256;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::WebhookConfig;
+use crate::ops::metrics::WEBHOOK_DELIVERIES;
 use crate::store::{now_ms, Store};
 
 /// Event types a webhook can subscribe to.
@@ -191,7 +192,8 @@ async fn deliver(
         };
         match tokio::time::timeout(ATTEMPT_TIMEOUT, client.request(req)).await {
             Ok(Ok(resp)) if resp.status().is_success() => {
-                metrics::counter!("rushgate_webhook_deliveries_total", "event" => kind, "outcome" => "delivered").increment(1);
+                metrics::counter!(WEBHOOK_DELIVERIES, "event" => kind, "outcome" => "delivered")
+                    .increment(1);
                 return;
             }
             Ok(Ok(resp)) => {
@@ -204,8 +206,7 @@ async fn deliver(
             tokio::time::sleep(*wait).await;
         }
     }
-    metrics::counter!("rushgate_webhook_deliveries_total", "event" => kind, "outcome" => "gave_up")
-        .increment(1);
+    metrics::counter!(WEBHOOK_DELIVERIES, "event" => kind, "outcome" => "gave_up").increment(1);
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::http::body::{Body, BoxError};
 use crate::http::error::ApiError;
+use crate::ops::metrics::{PROXY_UPSTREAM_DURATION, PROXY_UPSTREAM_ERRORS};
 
 /// The header carrying a verified pass to the shop.
 pub const PASS_HEADER: HeaderName = HeaderName::from_static("rushgate-pass");
@@ -140,24 +141,39 @@ impl Forwarder {
             .map_err(|e| ApiError::Internal(format!("upstream uri: {e}")))?;
         parts.version = Version::HTTP_11;
         let upstream_req = Request::from_parts(parts, body);
+        let started = std::time::Instant::now();
         let answer =
             tokio::time::timeout(RESPONSE_TIMEOUT, self.client.request(upstream_req)).await;
+        let upstream = target.authority.to_string();
+        let failed = |kind: &'static str| {
+            metrics::counter!(PROXY_UPSTREAM_ERRORS, "upstream" => upstream.clone(), "kind" => kind)
+                .increment(1);
+        };
         let resp = match answer {
             Ok(Ok(resp)) => resp,
             Ok(Err(e)) => {
-                let cause = if e.is_connect() {
-                    "connection refused or unreachable"
+                let (cause, kind) = if e.is_connect() {
+                    ("connection refused or unreachable", "connect")
                 } else {
-                    "the connection failed"
+                    ("the connection failed", "other")
                 };
+                failed(kind);
                 tracing::warn!(upstream = %target.authority, error = %e, "upstream request failed");
                 return Err(ApiError::UpstreamUnavailable(cause.to_string()));
             }
             Err(_) => {
+                failed("timeout");
                 tracing::warn!(upstream = %target.authority, "upstream response timed out");
                 return Err(ApiError::UpstreamTimeout(RESPONSE_TIMEOUT.as_secs()));
             }
         };
+        // Time to response headers (the body streams afterwards).
+        metrics::histogram!(
+            PROXY_UPSTREAM_DURATION,
+            "upstream" => upstream.clone(),
+            "status" => resp.status().as_u16().to_string()
+        )
+        .record(started.elapsed().as_secs_f64());
         let (mut parts, body) = resp.into_parts();
         remove_hop_by_hop(&mut parts.headers);
         let body: Body = body.map_err(|e| Box::new(e) as BoxError).boxed();

@@ -153,6 +153,22 @@ async fn admitted_shopper_is_redirected_then_forwarded_with_the_pass() {
         "rushgate cookies forwarded"
     );
     assert_eq!(up.bad_passes(), 0);
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("rushgate_proxy_upstream_duration_seconds_count")
+                && l.contains("status=\"200\"")
+        ),
+        "{metrics}"
+    );
     app.stop().await;
 }
 
@@ -296,6 +312,25 @@ async fn upstream_down_is_a_502_problem_with_a_request_id() {
     let html = page.text().await.unwrap();
     assert!(html.contains(&format!("Request id: {rid}")), "{html}");
     assert!(html.starts_with("<!doctype html>"), "{html}");
+
+    // Operators see it in the metrics.
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("rushgate_proxy_upstream_errors_total")
+                && l.contains("kind=\"connect\"")
+                && !l.ends_with(" 0")),
+        "{metrics}"
+    );
     app.stop().await;
 }
 
