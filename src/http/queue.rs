@@ -676,13 +676,24 @@ pub(crate) fn place_cookies(
         ""
     };
     let mut cookies = Vec::new();
-    if let Some(ticket) = &place.ticket {
+    // A browser that already holds exactly this cookie gets no Set-Cookie (most polls): the
+    // value would not change, and every byte of a poll answer counts at crowd scale.
+    let held = |name: &str, value: &str| cookie(headers, name) == Some(value);
+    if let Some(ticket) = place
+        .ticket
+        .as_ref()
+        .filter(|t| !held(&ticket_cookie(room), t))
+    {
         cookies.push(format!(
             "{}={ticket}; Path=/; Max-Age={TICKET_MAX_AGE_SECS}; HttpOnly; SameSite=Lax{secure}",
             ticket_cookie(room)
         ));
     }
-    if let Some((pass, exp)) = &place.pass {
+    if let Some((pass, exp)) = place
+        .pass
+        .as_ref()
+        .filter(|(p, _)| !held(&pass_cookie(room), p))
+    {
         let max_age = exp.saturating_sub(now_ms() / 1000);
         cookies.push(format!(
             "{}={pass}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}",

@@ -1,6 +1,7 @@
 //! Every route in one place: `public` for the shopper listener, `admin` for the admin listener.
 //! Handlers return `Result<_, ApiError>`; this is where errors become problem responses.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use http::{Method, Request, Response};
@@ -20,7 +21,7 @@ use crate::store::sale::ReservationState;
 
 /// Routes a request of the public listener. The request id is in the request's extensions
 /// (handlers and the proxy read it there) and every log event of the handler carries it.
-pub async fn public(state: AppState, mut req: Request<Incoming>) -> Response<Body> {
+pub async fn public(state: Arc<AppState>, mut req: Request<Incoming>) -> Response<Body> {
     let started = Started::of(&req);
     req.extensions_mut().insert(started.id.clone());
     // A browser asking for a shop page (not the API) gets errors as an HTML page, not JSON.
@@ -43,7 +44,7 @@ pub async fn public(state: AppState, mut req: Request<Incoming>) -> Response<Bod
 }
 
 /// Routes a request of the admin listener.
-pub async fn admin(state: AppState, req: Request<Incoming>) -> Response<Body> {
+pub async fn admin(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
     let started = Started::of(&req);
     let path = req.uri().path().to_string();
     let (route, result) = match (req.method().clone(), path.as_str()) {

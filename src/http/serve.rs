@@ -13,7 +13,6 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 use super::router;
-use crate::app::AppState;
 use crate::supervisor::LiveState;
 
 /// Which router a listener serves.
@@ -76,7 +75,7 @@ pub async fn serve(
         let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(PeerAddr(peer));
             // Each request runs on the state current when it arrived (reloads swap it whole).
-            let state = AppState::clone(&live.load());
+            let state = live.load_full();
             async move {
                 let resp = match kind {
                     Listener::Public => router::public(state, req).await,
