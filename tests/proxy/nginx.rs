@@ -18,7 +18,18 @@ struct Nginx {
 }
 
 impl Drop for Nginx {
+    /// SIGTERM first: the master then stops its workers (a SIGKILLed master leaves them
+    /// running, orphaned); SIGKILL only if it has not exited within two seconds.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..40 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
