@@ -138,6 +138,20 @@ fn parse_algorithm(s: &str) -> Result<PassAlgorithm, String> {
     }
 }
 
+/// A tokio runtime (multi-threaded for `serve`, one thread for short CLI commands), or the
+/// exit code after printing why it could not start.
+pub fn runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, ExitCode> {
+    let mut builder = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    builder.enable_all().build().map_err(|e| {
+        eprintln!("error: cannot start the runtime: {e}");
+        ExitCode::FAILURE
+    })
+}
+
 /// Loads a config or prints every problem and returns the exit code for a bad config.
 pub fn load_config(path: &Path) -> Result<Config, ExitCode> {
     Config::load(path, &ProcessEnv).map_err(|e| {
@@ -227,15 +241,9 @@ pub fn sale_add_stock(config_path: &Path, sale: &str, units: i64) -> ExitCode {
         );
         return ExitCode::from(EXIT_BAD_CONFIG);
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(false) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let timeout = std::time::Duration::from_millis(config.store.command_timeout_ms.max(1000));
     let result = runtime.block_on(async {

@@ -181,15 +181,9 @@ fn call_of(command: &CtlCommand) -> (Method, String, Option<Value>) {
 /// Runs one ctl command: exit 0 on success, 1 when the node refused (the problem's detail is
 /// printed), 2 when the node could not be reached.
 pub fn run(admin: &str, token: Option<&str>, command: &CtlCommand) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::cli::runtime(false) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let (method, path, body) = call_of(command);
     let url = format!("{}/admin/v1/{path}", admin.trim_end_matches('/'));

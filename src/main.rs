@@ -28,15 +28,9 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             logging::init(&config.log);
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match cli::runtime(true) {
                 Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             match runtime.block_on(rushgate::app::run(config, config_path)) {
                 Ok(()) => ExitCode::SUCCESS,

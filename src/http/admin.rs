@@ -8,28 +8,22 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use subtle::ConstantTimeEq;
 
-use super::body::{bearer, json, parse_json, read_limited, Body};
+use super::body::{bearer_is, json, parse_json, read_limited, Body};
 use super::error::ApiError;
-use super::sale::settle_reservation;
+use super::queue::room_or_404;
+use super::sale::{sale_or_404, settle_reservation};
 use crate::app::AppState;
 use crate::queue::Room;
-use crate::sale::Sale;
 use crate::store::sale::ReservationState;
 use crate::store::{now_ms, RoomStatus};
 
 /// Checks `Authorization: Bearer <admin.token>` in constant time. Without a configured token
 /// the API is open (config validation allows that only on a loopback admin listener).
 fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(expected) = state.config.admin.token() else {
-        return Ok(());
-    };
-    let presented = bearer(headers).ok_or(ApiError::AdminUnauthorized)?;
-    if bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
-        Ok(())
-    } else {
-        Err(ApiError::AdminUnauthorized)
+    match state.config.admin.token() {
+        Some(expected) if !bearer_is(headers, expected) => Err(ApiError::AdminUnauthorized),
+        _ => Ok(()),
     }
 }
 
@@ -50,7 +44,7 @@ pub async fn route(
         (["reload"], Method::POST) => ("admin_reload", reload(state).await),
         (["rooms", room], Method::GET) => (
             "admin_room",
-            room_of(state, room).map(|r| json(StatusCode::OK, &room_stats(state, r))),
+            room_or_404(state, room).map(|r| json(StatusCode::OK, &room_stats(state, r))),
         ),
         (
             ["rooms", room, action @ ("pause" | "resume" | "open" | "close" | "drain")],
@@ -79,22 +73,6 @@ pub async fn route(
             ))),
         ),
     }
-}
-
-fn room_of<'a>(state: &'a AppState, id: &str) -> Result<&'a Room, ApiError> {
-    state
-        .rooms
-        .get(id)
-        .map(|r| r.as_ref())
-        .ok_or_else(|| ApiError::UnknownRoom(id.chars().take(64).collect()))
-}
-
-fn sale_of<'a>(state: &'a AppState, id: &str) -> Result<&'a Sale, ApiError> {
-    state
-        .sales
-        .get(id)
-        .map(|s| s.as_ref())
-        .ok_or_else(|| ApiError::UnknownSale(id.chars().take(64).collect()))
 }
 
 /// A room's figures from this node's cache (refreshed every `store.refresh_ms`).
@@ -156,7 +134,7 @@ async fn set_status(
     room: &str,
     action: &str,
 ) -> Result<Response<Body>, ApiError> {
-    let room = room_of(state, room)?;
+    let room = room_or_404(state, room)?;
     let status = match action {
         "pause" => RoomStatus::Paused,
         "close" => RoomStatus::Closed,
@@ -192,7 +170,7 @@ async fn settings(
     room: &str,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let room = room_of(state, room)?;
+    let room = room_or_404(state, room)?;
     let (parts, body) = req.into_parts();
     let body: SettingsBody = parse_json(&read_limited(&parts.headers, body).await?)?;
     let invalid = |field| ApiError::InvalidField {
@@ -228,7 +206,7 @@ async fn settings(
 
 /// `GET /admin/v1/sales/{sale}`: counters read from the store now.
 async fn sale_stats(state: &AppState, sale: &str) -> Result<Response<Body>, ApiError> {
-    let sale = sale_of(state, sale)?;
+    let sale = sale_or_404(state, sale)?;
     let s = state.sale_store.sale_state(&sale.config.id).await?;
     let events = state.sale_store.order_events(&sale.config.id).await?;
     Ok(json(
@@ -259,7 +237,7 @@ async fn stock(
     sale: &str,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let sale = sale_of(state, sale)?;
+    let sale = sale_or_404(state, sale)?;
     let (parts, body) = req.into_parts();
     let body: StockBody = parse_json(&read_limited(&parts.headers, body).await?)?;
     if body.units == 0 {

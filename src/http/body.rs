@@ -5,6 +5,7 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
 use serde::de::DeserializeOwned;
+use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
 
@@ -88,6 +89,12 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v.trim_matches('"'))
+}
+
+/// Whether `Authorization: Bearer` carries exactly `expected`, compared in constant time (shop
+/// and admin keys: the comparison must not leak how much of a guess was right).
+pub fn bearer_is(headers: &HeaderMap, expected: &str) -> bool {
+    bearer(headers).is_some_and(|t| bool::from(t.as_bytes().ct_eq(expected.as_bytes())))
 }
 
 /// The token of `Authorization: Bearer <token>`.

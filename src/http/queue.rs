@@ -541,6 +541,7 @@ pub fn status(state: &AppState, room_id: &str) -> Result<Response<Body>, ApiErro
     let s = &snap.state;
     let eta = room.eta(s.waiting.max(1));
     let gate = room.stock_gate();
+    let (admit_per_minute, max_active) = room.settings_in_force(s);
     let schedule = Schedule::of(&room.config);
     let now = now_ms();
     let pre = s.prequeue;
@@ -556,8 +557,8 @@ pub fn status(state: &AppState, room_id: &str) -> Result<Response<Body>, ApiErro
             "state": s.status.as_str(),
             "waiting": s.waiting,
             "active": s.active,
-            "admit_per_minute": room.settings_in_force(s).0,
-            "max_active": room.settings_in_force(s).1,
+            "admit_per_minute": admit_per_minute,
+            "max_active": max_active,
             "serving": s.served,
             "last_number": s.last_seq,
             "admitted_total": s.admitted_total,

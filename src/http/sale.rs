@@ -4,17 +4,20 @@
 //! Every rejection happens before the store is asked, or is an outcome of the one atomic
 //! script, so a rejected request never changes stock.
 
+use std::sync::Arc;
+
 use http::{HeaderMap, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::Value;
-use subtle::ConstantTimeEq;
 
-use super::body::{bearer, cookie, json, parse_json, parse_optional_json, read_limited, Body};
+use super::body::{
+    bearer, bearer_is, cookie, json, parse_json, parse_optional_json, read_limited, Body,
+};
 use super::error::ApiError;
 use crate::app::AppState;
 use crate::pass::PassClaims;
-use crate::sale::coupon;
+use crate::sale::{coupon, Sale};
 use crate::store::now_ms;
 use crate::store::sale::{CouponOutcome, PurchaseOutcome, Reservation, ReservationState};
 
@@ -101,10 +104,7 @@ pub async fn purchase(
     sale_id: &str,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let sale = state
-        .sales
-        .get(sale_id)
-        .ok_or_else(|| ApiError::UnknownSale(sale_id.chars().take(64).collect()))?;
+    let sale = sale_or_404(state, sale_id)?;
     let (parts, body) = req.into_parts();
     let claims = require_pass(state, &sale.config.room, &parts.headers)?;
     let bytes = read_limited(&parts.headers, body).await?;
@@ -155,13 +155,19 @@ pub async fn purchase(
 
 /// Checks `Authorization: Bearer <shop.api_key>` in constant time.
 fn require_shop_key(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let presented = bearer(headers).ok_or(ApiError::ShopUnauthorized)?;
-    let expected = state.config.shop.api_key.0.as_bytes();
-    if bool::from(presented.as_bytes().ct_eq(expected)) {
+    if bearer_is(headers, &state.config.shop.api_key.0) {
         Ok(())
     } else {
         Err(ApiError::ShopUnauthorized)
     }
+}
+
+/// The configured sale `id`, or 404 naming it.
+pub(crate) fn sale_or_404<'a>(state: &'a AppState, id: &str) -> Result<&'a Arc<Sale>, ApiError> {
+    state
+        .sales
+        .get(id)
+        .ok_or_else(|| ApiError::UnknownSale(id.chars().take(64).collect()))
 }
 
 /// `POST {prefix}/v1/reservations/{id}/confirm` and `.../release`, by the shop backend.

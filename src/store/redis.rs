@@ -10,6 +10,8 @@ use bytes::Bytes;
 use fred::prelude::*;
 use fred::types::scripts::Script;
 
+use crate::ops::metrics::{STORE_COMMANDS, STORE_ERRORS, STORE_LATENCY};
+
 use super::{
     GoneBits, JoinOutcome, LeaveOutcome, Lookup, PrequeueState, RoomId, RoomParams, RoomState,
     RoomStatus, Store, StoreError, MAX_HEAD_CHECKS,
@@ -129,15 +131,30 @@ impl RedisStore {
 
     /// Length of a stream (order events, coupon log).
     pub(super) async fn stream_len(&self, key: &str) -> Result<u64, StoreError> {
-        metrics::counter!("rushgate_store_commands_total").increment(1);
-        let len = self
-            .pool
-            .next()
-            .xlen::<u64, _>(key)
-            .await
-            .map_err(|e| self.fail(e))?;
+        self.run(self.pool.next().xlen::<u64, _>(key)).await
+    }
+
+    /// Sends one command: counts it, maps a failure to unavailable or protocol, and keeps the
+    /// readiness flag truthful. Every store call goes through here.
+    async fn run<T>(
+        &self,
+        command: impl std::future::Future<Output = Result<T, Error>>,
+    ) -> Result<T, StoreError> {
+        metrics::counter!(STORE_COMMANDS).increment(1);
+        let value = command.await.map_err(|e| self.fail(e))?;
         self.healthy.store(true, Ordering::Relaxed);
-        Ok(len)
+        Ok(value)
+    }
+
+    /// Sets fields of a room's meta hash (lifecycle state, live settings).
+    async fn hset_meta(
+        &self,
+        room: &RoomId,
+        fields: Vec<(&str, String)>,
+    ) -> Result<(), StoreError> {
+        let key = RoomKeys::new(room).key("meta");
+        self.run(self.pool.next().hset::<(), _, _>(key, fields))
+            .await
     }
 
     fn fail(&self, e: Error) -> StoreError {
@@ -167,23 +184,15 @@ impl RedisStore {
         keys: Vec<String>,
         args: Vec<String>,
     ) -> Result<Value, StoreError> {
-        metrics::counter!("rushgate_store_commands_total").increment(1);
         let started = std::time::Instant::now();
-        let result = script
-            .evalsha_with_reload::<Value, _, _>(self.pool.next(), keys, args)
+        let result = self
+            .run(script.evalsha_with_reload::<Value, _, _>(self.pool.next(), keys, args))
             .await;
-        metrics::histogram!("rushgate_store_latency_seconds")
-            .record(started.elapsed().as_secs_f64());
-        match result {
-            Ok(v) => {
-                self.healthy.store(true, Ordering::Relaxed);
-                Ok(v)
-            }
-            Err(e) => {
-                metrics::counter!("rushgate_store_errors_total").increment(1);
-                Err(self.fail(e))
-            }
+        metrics::histogram!(STORE_LATENCY).record(started.elapsed().as_secs_f64());
+        if result.is_err() {
+            metrics::counter!(STORE_ERRORS).increment(1);
         }
+        result
     }
 }
 
@@ -453,15 +462,8 @@ impl Store for RedisStore {
     }
 
     async fn set_status(&self, room: &RoomId, status: RoomStatus) -> Result<(), StoreError> {
-        metrics::counter!("rushgate_store_commands_total").increment(1);
-        let key = RoomKeys::new(room).key("meta");
-        self.pool
-            .next()
-            .hset::<(), _, _>(key, ("state", status.as_str()))
+        self.hset_meta(room, vec![("state", status.as_str().to_string())])
             .await
-            .map_err(|e| self.fail(e))?;
-        self.healthy.store(true, Ordering::Relaxed);
-        Ok(())
     }
 
     async fn set_settings(
@@ -480,15 +482,7 @@ impl Store for RedisStore {
         if fields.is_empty() {
             return Ok(());
         }
-        metrics::counter!("rushgate_store_commands_total").increment(1);
-        let key = RoomKeys::new(room).key("meta");
-        self.pool
-            .next()
-            .hset::<(), _, _>(key, fields)
-            .await
-            .map_err(|e| self.fail(e))?;
-        self.healthy.store(true, Ordering::Relaxed);
-        Ok(())
+        self.hset_meta(room, fields).await
     }
 
     async fn lookup(
@@ -618,32 +612,20 @@ impl Store for RedisStore {
     }
 
     async fn claim_once(&self, key: &str, ttl_ms: u64, _now: u64) -> Result<bool, StoreError> {
-        metrics::counter!("rushgate_store_commands_total").increment(1);
         let set: Option<String> = self
-            .pool
-            .next()
-            .set(
+            .run(self.pool.next().set(
                 key,
                 "1",
                 Some(Expiration::PX(ttl_ms as i64)),
                 Some(SetOptions::NX),
                 false,
-            )
-            .await
-            .map_err(|e| self.fail(e))?;
-        self.healthy.store(true, Ordering::Relaxed);
+            ))
+            .await?;
         Ok(set.is_some())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        metrics::counter!("rushgate_store_commands_total").increment(1);
-        self.pool
-            .next()
-            .ping::<()>(None)
-            .await
-            .map_err(|e| self.fail(e))?;
-        self.healthy.store(true, Ordering::Relaxed);
-        Ok(())
+        self.run(self.pool.next().ping::<()>(None)).await
     }
 
     fn healthy(&self) -> bool {

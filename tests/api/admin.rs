@@ -229,20 +229,7 @@ async fn ctl_drives_a_node_and_prints_the_status_table() {
     c.sales = vec![SaleConfig::with_ids(&sale_id, &id, 10)];
     c.shop.api_key = Secret("shop-key-0123456789".into());
     let app = spawn_app(c).await;
-    let sale = app
-        .app
-        .as_ref()
-        .expect("running")
-        .state
-        .sales
-        .get(&sale_id)
-        .expect("sale")
-        .clone();
-    wait_until(Duration::from_secs(5), "the sale is read", || {
-        let ready = sale.cached_state().is_some();
-        async move { ready }
-    })
-    .await;
+    app.wait_sales_read().await;
     let ctl = |args: &[&str]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_rushgate"))
             .arg("ctl")

@@ -11,26 +11,11 @@ use rushgate::config::{Config, RoomMode};
 use rushgate::queue::drops::{self, shuffle};
 use time::OffsetDateTime;
 
+use crate::both_stores;
 use crate::harness::*;
 
 const ARRIVALS: usize = 2_000;
 const LATE: usize = 20;
-
-macro_rules! both_stores {
-    ($name:ident) => {
-        mod $name {
-            use super::*;
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn memory() {
-                super::$name(StoreKind::Memory).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn redis() {
-                super::$name(StoreKind::Redis).await
-            }
-        }
-    };
-}
 
 fn at(offset: Duration, ahead: bool) -> OffsetDateTime {
     let now = OffsetDateTime::now_utc();

@@ -21,6 +21,24 @@ pub enum StoreKind {
     Redis,
 }
 
+/// `both_stores!(scenario)`: runs `async fn scenario(kind: StoreKind)` as two tests, one on
+/// the embedded store and one on a private redis-server.
+#[macro_export]
+macro_rules! both_stores {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn memory() {
+                super::$name($crate::harness::StoreKind::Memory).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis() {
+                super::$name($crate::harness::StoreKind::Redis).await
+            }
+        }
+    };
+}
+
 /// A private redis-server for one test.
 pub struct RedisServer {
     pub port: u16,
@@ -137,7 +155,8 @@ impl RedisServer {
     }
 }
 
-fn redis_cli(port: u16, args: &[&str]) -> String {
+/// redis-cli against the server on `port` (for tasks that cannot borrow a [`RedisServer`]).
+pub fn redis_cli(port: u16, args: &[&str]) -> String {
     Command::new("redis-cli")
         .args(["-p", &port.to_string()])
         .args(args)
@@ -276,7 +295,8 @@ pub async fn store_url(kind: StoreKind) -> (Option<RedisServer>, Option<String>)
     }
 }
 
-async fn reply(resp: reqwest::Response) -> Reply {
+/// A response read into a [`Reply`] (body `Null` when it is not JSON).
+pub async fn reply(resp: reqwest::Response) -> Reply {
     let status = resp.status();
     let headers = resp.headers().clone();
     let bytes = resp.bytes().await.unwrap_or_default();
@@ -350,6 +370,34 @@ impl TestApp {
                 .expect("admin"),
         )
         .await
+    }
+
+    /// Waits until every sale's keeper has created or read its stock record: selling starts
+    /// then (before it a purchase finds no stock).
+    pub async fn wait_sales_read(&self) {
+        let state = &self.app.as_ref().expect("running").state;
+        let sales: Vec<_> = state.sales.iter().cloned().collect();
+        wait_until(
+            Duration::from_secs(10),
+            "every sale's stock is read",
+            || {
+                let ready = sales.iter().all(|s| s.cached_state().is_some());
+                async move { ready }
+            },
+        )
+        .await;
+    }
+
+    /// `GET /metrics` on the admin listener, as text (asserting it answered 2xx).
+    pub async fn metrics_text(&self) -> String {
+        let resp = self
+            .client
+            .get(format!("{}/metrics", self.admin))
+            .send()
+            .await
+            .expect("scrape /metrics");
+        assert!(resp.status().is_success(), "/metrics: {}", resp.status());
+        resp.text().await.expect("metrics text")
     }
 
     /// Waits until the room's cached state has been refreshed from the store at least once more.

@@ -2,23 +2,8 @@
 
 use reqwest::StatusCode;
 
+use crate::both_stores;
 use crate::harness::*;
-
-macro_rules! both_stores {
-    ($name:ident) => {
-        mod $name {
-            use super::*;
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn memory() {
-                super::$name(StoreKind::Memory).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn redis() {
-                super::$name(StoreKind::Redis).await
-            }
-        }
-    };
-}
 
 both_stores!(join_poll_admit_and_pass);
 async fn join_poll_admit_and_pass(kind: StoreKind) {

@@ -13,25 +13,10 @@ use rushgate::config::{Config, CouponConfig, SaleConfig, Secret};
 use rushgate::store::sale::SaleState;
 use serde_json::json;
 
+use crate::both_stores;
 use crate::harness::*;
 
 const SHOP_KEY: &str = "test-shop-key-0123456789";
-
-macro_rules! both_stores {
-    ($name:ident) => {
-        mod $name {
-            use super::*;
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn memory() {
-                super::$name(StoreKind::Memory).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn redis() {
-                super::$name(StoreKind::Redis).await
-            }
-        }
-    };
-}
 
 /// A config with one room and one sale behind it.
 fn sale_config(url: Option<String>, room_id: &str, sale: SaleConfig) -> Config {
@@ -80,15 +65,9 @@ async fn purchase_retrying(app: &TestApp, sale: &str, pass: &str, qty: i64, key:
             .send()
             .await;
         if let Ok(resp) = sent {
-            let status = resp.status();
-            let headers = resp.headers().clone();
-            let body = resp.json().await.unwrap_or(serde_json::Value::Null);
-            if status != StatusCode::SERVICE_UNAVAILABLE {
-                return Reply {
-                    status,
-                    body,
-                    headers,
-                };
+            let r = reply(resp).await;
+            if r.status != StatusCode::SERVICE_UNAVAILABLE {
+                return r;
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -496,15 +475,7 @@ async fn nodes(
     }
     // Selling starts once every node's keeper has created or read the stock record.
     for app in &apps {
-        let state = &app.app.as_ref().expect("running").state;
-        for sale in state.sales.iter() {
-            let sale = sale.clone();
-            wait_until(Duration::from_secs(5), "the sale's stock is read", || {
-                let ready = sale.cached_state().is_some();
-                async move { ready }
-            })
-            .await;
-        }
+        app.wait_sales_read().await;
     }
     (redis, apps)
 }

@@ -121,20 +121,7 @@ async fn each_event_is_delivered_once_with_a_valid_signature_from_two_nodes() {
     let a = spawn_app(make()).await;
     let b = spawn_app(make()).await;
     for app in [&a, &b] {
-        let sale = app
-            .app
-            .as_ref()
-            .expect("running")
-            .state
-            .sales
-            .get(&sale_id)
-            .expect("sale")
-            .clone();
-        wait_until(Duration::from_secs(5), "the sale is read", || {
-            let ready = sale.cached_state().is_some();
-            async move { ready }
-        })
-        .await;
+        app.wait_sales_read().await;
     }
 
     // Sell the only unit and confirm it: sold out, seen by both nodes' keepers.

@@ -55,15 +55,7 @@ fn delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> BTree
 
 /// `rushgate_store_commands_total` from the admin listener's `/metrics`.
 async fn metric_store_commands(app: &TestApp) -> u64 {
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.admin))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics body");
+    let text = app.metrics_text().await;
     text.lines()
         .find_map(|l| l.strip_prefix("rushgate_store_commands_total "))
         .and_then(|v| v.trim().parse::<f64>().ok())

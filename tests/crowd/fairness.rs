@@ -12,7 +12,7 @@ use rushgate::queue::params_for;
 use rushgate::store::now_ms;
 
 use crate::harness::*;
-use crate::{cli_at, identity_of, key, meta, seq_of};
+use crate::{identity_of, key, meta, seq_of};
 
 /// Samples the room's `active` count while a test runs: the public status of every node and
 /// `ZCARD rg:{room}:active` in Redis. Returns the largest values seen.
@@ -56,7 +56,7 @@ impl ActiveWatch {
                 while !stop.load(Ordering::Relaxed) {
                     let k = active_key.clone();
                     let out =
-                        tokio::task::spawn_blocking(move || cli_at(redis_port, &["ZCARD", &k]))
+                        tokio::task::spawn_blocking(move || redis_cli(redis_port, &["ZCARD", &k]))
                             .await
                             .unwrap_or_default();
                     if let Ok(n) = out.trim().parse::<u64>() {

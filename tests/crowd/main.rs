@@ -11,8 +11,6 @@ mod budget;
 mod fairness;
 mod outage;
 
-use std::process::Command;
-
 use harness::RedisServer;
 
 /// The sequence number a ticket carries (`{room}.{id}.{seq}.{iat}.{pos}.{sig}`).
@@ -53,14 +51,4 @@ pub fn cli_u64(redis: &RedisServer, args: &[&str]) -> u64 {
     out.trim()
         .parse()
         .unwrap_or_else(|_| panic!("redis-cli {args:?} gave {out:?}"))
-}
-
-/// redis-cli by port, for background tasks that cannot borrow the server.
-pub fn cli_at(port: u16, args: &[&str]) -> String {
-    Command::new("redis-cli")
-        .args(["-p", &port.to_string()])
-        .args(args)
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default()
 }

@@ -9,24 +9,9 @@ use rushgate::app::AppState;
 use rushgate::pass::{PassAlgorithm, PassClaims, PassIssuer, PassKeys, TicketClaims, TicketSigner};
 use serde_json::{json, Value};
 
+use crate::both_stores;
 use crate::harness::*;
 use crate::{assert_problem, now_secs, raw_http};
-
-macro_rules! both_stores {
-    ($name:ident) => {
-        mod $name {
-            use super::*;
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn memory() {
-                super::$name(StoreKind::Memory).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn redis() {
-                super::$name(StoreKind::Redis).await
-            }
-        }
-    };
-}
 
 /// `(waiting, active, last_number)` once the node has certainly read the store after the last
 /// request (two refreshes: the first may have started before the request finished).

@@ -32,14 +32,7 @@ pub fn free_port() -> u16 {
 
 /// `GET /metrics` of a node as text.
 pub async fn scrape(app: &TestApp) -> String {
-    let resp = app
-        .client
-        .get(format!("{}/metrics", app.admin))
-        .send()
-        .await
-        .expect("scrape /metrics");
-    assert!(resp.status().is_success(), "/metrics: {}", resp.status());
-    resp.text().await.expect("metrics text")
+    app.metrics_text().await
 }
 
 /// Names of the series in a Prometheus text exposition (`name{...} value` or `name value`).

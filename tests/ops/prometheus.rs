@@ -275,12 +275,8 @@ async fn every_dashboard_metric_is_exported() {
     c.limits = LimitsConfig::off();
     let app = spawn_app(c).await;
     let state = app.app.as_ref().expect("running").state.clone();
+    app.wait_sales_read().await;
     let sale = state.sales.get(&sale_id).expect("sale").clone();
-    wait_until(Duration::from_secs(10), "the sale stock is read", || {
-        let sale = sale.clone();
-        async move { sale.cached_state().is_some() }
-    })
-    .await;
 
     let joined = app.join(&room_id, Some("buyer"), None).await;
     assert_eq!(joined.status, StatusCode::CREATED, "{}", joined.body);

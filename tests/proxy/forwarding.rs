@@ -153,15 +153,7 @@ async fn admitted_shopper_is_redirected_then_forwarded_with_the_pass() {
         "rushgate cookies forwarded"
     );
     assert_eq!(up.bad_passes(), 0);
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.lines().any(
             |l| l.starts_with("rushgate_proxy_upstream_duration_seconds_count")
@@ -314,15 +306,7 @@ async fn upstream_down_is_a_502_problem_with_a_request_id() {
     assert!(html.starts_with("<!doctype html>"), "{html}");
 
     // Operators see it in the metrics.
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics
             .lines()
