@@ -117,7 +117,7 @@ fn store(c: &mut Criterion) {
             let (store, room) = (&store, &room);
             async move {
                 store
-                    .join(room, &id, &params, 1_795_000_000_000)
+                    .join(room, &id, true, &params, 1_795_000_000_000)
                     .await
                     .unwrap()
             }

@@ -3,6 +3,8 @@
 #
 #   bash scripts/bench.sh            # full run (1,000,000 waiting; < 15 min)
 #   bash scripts/bench.sh --quick    # short run (200,000 waiting; < 3 min once built)
+#   BENCH_ONLY="join_64 redis_lua_64" bash scripts/bench.sh --quick
+#                                    # only those runs, raw figures instead of the table
 #
 # Builds release, starts its own redis-server and nginx (Debian package, installed when missing)
 # and the loadtest baselines on free loopback ports in a temp dir, pins every server to one core
@@ -119,6 +121,7 @@ admin_listen = "127.0.0.1:$ADMIN_PORT"
 
 [store]
 redis_url = "redis://127.0.0.1:$REDIS_PORT"
+pool_size = ${BENCH_POOL:-4}
 
 [passes]
 signing_key_file = "$TMP/signing-key.pem"
@@ -159,6 +162,7 @@ for p in "$RG_PORT" "$HELLO_PORT" "$LUA_PORT" "$NGX_RETURN" "$NGX_PROXY" "$UPSTR
 
 run() { # name scenario target-port [loadtest args...]
   local name=$1 scenario=$2 port=$3; shift 3
+  if [ -n "${BENCH_ONLY:-}" ] && [[ " $BENCH_ONLY " != *" $name "* ]]; then return 0; fi
   echo "==> $name"
   taskset -c "$GEN_CPU" "$LT" run "loadtest/scenarios/$scenario.toml" --quiet --out "$RAW" --name "$name" \
     --config "$TMP/rushgate.toml" --target "127.0.0.1:$port" --admin "127.0.0.1:$ADMIN_PORT" \
@@ -176,6 +180,16 @@ run proxy_64 proxy "$RG_PORT" --set conns=64
 run nginx_proxy_64 get "$NGX_PROXY" --set conns=64 --set path=/products/item
 run upstream_64 get "$UPSTREAM" --set conns=64 --set path=/products/item
 
+if [ -n "${BENCH_ONLY:-}" ]; then
+  python3 - "$RAW" <<'PY'
+import json, os, sys
+for n in sorted(os.listdir(sys.argv[1])):
+    if n.endswith(".json"):
+        s = json.load(open(os.path.join(sys.argv[1], n)))["summary"]
+        print(f"{n[:-5]:16} {s['req_per_s']:>10,.0f} req/s  p50 {s['p50_ms']:.3f} ms  p99 {s['p99_ms']:.3f} ms  errors {s['errors']}")
+PY
+  exit 0
+fi
 MACHINE="$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr)"
 python3 - "$RAW" "$OUT" "$MODE" "$WAITING" "$MACHINE" <<'PY'
 import json, sys, os, datetime

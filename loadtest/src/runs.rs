@@ -454,7 +454,7 @@ async fn prepare_poll(t: &Target, s: &Scenario, extra: &mut Value) -> anyhow::Re
                     break;
                 }
                 let id = TicketSigner::anonymous_identity();
-                match store.join(&room, &id, &params, now_ms()).await {
+                match store.join(&room, &id, true, &params, now_ms()).await {
                     Ok(JoinOutcome::Waiting { seq, .. }) if i % stride == 0 => kept.push((id, seq)),
                     Ok(_) => {}
                     Err(e) => return Err(anyhow::anyhow!("bulk join: {e}")),

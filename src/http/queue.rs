@@ -196,6 +196,7 @@ pub(crate) async fn enter(
         // Nothing to queue for: no place is made (a restock reopens joining).
         return Ok((StatusCode::OK, Place::without_ticket(PlaceState::SoldOut)));
     }
+    let minted = identity.is_none();
     let identity = identity.unwrap_or_else(crate::pass::TicketSigner::anonymous_identity);
     if room.config.mode == RoomMode::Passthrough {
         let place = passthrough_place(state, room, &identity, now)?;
@@ -203,7 +204,7 @@ pub(crate) async fn enter(
     }
     let outcome = match state
         .store
-        .join(&room.id, &identity, &room.params_now(), now)
+        .join(&room.id, &identity, minted, &room.params_now(), now)
         .await
     {
         Ok(outcome) => outcome,

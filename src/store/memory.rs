@@ -229,6 +229,7 @@ impl Store for MemoryStore {
         &self,
         room: &RoomId,
         identity: &str,
+        _minted: bool,
         p: &RoomParams,
         now: u64,
     ) -> Result<JoinOutcome, StoreError> {

@@ -12,6 +12,7 @@
 //! as the record the shuffle can be verified against), `rg:{room}:pre_left` SET of pre-queue
 //! identities that left while the opening was assigning places.
 
+mod batch;
 mod memory;
 mod memory_sale;
 mod redis;
@@ -277,10 +278,13 @@ pub trait Store: Send + Sync + 'static {
     /// Gives `identity` a place (or its existing place or admission). Marks it seen. When nobody
     /// waits, a slot is free and the bucket has a token, admits it at once. Never creates a
     /// second place for one identity. Keys: meta, seq, q, active, sess, alive.
+    /// `minted`: the caller has just made `identity` at random (an anonymous shopper's), so it
+    /// cannot hold a place yet and the store may skip looking it up; the outcome is the same.
     async fn join(
         &self,
         room: &RoomId,
         identity: &str,
+        minted: bool,
         params: &RoomParams,
         now_ms: u64,
     ) -> Result<JoinOutcome, StoreError>;

@@ -8,10 +8,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use fred::prelude::*;
+use dashmap::DashMap;
 use fred::types::scripts::Script;
 
 use crate::ops::metrics::{STORE_COMMANDS, STORE_ERRORS, STORE_LATENCY};
 
+use super::batch::Batcher;
+use super::redis_sale::PurchaseCall;
+use super::sale::PurchaseOutcome;
 use super::{
     GoneBits, JoinOutcome, LeaveOutcome, Lookup, PrequeueState, RoomId, RoomParams, RoomState,
     RoomStatus, Store, StoreError, MAX_HEAD_CHECKS,
@@ -69,6 +73,32 @@ pub struct RedisStore {
     pool: Pool,
     scripts: Arc<Scripts>,
     healthy: Arc<AtomicBool>,
+    batchers: Arc<Batchers>,
+}
+
+/// Most calls one coalesced script run takes: bounds a batch's time inside Redis (well under a
+/// millisecond) and the reply size.
+const MAX_BATCH: usize = 128;
+
+/// Batches of one room (or sale) in flight at once. Redis runs one script at a time, so a second
+/// batch would only wait inside Redis; holding it here instead lets it grow, and on a shared
+/// core that measured 20% more joins per second than one batch per pool connection.
+const IN_FLIGHT: usize = 1;
+
+/// One dispatcher per room for joins and per sale for purchases, made on first use (rooms and
+/// sales come from the config, so the maps stay small).
+#[derive(Default)]
+pub(super) struct Batchers {
+    joins: DashMap<RoomId, Arc<Batcher<JoinCall, JoinOutcome>>>,
+    pub(super) purchases: DashMap<String, Arc<Batcher<PurchaseCall, PurchaseOutcome>>>,
+}
+
+/// A join waiting for its batch.
+struct JoinCall {
+    identity: String,
+    minted: bool,
+    params: RoomParams,
+    now: u64,
 }
 
 /// Key names of one room.
@@ -118,6 +148,7 @@ impl RedisStore {
             pool,
             scripts: Arc::new(Scripts::new()),
             healthy: Arc::new(AtomicBool::new(false)),
+            batchers: Arc::default(),
         })
     }
 
@@ -194,6 +225,104 @@ impl RedisStore {
         }
         result
     }
+
+    /// A handle for a dispatcher task: same connections, but it does not hold the dispatchers
+    /// themselves (that would keep them, and their tasks, alive forever).
+    fn for_dispatcher(&self) -> RedisStore {
+        RedisStore {
+            batchers: Arc::default(),
+            ..self.clone()
+        }
+    }
+
+    /// The dispatcher of one room's (or sale's) calls of one operation, made on first use.
+    pub(super) fn batcher<K, Q, R, F, Fut>(
+        &self,
+        map: impl Fn(&Batchers) -> &DashMap<K, Arc<Batcher<Q, R>>>,
+        key: &K,
+        run: F,
+    ) -> Arc<Batcher<Q, R>>
+    where
+        K: std::hash::Hash + Eq + Clone,
+        Q: Send + 'static,
+        R: Send + 'static,
+        F: Fn(RedisStore, K, Vec<Q>) -> Fut + Send + Sync + 'static,
+        K: Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<Vec<Result<R, StoreError>>, StoreError>>
+            + Send
+            + 'static,
+    {
+        let batchers = map(&self.batchers);
+        if let Some(b) = batchers.get(key) {
+            return b.clone();
+        }
+        batchers
+            .entry(key.clone())
+            .or_insert_with(|| {
+                let (store, key) = (self.for_dispatcher(), key.clone());
+                let run = Arc::new(run);
+                Arc::new(Batcher::spawn(MAX_BATCH, IN_FLIGHT, move |calls| {
+                    run(store.clone(), key.clone(), calls)
+                }))
+            })
+            .clone()
+    }
+
+    fn join_batcher(&self, room: &RoomId) -> Arc<Batcher<JoinCall, JoinOutcome>> {
+        self.batcher(
+            |b| &b.joins,
+            room,
+            |store, room, calls| async move { store.join_batch(&room, calls).await },
+        )
+    }
+
+    /// One join.lua run for every call of the batch, with the newest call's parameters and
+    /// time (they differ by the microseconds the batch took to form).
+    async fn join_batch(
+        &self,
+        room: &RoomId,
+        calls: Vec<JoinCall>,
+    ) -> Result<Vec<Result<JoinOutcome, StoreError>>, StoreError> {
+        let Some(p) = calls.last().map(|c| c.params) else {
+            return Ok(Vec::new());
+        };
+        let now = calls.iter().map(|c| c.now).max().unwrap_or_default();
+        let k = RoomKeys::new(room);
+        let [per_min, max_active, burst, _, cap] = room_args(&p);
+        let keys = vec![
+            k.key("meta"),
+            k.key("q"),
+            k.key("active"),
+            k.key("sess"),
+            k.key("seq"),
+            k.key("buying"),
+            k.key("pre"),
+        ];
+        let mut args = Vec::with_capacity(10 + 2 * calls.len());
+        args.extend([
+            k.prefix.clone(),
+            now.to_string(),
+            p.interval_ms.to_string(),
+            p.idle_ms.to_string(),
+            per_min,
+            max_active,
+            burst,
+            cap,
+            p.prequeue_until_ms
+                .map_or_else(|| "-1".to_string(), |t| t.to_string()),
+            flag(p.instant),
+        ]);
+        let n = calls.len();
+        for c in calls {
+            args.extend([c.identity, flag(c.minted)]);
+        }
+        let reply = array(
+            self.eval(&self.scripts.join, keys, args).await?,
+            3 * n,
+            "join reply",
+        )?;
+        Ok(reply.chunks(3).map(join_outcome).collect())
+    }
 }
 
 pub(super) fn int(v: &Value, what: &str) -> Result<u64, StoreError> {
@@ -237,6 +366,22 @@ fn flag(on: bool) -> String {
     if on { "1" } else { "0" }.to_string()
 }
 
+/// One {status, seq, created} triple of a join.lua reply.
+fn join_outcome(reply: &[Value]) -> Result<JoinOutcome, StoreError> {
+    let [status, seq, created] = reply else {
+        return Err(bad("join reply"));
+    };
+    let seq = int(seq, "join seq")?;
+    let created = int(created, "join created")? == 1;
+    match text(status, "join status")? {
+        "waiting" => Ok(JoinOutcome::Waiting { seq, created }),
+        "admitted" => Ok(JoinOutcome::Admitted { seq, created }),
+        "prequeue" => Ok(JoinOutcome::Prequeue { created }),
+        "closed" => Ok(JoinOutcome::Closed),
+        other => Err(StoreError::Protocol(format!("join status {other}"))),
+    }
+}
+
 fn room_args(p: &RoomParams) -> [String; 5] {
     [
         p.admit_per_minute.to_string(),
@@ -254,48 +399,18 @@ impl Store for RedisStore {
         &self,
         room: &RoomId,
         identity: &str,
+        minted: bool,
         p: &RoomParams,
         now: u64,
     ) -> Result<JoinOutcome, StoreError> {
-        let k = RoomKeys::new(room);
-        let [per_min, max_active, burst, _, cap] = room_args(p);
-        let keys = vec![
-            k.key("meta"),
-            k.key("q"),
-            k.key("active"),
-            k.key("sess"),
-            k.key("seq"),
-            k.key("buying"),
-            k.key("pre"),
-        ];
-        let args = vec![
-            k.prefix.clone(),
-            identity.to_string(),
-            now.to_string(),
-            p.interval_ms.to_string(),
-            p.idle_ms.to_string(),
-            per_min,
-            max_active,
-            burst,
-            cap,
-            p.prequeue_until_ms
-                .map_or_else(|| "-1".to_string(), |t| t.to_string()),
-            flag(p.instant),
-        ];
-        let reply = array(
-            self.eval(&self.scripts.join, keys, args).await?,
-            3,
-            "join reply",
-        )?;
-        let seq = int(&reply[1], "join seq")?;
-        let created = int(&reply[2], "join created")? == 1;
-        match text(&reply[0], "join status")? {
-            "waiting" => Ok(JoinOutcome::Waiting { seq, created }),
-            "admitted" => Ok(JoinOutcome::Admitted { seq, created }),
-            "prequeue" => Ok(JoinOutcome::Prequeue { created }),
-            "closed" => Ok(JoinOutcome::Closed),
-            other => Err(StoreError::Protocol(format!("join status {other}"))),
-        }
+        self.join_batcher(room)
+            .call(JoinCall {
+                identity: identity.to_string(),
+                minted,
+                params: *p,
+                now,
+            })
+            .await
     }
 
     async fn tick(

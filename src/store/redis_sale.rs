@@ -50,6 +50,91 @@ fn state_of(v: &Value) -> Result<ReservationState, StoreError> {
         .ok_or_else(|| StoreError::Protocol("unknown reservation state".into()))
 }
 
+/// A purchase waiting for its batch.
+pub(super) struct PurchaseCall {
+    user: String,
+    quantity: u64,
+    idempotency_key: String,
+    id: String,
+    params: SaleParams,
+    now: u64,
+}
+
+impl RedisStore {
+    /// One purchase.lua run for every call of the batch, with the newest call's rules and time.
+    async fn purchase_batch(
+        &self,
+        sale: &str,
+        calls: Vec<PurchaseCall>,
+    ) -> Result<Vec<Result<PurchaseOutcome, StoreError>>, StoreError> {
+        let Some(params) = calls.last().map(|c| c.params) else {
+            return Ok(Vec::new());
+        };
+        let now = calls.iter().map(|c| c.now).max().unwrap_or_default();
+        let keys = ["stock", "buyers", "rsv", "rsv_exp", "idem", "orders"]
+            .iter()
+            .map(|n| key(sale, n))
+            .collect();
+        let n = calls.len();
+        let mut args = Vec::with_capacity(3 + 4 * n);
+        args.extend([
+            now.to_string(),
+            params.reservation_ms.to_string(),
+            params.per_user_limit.to_string(),
+        ]);
+        for c in calls {
+            args.extend([c.user, c.quantity.to_string(), c.idempotency_key, c.id]);
+        }
+        let replies = array(
+            self.eval(&SCRIPTS.purchase, keys, args).await?,
+            n,
+            "purchase replies",
+        )?;
+        Ok(replies.into_iter().map(purchase_outcome).collect())
+    }
+}
+
+/// One purchase's reply in a purchase.lua batch.
+fn purchase_outcome(reply: Value) -> Result<PurchaseOutcome, StoreError> {
+    let Value::Array(v) = reply else {
+        return Err(StoreError::Protocol("purchase reply".into()));
+    };
+    let field = |i: usize| {
+        v.get(i)
+            .ok_or_else(|| StoreError::Protocol("purchase reply".into()))
+    };
+    let reservation = |state: ReservationState| -> Result<Reservation, StoreError> {
+        Ok(Reservation {
+            id: text(field(1)?, "reservation id")?.to_string(),
+            quantity: int(field(2)?, "quantity")?,
+            expires_ms: int(field(3)?, "expiry")?,
+            available: int(field(4)?, "available")?,
+            state,
+        })
+    };
+    match text(field(0)?, "purchase outcome")? {
+        "reserved" => Ok(PurchaseOutcome::Reserved(reservation(
+            ReservationState::Reserved,
+        )?)),
+        "existing" => Ok(PurchaseOutcome::Existing(reservation(state_of(field(
+            5,
+        )?)?)?)),
+        "limit" => Ok(PurchaseOutcome::LimitReached {
+            held: int(field(1)?, "held")?,
+        }),
+        "sold_out" => Ok(PurchaseOutcome::SoldOut {
+            reserved: int(field(1)?, "reserved")?,
+        }),
+        "insufficient" => Ok(PurchaseOutcome::Insufficient {
+            available: int(field(1)?, "available")?,
+        }),
+        "bad_quantity" => Err(StoreError::Protocol(
+            "quantity must be a positive integer".into(),
+        )),
+        other => Err(StoreError::Protocol(format!("purchase outcome {other}"))),
+    }
+}
+
 #[async_trait]
 impl SaleStore for RedisStore {
     async fn init_sale(&self, sale: &str, stock: u64) -> Result<bool, StoreError> {
@@ -88,54 +173,21 @@ impl SaleStore for RedisStore {
         new_id: &str,
         now: u64,
     ) -> Result<PurchaseOutcome, StoreError> {
-        let keys = ["stock", "buyers", "rsv", "rsv_exp", "idem", "orders"]
-            .iter()
-            .map(|n| key(sale, n))
-            .collect();
-        let args = vec![
-            user.to_string(),
-            quantity.to_string(),
-            idempotency_key.to_string(),
-            now.to_string(),
-            params.reservation_ms.to_string(),
-            params.per_user_limit.to_string(),
-            new_id.to_string(),
-        ];
-        let v = match self.eval(&SCRIPTS.purchase, keys, args).await? {
-            Value::Array(items) => items,
-            _ => return Err(StoreError::Protocol("purchase reply".into())),
+        let call = PurchaseCall {
+            user: user.to_string(),
+            quantity,
+            idempotency_key: idempotency_key.to_string(),
+            id: new_id.to_string(),
+            params: *params,
+            now,
         };
-        let field = |i: usize| {
-            v.get(i)
-                .ok_or_else(|| StoreError::Protocol("purchase reply".into()))
-        };
-        let reservation = |state: ReservationState| -> Result<Reservation, StoreError> {
-            Ok(Reservation {
-                id: text(field(1)?, "reservation id")?.to_string(),
-                quantity: int(field(2)?, "quantity")?,
-                expires_ms: int(field(3)?, "expiry")?,
-                available: int(field(4)?, "available")?,
-                state,
-            })
-        };
-        match text(field(0)?, "purchase outcome")? {
-            "reserved" => Ok(PurchaseOutcome::Reserved(reservation(
-                ReservationState::Reserved,
-            )?)),
-            "existing" => Ok(PurchaseOutcome::Existing(reservation(state_of(field(
-                5,
-            )?)?)?)),
-            "limit" => Ok(PurchaseOutcome::LimitReached {
-                held: int(field(1)?, "held")?,
-            }),
-            "sold_out" => Ok(PurchaseOutcome::SoldOut {
-                reserved: int(field(1)?, "reserved")?,
-            }),
-            "insufficient" => Ok(PurchaseOutcome::Insufficient {
-                available: int(field(1)?, "available")?,
-            }),
-            other => Err(StoreError::Protocol(format!("purchase outcome {other}"))),
-        }
+        self.batcher(
+            |b| &b.purchases,
+            &sale.to_string(),
+            |store, sale, calls| async move { store.purchase_batch(&sale, calls).await },
+        )
+        .call(call)
+        .await
     }
 
     async fn settle(

@@ -27,7 +27,7 @@ fn params(opens: Option<u64>) -> RoomParams {
 }
 
 async fn join(s: &dyn Store, room: &RoomId, who: &str, p: &RoomParams, now: u64) -> JoinOutcome {
-    s.join(room, who, p, now).await.unwrap()
+    s.join(room, who, false, p, now).await.unwrap()
 }
 
 async fn tick(s: &dyn Store, room: &RoomId, p: &RoomParams, now: u64) -> RoomState {

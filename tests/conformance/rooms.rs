@@ -37,7 +37,7 @@ fn admitted(seq: u64, created: bool) -> JoinOutcome {
 }
 
 async fn join(s: &dyn Store, room: &RoomId, who: &str, p: &RoomParams, now: u64) -> JoinOutcome {
-    s.join(room, who, p, now).await.unwrap()
+    s.join(room, who, false, p, now).await.unwrap()
 }
 
 /// A tick that always asks for the gone bitmap.
