@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use http::{HeaderMap, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::body::{
@@ -86,15 +86,26 @@ fn idempotency_key(key: Option<&str>) -> Result<&str, ApiError> {
     Ok(key)
 }
 
-fn reservation_body(sale: &str, r: &Reservation) -> Value {
-    serde_json::json!({
-        "reservation_id": r.id,
-        "sale": sale,
-        "quantity": r.quantity,
-        "state": r.state.as_str(),
-        "expires_at": r.expires_ms / 1000,
-        "remaining": r.available,
-    })
+/// A reservation as purchase answers it (field names are the API contract).
+#[derive(Serialize)]
+struct ReservationBody<'a> {
+    reservation_id: &'a str,
+    sale: &'a str,
+    quantity: u64,
+    state: &'static str,
+    expires_at: u64,
+    remaining: u64,
+}
+
+fn reservation_body<'a>(sale: &'a str, r: &'a Reservation) -> ReservationBody<'a> {
+    ReservationBody {
+        reservation_id: &r.id,
+        sale,
+        quantity: r.quantity,
+        state: r.state.as_str(),
+        expires_at: r.expires_ms / 1000,
+        remaining: r.available,
+    }
 }
 
 /// `POST {prefix}/v1/sales/{sale}/purchase`: 201 with a new reservation, 200 with the same one

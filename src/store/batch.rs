@@ -91,6 +91,7 @@ impl<Q: Send + 'static, R: Send + 'static> Batcher<Q, R> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -131,7 +132,8 @@ mod tests {
             batcher.call(1).await,
             Err(StoreError::Unavailable(m)) if m == "down"
         ));
-        let short = Batcher::spawn(8, 2, |_args: Vec<u32>| async { Ok(Vec::new()) });
+        let short: Batcher<u32, u32> =
+            Batcher::spawn(8, 2, |_args: Vec<u32>| async { Ok(Vec::new()) });
         assert!(matches!(short.call(1).await, Err(StoreError::Protocol(_))));
     }
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use fred::prelude::*;
 use dashmap::DashMap;
+use fred::prelude::*;
 use fred::types::scripts::Script;
 
 use crate::ops::metrics::{STORE_COMMANDS, STORE_ERRORS, STORE_LATENCY};

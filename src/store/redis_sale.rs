@@ -79,7 +79,7 @@ impl RedisStore {
         let mut args = Vec::with_capacity(3 + 4 * n);
         args.extend([
             now.to_string(),
-            params.reservation_ms.to_string(),
+            now.saturating_add(params.reservation_ms).to_string(),
             params.per_user_limit.to_string(),
         ]);
         for c in calls {

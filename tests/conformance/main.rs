@@ -51,6 +51,11 @@ impl Fixture {
         &*self.rooms
     }
 
+    /// The room store as an `Arc`, for tests that share it with spawned tasks.
+    pub fn shared_rooms(&self) -> Arc<dyn Store> {
+        self.rooms.clone()
+    }
+
     /// The sale store (an `Arc` so tests can share it with spawned tasks).
     pub fn sales(&self) -> Arc<dyn SaleStore> {
         self.sales.clone()

@@ -1,6 +1,9 @@
 //! The `Store` trait (rooms): joining, pacing, liveness, sessions, leaving, lifecycle, gone bits
 //! and stock-aware admission, with time driven explicitly.
 
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
 use bytes::Bytes;
 use rushgate::store::{
     GoneBits, JoinOutcome, LeaveOutcome, RoomId, RoomParams, RoomState, RoomStatus, Store,
@@ -86,6 +89,8 @@ conformance!(rooms:
     admit_cap_on_the_fast_path_and_zero_cap,
     buying_record_ends_with_the_session,
 );
+
+conformance!(shared_rooms: concurrent_joins_form_one_line);
 
 async fn join_assigns_increasing_seqs_and_keeps_places(s: &dyn Store) {
     let room = room_id();
@@ -750,4 +755,99 @@ async fn buying_record_ends_with_the_session(s: &dyn Store) {
     assert!(s.mark_buying(&room, "b").await.unwrap());
     let st = tick(s, &room, &p, end).await;
     assert_eq!(counts(&st), (3, 3, 0, 2, 3, 0, 0));
+}
+
+/// 1,500 anonymous (minted) joins and 250 named shoppers joining twice each, all at once: the
+/// Redis store coalesces them into batches, the embedded one serialises them, and both must
+/// give one place per identity, seqs 1..N once each, instant admission for exactly the first
+/// `max_active` seqs, and the same answer to both joins of a named shopper.
+async fn concurrent_joins_form_one_line(s: Arc<dyn Store>) {
+    const MINTED: u64 = 1_500;
+    const NAMED: u64 = 250;
+    const SLOTS: u32 = 10;
+    let room = room_id();
+    let p = RoomParams {
+        max_active: SLOTS,
+        burst: SLOTS,
+        ..params()
+    };
+    let t = t0();
+    let calls = (0..MINTED)
+        .map(|i| (format!("m{i}"), true))
+        .chain((0..2 * NAMED).map(|i| (format!("n{}", i % NAMED), false)));
+    let tasks: Vec<_> = calls
+        .map(|(who, minted)| {
+            let (s, room) = (s.clone(), room.clone());
+            tokio::spawn(async move {
+                let out = s.join(&room, &who, minted, &p, t).await.unwrap();
+                (who, out)
+            })
+        })
+        .collect();
+    let mut answers: HashMap<String, Vec<JoinOutcome>> = HashMap::new();
+    for task in tasks {
+        let (who, out) = task.await.unwrap();
+        answers.entry(who).or_default().push(out);
+    }
+    assert_eq!(answers.len() as u64, MINTED + NAMED);
+
+    let mut seqs = HashSet::new();
+    let mut admitted_seqs = HashSet::new();
+    for (who, outs) in &answers {
+        let made: Vec<_> = outs
+            .iter()
+            .filter(|o| {
+                matches!(
+                    o,
+                    JoinOutcome::Waiting { created: true, .. }
+                        | JoinOutcome::Admitted { created: true, .. }
+                )
+            })
+            .collect();
+        assert_eq!(
+            made.len(),
+            1,
+            "{who}: exactly one join makes the place: {outs:?}"
+        );
+        let seq = match made[0] {
+            JoinOutcome::Waiting { seq, .. } => *seq,
+            JoinOutcome::Admitted { seq, .. } => {
+                admitted_seqs.insert(*seq);
+                *seq
+            }
+            other => panic!("{who}: {other:?}"),
+        };
+        assert!(seqs.insert(seq), "{who}: seq {seq} given twice");
+        for again in outs.iter().filter(|o| !std::ptr::eq(*o, made[0])) {
+            match (made[0], again) {
+                (
+                    JoinOutcome::Waiting { .. },
+                    JoinOutcome::Waiting {
+                        seq: s2,
+                        created: false,
+                    },
+                ) => {
+                    assert_eq!(*s2, seq, "{who}: the repeat finds the same place")
+                }
+                (JoinOutcome::Admitted { .. }, JoinOutcome::Admitted { created: false, .. }) => {}
+                other => panic!("{who}: repeat answered {other:?}"),
+            }
+        }
+    }
+    let n = MINTED + NAMED;
+    assert_eq!(
+        seqs,
+        (1..=n).collect::<HashSet<_>>(),
+        "seqs are 1..N, once each"
+    );
+    assert_eq!(
+        admitted_seqs,
+        (1..=u64::from(SLOTS)).collect::<HashSet<_>>(),
+        "instant admission takes exactly the first seqs, while nobody waits"
+    );
+    let held = RoomParams { hold: true, ..p };
+    let st = tick(&*s, &room, &held, t).await;
+    assert_eq!(st.last_seq, n);
+    assert_eq!(st.waiting, n - u64::from(SLOTS));
+    assert_eq!(st.active, u64::from(SLOTS));
 }

@@ -190,6 +190,7 @@ async fn redis_memory_per_waiting_shopper_is_at_most_160_bytes() {
         .join(
             &warm,
             &TicketSigner::anonymous_identity(),
+            true,
             &params,
             now_ms(),
         )
@@ -209,6 +210,7 @@ async fn redis_memory_per_waiting_shopper_is_at_most_160_bytes() {
                 .join(
                     room_id_ref,
                     &TicketSigner::anonymous_identity(),
+                    true,
                     params_ref,
                     now_ms(),
                 )

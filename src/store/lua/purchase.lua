@@ -1,9 +1,10 @@
 -- purchase.lua: reserve units atomically: idempotency, per-user limit, stock, then decrement,
 -- record the reservation with its expiry and append the order event. All or nothing per
--- purchase.
+-- purchase (and per batch: a script runs whole or not at all).
 -- KEYS:  1 stock (HASH), 2 buyers (HASH user -> units held), 3 rsv (HASH id -> record),
 --        4 rsv_exp (ZSET id -> expiry ms), 5 idem (HASH user NUL key -> id), 6 orders (STREAM)
--- ARGV:  1 now ms, 2 reservation ms, 3 per-user limit, then 4 per purchase, in arrival order:
+-- ARGV:  1 now ms, 2 expiry of reservations made now (ms), 3 per-user limit, then 4 per
+--        purchase, in arrival order:
 --        user, quantity (integer >= 1, checked by the caller too), idempotency key ('' = none),
 --        new reservation id. A batch: the Redis store coalesces the purchases that arrive while
 --        earlier ones are in flight; they run one after the other exactly as single calls would.
@@ -15,50 +16,93 @@
 -- A record is "state|user|quantity|expires_ms". The comparison is `available < quantity`, so
 -- the last unit sells exactly once and stock never goes below zero.
 local stock, buyers, rsv, rsv_exp, idem, orders = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local now, hold, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+-- Times and quantities go into records and events as the caller's strings: formatting Lua
+-- numbers back into text is a measurable share of a batch.
+local now, expires, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
 
-local function purchase(user, qty, key, id)
+-- The batch shares its reads and writes: stock counters, units held per user, and the new
+-- reservation and idempotency records live here and are written once at the end (a purchase
+-- later in the batch sees them here first). Order events are appended one per reservation.
+local v = redis.call('HMGET', stock, 'available', 'reserved')
+local available, reserved = tonumber(v[1]) or 0, tonumber(v[2]) or 0
+local held, users, listed = {}, {}, {}
+local records, new_ids, keyed = {}, {}, {}
+
+local function held_by(user)
+  local h = held[user]
+  if h == nil then
+    h = tonumber(redis.call('HGET', buyers, user)) or 0
+    held[user] = h
+  end
+  return h
+end
+
+local function purchase(user, qty_text, key, id)
+  local qty = tonumber(qty_text)
   if qty == nil or qty < 1 or qty ~= math.floor(qty) then
     return {'bad_quantity', 0}
   end
   local ikey = user .. '\0' .. key
   if key ~= '' then
-    local existing = redis.call('HGET', idem, ikey)
+    local existing = keyed[ikey] or redis.call('HGET', idem, ikey)
     if existing then
-      local rec = redis.call('HGET', rsv, existing) or ''
+      local rec = records[existing] or redis.call('HGET', rsv, existing) or ''
       local state, _, q, exp = string.match(rec, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
-      local avail = tonumber(redis.call('HGET', stock, 'available')) or 0
-      return {'existing', existing, tonumber(q) or 0, tonumber(exp) or 0, avail, state or 'unknown'}
+      return {'existing', existing, tonumber(q) or 0, tonumber(exp) or 0, available, state or 'unknown'}
     end
   end
-  local held = tonumber(redis.call('HGET', buyers, user)) or 0
-  if held + qty > limit then
-    return {'limit', held}
+  local h = held_by(user)
+  if h + qty > limit then
+    return {'limit', h}
   end
-  local v = redis.call('HMGET', stock, 'available', 'reserved')
-  local available, reserved = tonumber(v[1]) or 0, tonumber(v[2]) or 0
   if available == 0 then
     return {'sold_out', reserved}
   end
   if available < qty then
     return {'insufficient', available}
   end
-  local expires = now + hold
-  redis.call('HINCRBY', stock, 'available', -qty)
-  redis.call('HINCRBY', stock, 'reserved', qty)
-  redis.call('HINCRBY', buyers, user, qty)
-  redis.call('HSET', rsv, id, 'reserved|' .. user .. '|' .. qty .. '|' .. expires)
-  redis.call('ZADD', rsv_exp, expires, id)
+  available, reserved = available - qty, reserved + qty
+  if not listed[user] then
+    users[#users + 1] = user
+    listed[user] = true
+  end
+  held[user] = h + qty
+  records[id] = 'reserved|' .. user .. '|' .. qty_text .. '|' .. expires
+  new_ids[#new_ids + 1] = id
   if key ~= '' then
-    redis.call('HSET', idem, ikey, id)
+    keyed[ikey] = id
   end
   redis.call('XADD', orders, '*', 'event', 'reserved', 'reservation_id', id, 'user', user,
-    'quantity', qty, 'expires_at_ms', expires, 'at_ms', now)
-  return {'reserved', id, qty, expires, available - qty}
+    'quantity', qty_text, 'expires_at_ms', expires, 'at_ms', now)
+  return {'reserved', id, qty, tonumber(expires), available}
 end
 
 local out = {}
 for i = 4, #ARGV, 4 do
-  out[#out + 1] = purchase(ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3])
+  out[#out + 1] = purchase(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+end
+if #new_ids > 0 then
+  redis.call('HSET', stock, 'available', available, 'reserved', reserved)
+  local h, r, e, k = {}, {}, {}, {}
+  for _, user in ipairs(users) do
+    h[#h + 1] = user
+    h[#h + 1] = held[user]
+  end
+  redis.call('HSET', buyers, unpack(h))
+  for _, id in ipairs(new_ids) do
+    r[#r + 1] = id
+    r[#r + 1] = records[id]
+    e[#e + 1] = expires
+    e[#e + 1] = id
+  end
+  redis.call('HSET', rsv, unpack(r))
+  redis.call('ZADD', rsv_exp, unpack(e))
+  for ikey, id in pairs(keyed) do
+    k[#k + 1] = ikey
+    k[#k + 1] = id
+  end
+  if #k > 0 then
+    redis.call('HSET', idem, unpack(k))
+  end
 end
 return out
