@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{Method, Request, Response};
+use http::{Method, Request, Response, Uri};
 use hyper::body::Incoming;
 use tracing::Instrument;
 
@@ -15,7 +15,6 @@ use super::serve::PeerAddr;
 use super::{admin, pass, probes, queue, sale};
 use crate::app::AppState;
 use crate::ops::logging::REQUEST_TARGET;
-use crate::ops::metrics::{HTTP_DURATION, HTTP_REQUESTS};
 use crate::ops::request_id::{self, RequestId};
 use crate::store::sale::ReservationState;
 
@@ -189,7 +188,8 @@ struct Started {
     at: Instant,
     id: RequestId,
     method: Method,
-    path: String,
+    /// Cloning a `Uri` shares its bytes; the path is cut for the log line only if one is written.
+    uri: Uri,
 }
 
 impl Started {
@@ -198,7 +198,7 @@ impl Started {
             at: Instant::now(),
             id: RequestId::from_headers(req.headers()),
             method: req.method().clone(),
-            path: truncate(req.uri().path()),
+            uri: req.uri().clone(),
         }
     }
 }
@@ -214,7 +214,7 @@ fn finish(
         at,
         id,
         method,
-        path,
+        uri,
     } = started;
     let mut resp = result.unwrap_or_else(|e| e.into_problem(Some(id.as_str())));
     if let Some(value) = id.header_value() {
@@ -222,15 +222,13 @@ fn finish(
     }
     let elapsed = at.elapsed();
     let status = resp.status().as_u16();
-    let label = status.to_string();
-    metrics::counter!(HTTP_REQUESTS, "route" => route, "status" => label.clone()).increment(1);
-    metrics::histogram!(HTTP_DURATION, "route" => route, "status" => label)
-        .record(elapsed.as_secs_f64());
+    crate::ops::metrics::record_request(route, status, elapsed.as_secs_f64());
     let duration_ms = elapsed.as_secs_f64() * 1000.0;
+    // Field values are only evaluated when the event is enabled.
     if matches!(route, "livez" | "readyz" | "metrics") && status < 400 {
-        tracing::debug!(target: REQUEST_TARGET, request_id = %id, %method, %path, route, status, duration_ms, "request");
+        tracing::debug!(target: REQUEST_TARGET, request_id = %id, %method, path = %truncate(uri.path()), route, status, duration_ms, "request");
     } else {
-        tracing::info!(target: REQUEST_TARGET, request_id = %id, %method, %path, route, status, duration_ms, "request");
+        tracing::info!(target: REQUEST_TARGET, request_id = %id, %method, path = %truncate(uri.path()), route, status, duration_ms, "request");
     }
     resp
 }

@@ -10,10 +10,11 @@
 //! values: every node reports the same number, so dashboards aggregate them with `max by (room)`,
 //! not `sum`. Request, store, purchase and proxy series are per node: aggregate them with `sum`.
 
-use std::sync::OnceLock;
+use std::sync::{LazyLock, OnceLock};
 use std::time::Duration;
 
-use metrics::Unit;
+use dashmap::DashMap;
+use metrics::{Counter, Histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::sync::watch;
 
@@ -107,6 +108,28 @@ const STATUSES: [(RoomStatus, &str); 4] = [
 ];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Counts a finished request and records its duration under `{route, status}`. The handles
+/// of each pair are registered once and kept: building the labelled key and looking it up on
+/// every request was a measurable share of a poll. Nothing is kept before [`install`], since
+/// handles made then would record nowhere.
+pub fn record_request(route: &'static str, status: u16, seconds: f64) {
+    static HANDLES: LazyLock<DashMap<(&'static str, u16), (Counter, Histogram)>> =
+        LazyLock::new(DashMap::new);
+    if let Some(h) = HANDLES.get(&(route, status)) {
+        h.0.increment(1);
+        h.1.record(seconds);
+        return;
+    }
+    let label = status.to_string();
+    let counter = metrics::counter!(HTTP_REQUESTS, "route" => route, "status" => label.clone());
+    let histogram = metrics::histogram!(HTTP_DURATION, "route" => route, "status" => label);
+    counter.increment(1);
+    histogram.record(seconds);
+    if HANDLE.get().is_some() {
+        HANDLES.insert((route, status), (counter, histogram));
+    }
+}
 
 /// Installs the global recorder on first call, describes every metric, and returns its handle
 /// (the same on every call, so several servers in one process, as in tests, share it).
