@@ -114,8 +114,8 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 /// every request was a measurable share of a poll. Nothing is kept before [`install`], since
 /// handles made then would record nowhere.
 pub fn record_request(route: &'static str, status: u16, seconds: f64) {
-    static HANDLES: LazyLock<DashMap<(&'static str, u16), (Counter, Histogram)>> =
-        LazyLock::new(DashMap::new);
+    type Handles = DashMap<(&'static str, u16), (Counter, Histogram)>;
+    static HANDLES: LazyLock<Handles> = LazyLock::new(DashMap::new);
     if let Some(h) = HANDLES.get(&(route, status)) {
         h.0.increment(1);
         h.1.record(seconds);
