@@ -679,12 +679,14 @@ pub(crate) fn place_cookies(
     };
     let mut cookies = Vec::new();
     // A browser that already holds exactly this cookie gets no Set-Cookie (most polls): the
-    // value would not change, and every byte of a poll answer counts at crowd scale.
+    // value would not change, and every byte of a poll answer counts at crowd scale. Neither
+    // does a client that presented this very ticket as a bearer token: it keeps the ticket
+    // itself (the pass cookie is still set, for the pages behind the proxy).
     let held = |name: &str, value: &str| cookie(headers, name) == Some(value);
     if let Some(ticket) = place
         .ticket
         .as_ref()
-        .filter(|t| !held(&ticket_cookie(room), t))
+        .filter(|t| bearer(headers) != Some(t.as_str()) && !held(&ticket_cookie(room), t))
     {
         cookies.push(format!(
             "{}={ticket}; Path=/; Max-Age={TICKET_MAX_AGE_SECS}; HttpOnly; SameSite=Lax{secure}",
