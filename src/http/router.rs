@@ -217,9 +217,8 @@ fn finish(
         uri,
     } = started;
     let mut resp = result.unwrap_or_else(|e| e.into_problem(Some(id.as_str())));
-    if let Some(value) = id.header_value() {
-        resp.headers_mut().insert(request_id::HEADER, value);
-    }
+    resp.headers_mut()
+        .insert(request_id::HEADER, id.header_value());
     let elapsed = at.elapsed();
     let status = resp.status().as_u16();
     crate::ops::metrics::record_request(route, status, elapsed.as_secs_f64());

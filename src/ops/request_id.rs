@@ -13,9 +13,10 @@ pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 const MAX_LEN: usize = 128;
 
 /// A request id. Always 1–128 characters of `A-Z a-z 0-9 - _ . : + / = @`, so it is safe in a
-/// header, a JSON string and a log line.
+/// header, a JSON string and a log line. Held as the header value it is sent as: made once per
+/// request, and cloning it (into the request's extensions, the response header) shares the bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestId(String);
+pub struct RequestId(HeaderValue);
 
 impl RequestId {
     /// The caller's `X-Request-Id` when it is acceptable, otherwise a new UUID v7 (time-ordered,
@@ -30,7 +31,9 @@ impl RequestId {
 
     /// A fresh UUID v7.
     pub fn generate() -> RequestId {
-        RequestId(uuid::Uuid::now_v7().hyphenated().to_string())
+        let mut buf = uuid::Uuid::encode_buffer();
+        let text = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buf);
+        RequestId(HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static("-")))
     }
 
     /// `Some` when `raw` is an acceptable id (see [`RequestId`]).
@@ -40,23 +43,27 @@ impl RequestId {
             && raw
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-_.:+/=@".contains(&b));
-        ok.then(|| RequestId(raw.to_string()))
+        if !ok {
+            return None;
+        }
+        HeaderValue::from_str(raw).ok().map(RequestId)
     }
 
     /// The id as text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        // The character set is a subset of visible ASCII, so this never falls back.
+        self.0.to_str().unwrap_or("-")
     }
 
-    /// The id as a header value (always valid: the character set is a subset of visible ASCII).
-    pub fn header_value(&self) -> Option<HeaderValue> {
-        HeaderValue::from_str(&self.0).ok()
+    /// The id as a header value (a clone shares the bytes).
+    pub fn header_value(&self) -> HeaderValue {
+        self.0.clone()
     }
 }
 
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
@@ -79,6 +86,6 @@ mod tests {
         let fresh = RequestId::from_headers(&HeaderMap::new());
         assert_eq!(fresh.as_str().len(), 36);
         assert!(uuid::Uuid::parse_str(fresh.as_str()).is_ok());
-        assert!(fresh.header_value().is_some());
+        assert_eq!(fresh.header_value().to_str().ok(), Some(fresh.as_str()));
     }
 }

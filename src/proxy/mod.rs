@@ -228,7 +228,7 @@ async fn send(
                 request_id: req
                     .extensions()
                     .get::<RequestId>()
-                    .and_then(RequestId::header_value),
+                    .map(RequestId::header_value),
             };
             state
                 .proxy
