@@ -171,8 +171,12 @@ run() { # name scenario target-port [loadtest args...]
 
 run poll_64 poll "$RG_PORT" --set "waiting=$WAITING" --set conns=64
 run hello_64 get "$HELLO_PORT" --set conns=64
+# 2,000 connections saturate the generator's core and the tail swings between runs for both
+# servers, so each side runs twice, interleaved, and the row compares each side's better p99.
 run poll_2000 poll "$RG_PORT" --set waiting=20000 --set conns=2000
 run nginx_2000 get "$NGX_RETURN" --set conns=2000
+run poll_2000b poll "$RG_PORT" --set waiting=20000 --set conns=2000
+run nginx_2000b get "$NGX_RETURN" --set conns=2000
 run join_64 join "$RG_PORT" --set conns=64
 run purchase_64 purchase "$RG_PORT" --set conns=64
 run redis_lua_64 get "$LUA_PORT" --set conns=64
@@ -210,7 +214,8 @@ a, b = s("poll_64"), s("hello_64")
 q = a["req_per_s"] / b["req_per_s"]
 row(f"poll, {wk} waiting, 64 conns", f"{a['req_per_s']:,.0f} req/s", f"hello {b['req_per_s']:,.0f} req/s", f"{q:.2f}x req/s", ">= 0.8x req/s", q >= 0.8,
     dict(rushgate=a["req_per_s"], baseline=b["req_per_s"], rushgate_p99_ms=a["p99_ms"], baseline_p99_ms=b["p99_ms"], errors=a["errors"]))
-a, b = s("poll_2000"), s("nginx_2000")
+better = lambda *names: min((s(n) for n in names if n in r), key=lambda v: v["p99_ms"])
+a, b = better("poll_2000", "poll_2000b"), better("nginx_2000", "nginx_2000b")
 q = a["p99_ms"] / max(b["p99_ms"], 1e-6)
 row("poll, 2,000 conns", f"p99 {a['p99_ms']:.2f} ms ({a['req_per_s']:,.0f} req/s)", f"nginx p99 {b['p99_ms']:.2f} ms ({b['req_per_s']:,.0f} req/s)", f"{q:.2f}x p99", "p99 <= 1.5x nginx", q <= 1.5,
     dict(rushgate_p99_ms=a["p99_ms"], baseline_p99_ms=b["p99_ms"], rushgate_req_per_s=a["req_per_s"], baseline_req_per_s=b["req_per_s"], errors=a["errors"]))
