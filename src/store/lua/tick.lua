@@ -41,7 +41,9 @@ if (state == 'open' or state == 'draining') and not hold and not rg_pre_pending(
   local want = math.min(budget, rg_free_slots(active, buying, slots, cap))
   local checks, admitted, evicted, served = max_checks, 0, 0, false
   while want > 0 and checks > 0 do
-    local head = redis.call('ZRANGE', q, 0, math.min(want, checks) - 1, 'WITHSCORES')
+    -- Read the head in chunks: with a slow rate `want` is 1, and idle heads before the next
+    -- live one would otherwise cost one ZRANGE each.
+    local head = redis.call('ZRANGE', q, 0, math.min(math.max(want, 100), checks) - 1, 'WITHSCORES')
     if #head == 0 then
       break
     end
