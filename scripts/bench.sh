@@ -173,9 +173,6 @@ run() { # name scenario target-port [loadtest args...]
 # No waiter goes idle during the run (the room's idle timeout is an hour): otherwise the
 # waiters one row leaves behind are evicted while later rows run, and every row after the poll
 # rows would share Redis with evicting a million idle waiters.
-run join_64 join "$RG_PORT" --set conns=64
-run purchase_64 purchase "$RG_PORT" --set conns=64
-run redis_lua_64 get "$LUA_PORT" --set conns=64
 run poll_64 poll "$RG_PORT" --set "waiting=$WAITING" --set conns=64
 run hello_64 get "$HELLO_PORT" --set conns=64
 # 2,000 connections saturate the generator's core and the tail swings between runs for both
@@ -184,6 +181,9 @@ run poll_2000 poll "$RG_PORT" --set waiting=20000 --set conns=2000
 run nginx_2000 get "$NGX_RETURN" --set conns=2000
 run poll_2000b poll "$RG_PORT" --set waiting=20000 --set conns=2000
 run nginx_2000b get "$NGX_RETURN" --set conns=2000
+run join_64 join "$RG_PORT" --set conns=64
+run purchase_64 purchase "$RG_PORT" --set conns=64
+run redis_lua_64 get "$LUA_PORT" --set conns=64
 run proxy_64 proxy "$RG_PORT" --set conns=64
 run nginx_proxy_64 get "$NGX_PROXY" --set conns=64 --set path=/products/item
 run upstream_64 get "$UPSTREAM" --set conns=64 --set path=/products/item
