@@ -121,7 +121,6 @@ admin_listen = "127.0.0.1:$ADMIN_PORT"
 
 [store]
 redis_url = "redis://127.0.0.1:$REDIS_PORT"
-pool_size = ${BENCH_POOL:-4}
 
 [passes]
 signing_key_file = "$TMP/signing-key.pem"

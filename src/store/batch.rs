@@ -50,26 +50,19 @@ impl<Q: Send + 'static, R: Send + 'static> Batcher<Q, R> {
                 tokio::spawn(async move {
                     let (args, replies): (Vec<Q>, Vec<Reply<R>>) = batch.into_iter().unzip();
                     let n = args.len();
-                    match run(args).await {
-                        Ok(answers) if answers.len() == n => {
-                            for (reply, answer) in replies.into_iter().zip(answers) {
-                                let _ = reply.send(answer);
-                            }
-                        }
+                    let answers = match run(args).await {
+                        Ok(answers) if answers.len() == n => answers,
                         Ok(answers) => {
                             let e = StoreError::Protocol(format!(
                                 "batch of {n} calls got {} answers",
                                 answers.len()
                             ));
-                            for reply in replies {
-                                let _ = reply.send(Err(e.clone()));
-                            }
+                            (0..n).map(|_| Err(e.clone())).collect()
                         }
-                        Err(e) => {
-                            for reply in replies {
-                                let _ = reply.send(Err(e.clone()));
-                            }
-                        }
+                        Err(e) => (0..n).map(|_| Err(e.clone())).collect(),
+                    };
+                    for (reply, answer) in replies.into_iter().zip(answers) {
+                        let _ = reply.send(answer);
                     }
                     drop(slot);
                 });
@@ -97,7 +90,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[tokio::test]
-    async fn concurrent_calls_share_batches_and_keep_order() {
+    async fn concurrent_calls_share_batches_and_each_gets_its_answer() {
         let batches = Arc::new(AtomicUsize::new(0));
         let seen = batches.clone();
         let batcher = Arc::new(Batcher::spawn(16, 1, move |args: Vec<u32>| {

@@ -243,11 +243,10 @@ impl RedisStore {
         run: F,
     ) -> Arc<Batcher<Q, R>>
     where
-        K: std::hash::Hash + Eq + Clone,
+        K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
         Q: Send + 'static,
         R: Send + 'static,
         F: Fn(RedisStore, K, Vec<Q>) -> Fut + Send + Sync + 'static,
-        K: Send + Sync + 'static,
         Fut: std::future::Future<Output = Result<Vec<Result<R, StoreError>>, StoreError>>
             + Send
             + 'static,
