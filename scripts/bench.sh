@@ -69,12 +69,12 @@ wait_port() {
   echo "nothing listens on port $1" >&2; return 1
 }
 REDIS_PORT=$(free_port); RG_PORT=$(free_port); ADMIN_PORT=$(free_port)
-HELLO_PORT=$(free_port); LUA_PORT=$(free_port)
+HELLO_PORT=$(free_port); LUA_PORT=$(free_port); HPROXY_PORT=$(free_port)
 NGX_RETURN=$(free_port); NGX_PROXY=$(free_port); UPSTREAM=$(free_port)
 
 
 echo "==> redis-server :$REDIS_PORT, nginx :$NGX_RETURN/:$NGX_PROXY (upstream :$UPSTREAM)"
-mkdir -p "$TMP/redis" "$TMP/nginx/logs"
+mkdir -p "$TMP/redis" "$TMP/nginx/logs" "$TMP/upstream/logs"
 taskset -c "$SERVER_CPU" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
   --dir "$TMP/redis" --logfile "$TMP/redis/redis.log" &
 PIDS+=($!)
@@ -94,8 +94,6 @@ http {
   scgi_temp_path $TMP/nginx/scgi;
   keepalive_requests 1000000;
   upstream shop { server 127.0.0.1:$UPSTREAM; keepalive 64; }
-  # The static upstream both proxies forward to.
-  server { listen 127.0.0.1:$UPSTREAM; location / { default_type text/html; return 200 '<!doctype html><title>item</title><p>A static product page.</p>'; } }
   # Baseline of the poll rows: a fixed JSON answer of a poll's size.
   server { listen 127.0.0.1:$NGX_RETURN; location / { default_type application/json; return 200 '$POLL_BODY'; } }
   # Baseline of the proxy row.
@@ -107,11 +105,35 @@ http {
 EOF
 taskset -c "$SERVER_CPU" "$NGINX" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -g 'daemon off;' &
 PIDS+=($!)
+# The static upstream both proxies forward to, in its own nginx: were it a server block of the
+# baseline nginx, that one worker would answer its own proxied requests inside one event loop,
+# while rushgate's every request crosses to another process and back (two context switches on
+# the shared core), and the row would compare process layouts instead of proxies.
+cat > "$TMP/upstream/nginx.conf" <<EOF
+worker_processes 1;
+pid $TMP/upstream/nginx.pid;
+error_log $TMP/upstream/logs/error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  client_body_temp_path $TMP/upstream/body;
+  proxy_temp_path $TMP/upstream/proxy;
+  fastcgi_temp_path $TMP/upstream/fastcgi;
+  uwsgi_temp_path $TMP/upstream/uwsgi;
+  scgi_temp_path $TMP/upstream/scgi;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$UPSTREAM; location / { default_type text/html; return 200 '<!doctype html><title>item</title><p>A static product page.</p>'; } }
+}
+EOF
+taskset -c "$SERVER_CPU" "$NGINX" -p "$TMP/upstream" -c "$TMP/upstream/nginx.conf" -g 'daemon off;' &
+PIDS+=($!)
 
 taskset -c "$SERVER_CPU" "$LT" baseline hello --listen "127.0.0.1:$HELLO_PORT" 2>"$TMP/hello.log" &
 PIDS+=($!)
 wait_port "$REDIS_PORT"
 taskset -c "$SERVER_CPU" "$LT" baseline redis-lua --listen "127.0.0.1:$LUA_PORT" --redis "redis://127.0.0.1:$REDIS_PORT" --pool 4 2>"$TMP/lua.log" &
+PIDS+=($!)
+taskset -c "$SERVER_CPU" "$LT" baseline hyper-proxy --listen "127.0.0.1:$HPROXY_PORT" --upstream "127.0.0.1:$UPSTREAM" 2>"$TMP/hproxy.log" &
 PIDS+=($!)
 
 cat > "$TMP/rushgate.toml" <<EOF
@@ -158,7 +180,7 @@ EOF
 taskset -c "$SERVER_CPU" "$RG" serve --config "$TMP/rushgate.toml" >"$TMP/rushgate.log" 2>&1 &
 RG_PID=$!
 PIDS+=($RG_PID)
-for p in "$RG_PORT" "$HELLO_PORT" "$LUA_PORT" "$NGX_RETURN" "$NGX_PROXY" "$UPSTREAM"; do wait_port "$p"; done
+for p in "$RG_PORT" "$HELLO_PORT" "$LUA_PORT" "$HPROXY_PORT" "$NGX_RETURN" "$NGX_PROXY" "$UPSTREAM"; do wait_port "$p"; done
 
 run() { # name scenario target-port [loadtest args...]
   local name=$1 scenario=$2 port=$3; shift 3
@@ -185,11 +207,13 @@ run purchase_64 purchase "$RG_PORT" --set conns=64
 run redis_lua_64 get "$LUA_PORT" --set conns=64
 run proxy_64 proxy "$RG_PORT" --set conns=64
 run nginx_proxy_64 get "$NGX_PROXY" --set conns=64 --set path=/products/item
+run hyper_proxy_64 get "$HPROXY_PORT" --set conns=64 --set path=/products/item
 run upstream_64 get "$UPSTREAM" --set conns=64 --set path=/products/item
 # Added latency without queueing: one connection, one request at a time, so p50 is the time a
 # request takes through each path rather than the wait behind 63 others.
 run proxy_1 proxy "$RG_PORT" --set conns=1
 run nginx_proxy_1 get "$NGX_PROXY" --set conns=1 --set path=/products/item
+run hyper_proxy_1 get "$HPROXY_PORT" --set conns=1 --set path=/products/item
 run upstream_1 get "$UPSTREAM" --set conns=1 --set path=/products/item
 
 if [ -n "${BENCH_ONLY:-}" ]; then

@@ -211,7 +211,7 @@ pub fn pass_verify(config_path: &Path, token: &str) -> Result<ExitCode, ExitCode
         Ok(claims) => {
             println!(
                 "{}",
-                serde_json::to_string_pretty(&claims).unwrap_or_default()
+                serde_json::to_string_pretty(&*claims).unwrap_or_default()
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -669,7 +669,9 @@ struct IssuerInner {
     /// claims. A shopper presents the same pass on every proxied request and purchase, and an
     /// Ed25519 verification (~50 µs) was over 40% of the CPU of those paths (perf, issue 8);
     /// `iss`/`aud` and time are still checked on every use. Bounded: cleared when full.
-    verified: DashMap<Box<str>, PassClaims>,
+    /// Claims are shared, not copied, on a hit; the keys (whole tokens of ~300 bytes) hash
+    /// with foldhash, a fraction of SipHash's cost, still seeded per process.
+    verified: DashMap<Box<str>, Arc<PassClaims>, foldhash::fast::RandomState>,
 }
 
 /// Most verified passes remembered (about 4 MB at ~500 bytes per token and claims).
@@ -694,7 +696,7 @@ impl PassIssuer {
                 issuer: issuer.to_owned(),
                 audience: audience.to_owned(),
                 validation,
-                verified: DashMap::new(),
+                verified: DashMap::with_hasher(foldhash::fast::RandomState::default()),
             }),
         }
     }
@@ -771,7 +773,7 @@ impl PassIssuer {
     }
 
     /// [`PassIssuer::verify_at`] with the current system time.
-    pub fn verify(&self, token: &str) -> Result<PassClaims, TokenError> {
+    pub fn verify(&self, token: &str) -> Result<Arc<PassClaims>, TokenError> {
         self.verify_at(token, unix_now())
     }
 
@@ -783,7 +785,7 @@ impl PassIssuer {
     /// (`WrongAudience`), then time with [`PASS_LEEWAY_SECS`] of skew tolerance:
     /// `nbf > now + leeway` → `NotYetValid`, `now ≥ exp + leeway` → `Expired`.
     /// Never panics.
-    pub fn verify_at(&self, token: &str, now_unix: u64) -> Result<PassClaims, TokenError> {
+    pub fn verify_at(&self, token: &str, now_unix: u64) -> Result<Arc<PassClaims>, TokenError> {
         if token.is_empty() || token.len() > MAX_PASS_LEN {
             return Err(TokenError::Malformed);
         }
@@ -798,6 +800,7 @@ impl PassIssuer {
                 )
                 .map_err(|e| map_jwt_error(e.kind()))?
                 .claims;
+                let claims = Arc::new(claims);
                 if inner.verified.len() >= VERIFIED_CACHE_MAX {
                     inner.verified.clear();
                 }
@@ -820,7 +823,7 @@ impl PassIssuer {
 
     /// [`PassIssuer::verify`], then requires `claims.room == room`, else
     /// [`TokenError::WrongRoom`] naming the pass's room.
-    pub fn verify_for_room(&self, token: &str, room: &str) -> Result<PassClaims, TokenError> {
+    pub fn verify_for_room(&self, token: &str, room: &str) -> Result<Arc<PassClaims>, TokenError> {
         self.verify_for_room_at(token, room, unix_now())
     }
 
@@ -830,10 +833,10 @@ impl PassIssuer {
         token: &str,
         room: &str,
         now_unix: u64,
-    ) -> Result<PassClaims, TokenError> {
+    ) -> Result<Arc<PassClaims>, TokenError> {
         let claims = self.verify_at(token, now_unix)?;
         if claims.room != room {
-            return Err(TokenError::WrongRoom(claims.room));
+            return Err(TokenError::WrongRoom(claims.room.clone()));
         }
         Ok(claims)
     }
@@ -1148,7 +1151,7 @@ mod tests {
             let iss = issuer(alg);
             let tok = issue(&iss, "drop", NOW, NOW + 300);
             let parts: Vec<&str> = tok.split('.').collect();
-            let mut c = iss.verify_at(&tok, NOW).unwrap();
+            let mut c = (*iss.verify_at(&tok, NOW).unwrap()).clone();
             c.room = "other".into();
             let forged_payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&c).unwrap());
             let forged = format!("{}.{}.{}", parts[0], forged_payload, parts[2]);
@@ -1234,7 +1237,7 @@ mod tests {
             for secret in [x.as_bytes().to_vec(), URL_SAFE_NO_PAD.decode(&x).unwrap()] {
                 let forged = jsonwebtoken::encode(
                     &Header::new(Algorithm::HS256),
-                    &claims,
+                    &*claims,
                     &EncodingKey::from_secret(&secret),
                 )
                 .unwrap();

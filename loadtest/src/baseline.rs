@@ -105,3 +105,40 @@ pub async fn redis_lua(
     })
     .await
 }
+
+/// `baseline hyper-proxy`: bare hyper forwarding every request to `upstream` with hyper-util's
+/// pooled client, nothing checked or rewritten: the floor of a proxy built on rushgate's stack.
+pub async fn hyper_proxy(listen: SocketAddr, upstream: SocketAddr) -> anyhow::Result<()> {
+    use hyper_util::client::legacy::Client;
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_nodelay(true);
+    let client: Client<_, Incoming> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(256)
+        .build(connector);
+    let listener = TcpListener::bind(listen).await?;
+    eprintln!("baseline listening on {}", listener.local_addr()?);
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        let client = client.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let client = client.clone();
+                async move {
+                    let (mut parts, body) = req.into_parts();
+                    let path = parts
+                        .uri
+                        .path_and_query()
+                        .map(|p| p.as_str())
+                        .unwrap_or("/");
+                    parts.uri = format!("http://{upstream}{path}").parse()?;
+                    let resp = client.request(Request::from_parts(parts, body)).await?;
+                    Ok::<_, anyhow::Error>(resp)
+                }
+            });
+            let _ = AutoBuilder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}

@@ -70,6 +70,15 @@ enum Baseline {
         #[arg(long, default_value_t = 4)]
         pool: usize,
     },
+    /// Bare hyper forwarding to an upstream with hyper-util's pooled client.
+    HyperProxy {
+        /// Address to listen on (loopback).
+        #[arg(long, default_value = "127.0.0.1:8083")]
+        listen: SocketAddr,
+        /// The upstream to forward to.
+        #[arg(long)]
+        upstream: SocketAddr,
+    },
 }
 
 #[tokio::main]
@@ -90,6 +99,9 @@ async fn main() -> ExitCode {
             } => baseline::redis_lua(listen, &redis, pool)
                 .await
                 .map(|_| true),
+            Baseline::HyperProxy { listen, upstream } => {
+                baseline::hyper_proxy(listen, upstream).await.map(|_| true)
+            }
         },
     };
     match result {

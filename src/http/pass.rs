@@ -41,6 +41,6 @@ pub async fn verify(state: &AppState, req: Request<Incoming>) -> Result<Response
         .map_err(ApiError::BadPass)?;
     Ok(json(
         StatusCode::OK,
-        &serde_json::json!({ "valid": true, "claims": claims }),
+        &serde_json::json!({ "valid": true, "claims": &*claims }),
     ))
 }

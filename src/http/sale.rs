@@ -32,7 +32,7 @@ pub fn require_pass(
     state: &AppState,
     room: &str,
     headers: &HeaderMap,
-) -> Result<PassClaims, ApiError> {
+) -> Result<Arc<PassClaims>, ApiError> {
     let cookie_name = format!("rg_pass_{room}");
     let token = bearer(headers)
         .or_else(|| cookie(headers, &cookie_name))
@@ -135,8 +135,7 @@ pub async fn purchase(
             now_ms(),
         )
         .await?;
-    metrics::counter!("rushgate_purchases_total", "sale" => sale.config.id.clone(), "outcome" => outcome.label())
-        .increment(1);
+    sale.count_purchase(outcome.label());
     match outcome {
         PurchaseOutcome::Reserved(r) => {
             if let Some(room) = state.rooms.get(&sale.config.room) {
@@ -245,7 +244,7 @@ pub async fn claim_coupon(
         .ok_or_else(|| ApiError::UnknownCoupon(campaign_id.chars().take(64).collect()))?;
     let (parts, body) = req.into_parts();
     let user = match &campaign.room {
-        Some(room) => require_pass(state, room, &parts.headers)?.sub,
+        Some(room) => require_pass(state, room, &parts.headers)?.sub.clone(),
         None => {
             let bytes = read_limited(&parts.headers, body).await?;
             let body: ClaimBody = parse_optional_json(&bytes)?;

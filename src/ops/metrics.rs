@@ -10,7 +10,7 @@
 //! values: every node reports the same number, so dashboards aggregate them with `max by (room)`,
 //! not `sum`. Request, store, purchase and proxy series are per node: aggregate them with `sum`.
 
-use std::sync::{LazyLock, OnceLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -109,25 +109,85 @@ const STATUSES: [(RoomStatus, &str); 4] = [
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
-/// Counts a finished request and records its duration under `{route, status}`. The handles
-/// of each pair are registered once and kept: building the labelled key and looking it up on
-/// every request was a measurable share of a poll. Nothing is kept before [`install`], since
-/// handles made then would record nowhere.
-pub fn record_request(route: &'static str, status: u16, seconds: f64) {
-    type Handles = DashMap<(&'static str, u16), (Counter, Histogram)>;
-    static HANDLES: LazyLock<Handles> = LazyLock::new(DashMap::new);
-    if let Some(h) = HANDLES.get(&(route, status)) {
-        h.0.increment(1);
-        h.1.record(seconds);
-        return;
+/// Metric handles registered once per label set and kept. Building a labelled key and looking
+/// it up in the registry on every event was a measurable share of the poll, proxy and purchase
+/// paths. Nothing is kept before [`install`], since handles made then would record nowhere.
+pub struct Handles<K, H>(DashMap<K, H>);
+
+impl<K: Eq + std::hash::Hash, H: Clone> Handles<K, H> {
+    /// An empty set.
+    pub fn new() -> Self {
+        Handles(DashMap::new())
     }
-    let label = status.to_string();
-    let counter = metrics::counter!(HTTP_REQUESTS, "route" => route, "status" => label.clone());
-    let histogram = metrics::histogram!(HTTP_DURATION, "route" => route, "status" => label);
+
+    /// The handle of `key`, registered by `register` the first time.
+    pub fn get(&self, key: K, register: impl FnOnce() -> H) -> H {
+        if let Some(h) = self.0.get(&key) {
+            return h.clone();
+        }
+        let h = register();
+        if HANDLE.get().is_some() {
+            self.0.insert(key, h.clone());
+        }
+        h
+    }
+}
+
+impl<K: Eq + std::hash::Hash, H: Clone> Default for Handles<K, H> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Counts a finished request and records its duration under `{route, status}`.
+pub fn record_request(route: &'static str, status: u16, seconds: f64) {
+    type RouteStatus = (&'static str, u16);
+    static HANDLES: LazyLock<Handles<RouteStatus, (Counter, Histogram)>> =
+        LazyLock::new(Handles::new);
+    let (counter, histogram) = HANDLES.get((route, status), || {
+        let label = status.to_string();
+        (
+            metrics::counter!(HTTP_REQUESTS, "route" => route, "status" => label.clone()),
+            metrics::histogram!(HTTP_DURATION, "route" => route, "status" => label),
+        )
+    });
     counter.increment(1);
     histogram.record(seconds);
-    if HANDLE.get().is_some() {
-        HANDLES.insert((route, status), (counter, histogram));
+}
+
+/// The metrics of one proxy upstream: time to response headers per status and failures per
+/// kind, labelled `upstream`. Cloning shares the kept handles.
+#[derive(Clone)]
+pub struct UpstreamMetrics {
+    label: Arc<str>,
+    durations: Arc<Handles<u16, Histogram>>,
+}
+
+impl UpstreamMetrics {
+    /// Metrics labelled `upstream = label` (the upstream's `host:port`).
+    pub fn new(label: &str) -> UpstreamMetrics {
+        UpstreamMetrics {
+            label: label.into(),
+            durations: Arc::new(Handles::new()),
+        }
+    }
+
+    /// Records the time an upstream took to send response headers with `status`.
+    pub fn record(&self, status: u16, seconds: f64) {
+        let histogram = self.durations.get(status, || {
+            metrics::histogram!(
+                PROXY_UPSTREAM_DURATION,
+                "upstream" => self.label.to_string(),
+                "status" => status.to_string()
+            )
+        });
+        histogram.record(seconds);
+    }
+
+    /// Counts a request the upstream did not answer (`connect`, `timeout` or `other`).
+    pub fn failed(&self, kind: &'static str) {
+        metrics::counter!(PROXY_UPSTREAM_ERRORS, "upstream" => self.label.to_string(), "kind" => kind)
+            .increment(1);
     }
 }
 

@@ -17,10 +17,16 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::http::body::{Body, BoxError};
 use crate::http::error::ApiError;
-use crate::ops::metrics::{PROXY_UPSTREAM_DURATION, PROXY_UPSTREAM_ERRORS};
+use crate::ops::metrics::UpstreamMetrics;
 
 /// The header carrying a verified pass to the shop.
 pub const PASS_HEADER: HeaderName = HeaderName::from_static("rushgate-pass");
+
+// Header names as constants: a name given as `&str` is parsed on every lookup.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// How long opening a connection to the shop may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -29,23 +35,24 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1, plus the
 /// non-standard `Proxy-Connection` and `Keep-Alive` still sent by old clients).
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "proxy-connection",
-    "keep-alive",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authenticate",
-    "proxy-authorization",
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("keep-alive"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
 ];
 
 /// Where an `http://` upstream lives.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Target {
     scheme: Scheme,
     authority: Authority,
+    metrics: UpstreamMetrics,
 }
 
 impl Target {
@@ -75,6 +82,7 @@ impl Target {
         Ok(Target {
             scheme: scheme.clone(),
             authority: authority.clone(),
+            metrics: UpstreamMetrics::new(authority.as_str()),
         })
     }
 }
@@ -86,11 +94,11 @@ pub(crate) struct Forwarder {
 }
 
 /// What the proxy adds about the original request.
-pub(crate) struct Forwarding<'a> {
+pub(crate) struct Forwarding {
     /// The client's address (appended to `X-Forwarded-For`).
     pub(crate) peer: Option<IpAddr>,
     /// The verified pass for `Rushgate-Pass`, when the path is protected.
-    pub(crate) pass: Option<&'a str>,
+    pub(crate) pass: Option<HeaderValue>,
     /// The request id, passed on as `X-Request-Id` so shop logs can be joined with ours.
     pub(crate) request_id: Option<HeaderValue>,
 }
@@ -118,7 +126,7 @@ impl Forwarder {
         &self,
         target: &Target,
         req: Request<Incoming>,
-        extra: Forwarding<'_>,
+        extra: Forwarding,
     ) -> Result<Response<Body>, ApiError> {
         let (mut parts, body) = req.into_parts();
         let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
@@ -127,7 +135,7 @@ impl Forwarder {
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
-        prepare_request_headers(&mut parts.headers, original_host, &extra);
+        prepare_request_headers(&mut parts.headers, original_host, extra);
         let path = parts
             .uri
             .path_and_query()
@@ -144,11 +152,7 @@ impl Forwarder {
         let started = std::time::Instant::now();
         let answer =
             tokio::time::timeout(RESPONSE_TIMEOUT, self.client.request(upstream_req)).await;
-        let upstream = target.authority.to_string();
-        let failed = |kind: &'static str| {
-            metrics::counter!(PROXY_UPSTREAM_ERRORS, "upstream" => upstream.clone(), "kind" => kind)
-                .increment(1);
-        };
+        let failed = |kind| target.metrics.failed(kind);
         let resp = match answer {
             Ok(Ok(resp)) => resp,
             Ok(Err(e)) => {
@@ -168,12 +172,9 @@ impl Forwarder {
             }
         };
         // Time to response headers (the body streams afterwards).
-        metrics::histogram!(
-            PROXY_UPSTREAM_DURATION,
-            "upstream" => upstream.clone(),
-            "status" => resp.status().as_u16().to_string()
-        )
-        .record(started.elapsed().as_secs_f64());
+        target
+            .metrics
+            .record(resp.status().as_u16(), started.elapsed().as_secs_f64());
         let (mut parts, body) = resp.into_parts();
         remove_hop_by_hop(&mut parts.headers);
         let body: Body = body.map_err(|e| Box::new(e) as BoxError).boxed();
@@ -185,56 +186,69 @@ impl Forwarder {
 pub(crate) fn prepare_request_headers(
     headers: &mut HeaderMap,
     original_host: Option<HeaderValue>,
-    extra: &Forwarding<'_>,
+    extra: Forwarding,
 ) {
     remove_hop_by_hop(headers);
     headers.remove(&PASS_HEADER);
     headers.remove(header::HOST);
     strip_rushgate_cookies(headers);
 
-    let forwarded_for = headers
-        .get_all("x-forwarded-for")
+    let mut forwarded_for = String::new();
+    for hop in headers
+        .get_all(&X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|v| !v.is_empty())
-        .map(str::to_string)
-        .chain(extra.peer.map(|ip| ip.to_string()))
-        .collect::<Vec<_>>()
-        .join(", ");
-    headers.remove("x-forwarded-for");
+    {
+        forwarded_for.push_str(hop);
+        forwarded_for.push_str(", ");
+    }
+    match extra.peer {
+        Some(ip) => {
+            use std::fmt::Write as _;
+            let _ = write!(forwarded_for, "{ip}");
+        }
+        None => forwarded_for.truncate(forwarded_for.len().saturating_sub(2)),
+    }
+    headers.remove(&X_FORWARDED_FOR);
     if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
         if !forwarded_for.is_empty() {
-            headers.insert("x-forwarded-for", v);
+            headers.insert(X_FORWARDED_FOR, v);
         }
     }
     // A TLS-terminating balancer in front of rushgate says https; otherwise it was plain http.
     let proto_https = headers
-        .get("x-forwarded-proto")
+        .get(&X_FORWARDED_PROTO)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"));
     headers.insert(
-        "x-forwarded-proto",
+        X_FORWARDED_PROTO,
         HeaderValue::from_static(if proto_https { "https" } else { "http" }),
     );
     match original_host {
         Some(host) => {
-            headers.insert("x-forwarded-host", host);
+            headers.insert(X_FORWARDED_HOST, host);
         }
         None => {
-            headers.remove("x-forwarded-host");
+            headers.remove(&X_FORWARDED_HOST);
         }
     }
-    if let Some(pass) = extra.pass.and_then(|p| HeaderValue::from_str(p).ok()) {
+    if let Some(pass) = extra.pass {
         headers.insert(PASS_HEADER, pass);
     }
-    if let Some(id) = &extra.request_id {
-        headers.insert("x-request-id", id.clone());
+    if let Some(id) = extra.request_id {
+        headers.insert(X_REQUEST_ID, id);
     }
 }
 
 /// Removes the hop-by-hop headers and every header named in `Connection`.
 pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the few headers a message has is cheaper than nine lookups, and most
+    // messages (an upstream's answers, HTTP/1.1 browsers) carry none of them.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -245,7 +259,7 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     for name in listed {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
 }
@@ -253,24 +267,29 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// Drops `rg_ticket_*` and `rg_pass_*` from every `Cookie` header (the shop gets the pass in
 /// `Rushgate-Pass`, never a ticket), keeping the shop's own cookies in order.
 fn strip_rushgate_cookies(headers: &mut HeaderMap) {
-    let kept: Vec<String> = headers
+    let mut kept = String::new();
+    for pair in headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .map(str::trim)
         .filter(|pair| !pair.is_empty())
-        .filter(|pair| {
-            let name = pair.split('=').next().unwrap_or("").trim();
-            !(name.starts_with("rg_ticket_") || name.starts_with("rg_pass_"))
-        })
-        .map(str::to_string)
-        .collect();
+    {
+        let name = pair.split('=').next().unwrap_or("").trim();
+        if name.starts_with("rg_ticket_") || name.starts_with("rg_pass_") {
+            continue;
+        }
+        if !kept.is_empty() {
+            kept.push_str("; ");
+        }
+        kept.push_str(pair);
+    }
     headers.remove(header::COOKIE);
     if kept.is_empty() {
         return;
     }
-    if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
+    if let Ok(v) = HeaderValue::from_str(&kept) {
         headers.insert(header::COOKIE, v);
     }
 }
@@ -302,10 +321,10 @@ mod tests {
         let host = h.get(header::HOST).cloned();
         let extra = Forwarding {
             peer: Some("127.0.0.1".parse().unwrap()),
-            pass: Some("the.pass.jwt"),
+            pass: Some(HeaderValue::from_static("the.pass.jwt")),
             request_id: Some(HeaderValue::from_static("rid-1")),
         };
-        prepare_request_headers(&mut h, host, &extra);
+        prepare_request_headers(&mut h, host, extra);
         for gone in ["connection", "x-secret-hop", "keep-alive", "te", "host"] {
             assert!(!h.contains_key(gone), "{gone} kept");
         }

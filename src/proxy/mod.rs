@@ -21,7 +21,7 @@ mod waiting;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use http::{HeaderMap, Request, Response};
+use http::{HeaderMap, HeaderValue, Request, Response};
 use hyper::body::Incoming;
 
 pub use forward::PASS_HEADER;
@@ -34,6 +34,7 @@ use crate::http::body::{cookie, Body};
 use crate::http::error::ApiError;
 use crate::http::PeerAddr;
 use crate::ops::request_id::RequestId;
+use crate::pass::PassClaims;
 use forward::{Forwarder, Forwarding, Target};
 use page::Template;
 use rules::Pattern;
@@ -69,6 +70,8 @@ struct Inner {
 /// One room's proxy settings.
 struct Route {
     room: String,
+    /// `rg_pass_{room}`, the cookie holding the room's pass.
+    pass_cookie: String,
     upstream: Upstream,
     protect: Vec<Pattern>,
     bypass: Vec<Pattern>,
@@ -121,6 +124,7 @@ impl Proxy {
             };
             routes.push(Route {
                 room: room.id.clone(),
+                pass_cookie: format!("rg_pass_{}", room.id),
                 upstream,
                 protect: patterns(&room.protect, "protect")?,
                 bypass: patterns(&room.bypass, "bypass")?,
@@ -181,50 +185,47 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response
     match state.proxy.decide(&path) {
         Decision::Nowhere => Err(ApiError::NotFound(path.chars().take(128).collect())),
         Decision::Forward(route) => send(state, route, req, None).await,
-        Decision::Protected(route) => {
-            let pass = valid_pass(state, &route.room, req.headers());
-            match pass {
-                Some((token, claims)) => send(state, route, req, Some((&token, &claims))).await,
-                None => {
-                    let return_to = req
-                        .uri()
-                        .path_and_query()
-                        .map(|p| p.as_str())
-                        .filter(|u| waiting::is_local_path(u))
-                        .unwrap_or("/")
-                        .to_string();
-                    let peer = req.extensions().get::<PeerAddr>().copied();
-                    waiting::admit_or_wait(state, &route.room, req.headers(), peer, &return_to)
-                        .await
-                }
+        Decision::Protected(route) => match valid_pass(state, route, req.headers()) {
+            Some(pass) => send(state, route, req, Some(pass)).await,
+            None => {
+                let return_to = req
+                    .uri()
+                    .path_and_query()
+                    .map(|p| p.as_str())
+                    .filter(|u| waiting::is_local_path(u))
+                    .unwrap_or("/")
+                    .to_string();
+                let peer = req.extensions().get::<PeerAddr>().copied();
+                waiting::admit_or_wait(state, &route.room, req.headers(), peer, &return_to).await
             }
-        }
+        },
     }
 }
 
 /// The room's pass cookie when it verifies locally (signature, issuer, audience, time, room).
+/// Returned as the `Rushgate-Pass` value the shop gets, and the claims.
 fn valid_pass(
     state: &AppState,
-    room: &str,
+    route: &Route,
     headers: &HeaderMap,
-) -> Option<(String, crate::pass::PassClaims)> {
-    let token = cookie(headers, &format!("rg_pass_{room}"))?;
-    let claims = state.passes.verify_for_room(token, room).ok()?;
-    Some((token.to_string(), claims))
+) -> Option<(HeaderValue, Arc<PassClaims>)> {
+    let token = cookie(headers, &route.pass_cookie)?;
+    let claims = state.passes.verify_for_room(token, &route.room).ok()?;
+    Some((HeaderValue::from_str(token).ok()?, claims))
 }
 
 async fn send(
     state: &AppState,
     route: &Route,
     req: Request<Incoming>,
-    pass: Option<(&str, &crate::pass::PassClaims)>,
+    pass: Option<(HeaderValue, Arc<PassClaims>)>,
 ) -> Result<Response<Body>, ApiError> {
     match &route.upstream {
-        Upstream::Demo => demo::serve(state, &route.room, &req, pass.map(|(_, c)| c)),
+        Upstream::Demo => demo::serve(state, &route.room, &req, pass.as_ref().map(|(_, c)| &**c)),
         Upstream::Http(target) => {
             let extra = Forwarding {
                 peer: req.extensions().get::<PeerAddr>().map(|p| p.0.ip()),
-                pass: pass.map(|(t, _)| t),
+                pass: pass.map(|(value, _)| value),
                 request_id: req
                     .extensions()
                     .get::<RequestId>()

@@ -10,7 +10,10 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 
+use metrics::Counter;
+
 use crate::config::{CouponConfig, SaleConfig};
+use crate::ops::metrics::{Handles, PURCHASES};
 use crate::store::sale::{SaleParams, SaleState};
 
 /// One sale on this node.
@@ -20,6 +23,8 @@ pub struct Sale {
     /// Store parameters derived from the settings.
     pub params: SaleParams,
     state: ArcSwapOption<SaleState>,
+    /// `rushgate_purchases_total` per outcome, labelled with this sale.
+    purchases: Handles<&'static str, Counter>,
 }
 
 impl Sale {
@@ -33,7 +38,17 @@ impl Sale {
             config,
             params,
             state: ArcSwapOption::empty(),
+            purchases: Handles::new(),
         }
+    }
+
+    /// Counts one purchase attempt that ended with `outcome` (a `PurchaseOutcome` label).
+    pub fn count_purchase(&self, outcome: &'static str) {
+        self.purchases
+            .get(outcome, || {
+                metrics::counter!(PURCHASES, "sale" => self.config.id.clone(), "outcome" => outcome)
+            })
+            .increment(1);
     }
 
     /// The last stock counters read from the store (`None` before the first read).

@@ -76,63 +76,83 @@ impl RedisStore {
             .map(|n| key(sale, n))
             .collect();
         let n = calls.len();
+        let expires = now.saturating_add(params.reservation_ms);
         let mut args = Vec::with_capacity(3 + 4 * n);
         args.extend([
             now.to_string(),
-            now.saturating_add(params.reservation_ms).to_string(),
+            expires.to_string(),
             params.per_user_limit.to_string(),
         ]);
+        let mut asked = Vec::with_capacity(n);
         for c in calls {
-            args.extend([c.user, c.quantity.to_string(), c.idempotency_key, c.id]);
+            args.extend([c.user, c.quantity.to_string(), c.idempotency_key]);
+            asked.push((c.id.clone(), c.quantity));
+            args.push(c.id);
         }
         let replies = array(
             self.eval(&SCRIPTS.purchase, keys, args).await?,
-            n,
+            3 * n,
             "purchase replies",
         )?;
-        Ok(replies.into_iter().map(purchase_outcome).collect())
+        Ok(replies
+            .chunks(3)
+            .zip(asked)
+            .map(|(reply, (id, quantity))| purchase_outcome(reply, id, quantity, expires))
+            .collect())
     }
 }
 
-/// One purchase's reply in a purchase.lua batch.
-fn purchase_outcome(reply: Value) -> Result<PurchaseOutcome, StoreError> {
-    let Value::Array(v) = reply else {
+/// One purchase's reply in a purchase.lua batch: kind, number, text (see the script). A new
+/// reservation is the call's own `id` and `quantity`, expiring at the batch's `expires`.
+fn purchase_outcome(
+    reply: &[Value],
+    id: String,
+    quantity: u64,
+    expires: u64,
+) -> Result<PurchaseOutcome, StoreError> {
+    let [kind, number, extra] = reply else {
         return Err(StoreError::Protocol("purchase reply".into()));
     };
-    let field = |i: usize| {
-        v.get(i)
-            .ok_or_else(|| StoreError::Protocol("purchase reply".into()))
-    };
-    let reservation = |state: ReservationState| -> Result<Reservation, StoreError> {
-        Ok(Reservation {
-            id: text(field(1)?, "reservation id")?.to_string(),
-            quantity: int(field(2)?, "quantity")?,
-            expires_ms: int(field(3)?, "expiry")?,
-            available: int(field(4)?, "available")?,
-            state,
-        })
-    };
-    match text(field(0)?, "purchase outcome")? {
-        "reserved" => Ok(PurchaseOutcome::Reserved(reservation(
-            ReservationState::Reserved,
-        )?)),
-        "existing" => Ok(PurchaseOutcome::Existing(reservation(state_of(field(
-            5,
-        )?)?)?)),
-        "limit" => Ok(PurchaseOutcome::LimitReached {
-            held: int(field(1)?, "held")?,
-        }),
-        "sold_out" => Ok(PurchaseOutcome::SoldOut {
-            reserved: int(field(1)?, "reserved")?,
-        }),
-        "insufficient" => Ok(PurchaseOutcome::Insufficient {
-            available: int(field(1)?, "available")?,
-        }),
+    let number = int(number, "purchase reply number")?;
+    match text(kind, "purchase outcome")? {
+        "reserved" => Ok(PurchaseOutcome::Reserved(Reservation {
+            id,
+            quantity,
+            expires_ms: expires,
+            available: number,
+            state: ReservationState::Reserved,
+        })),
+        "existing" => existing_reservation(text(extra, "existing reservation")?, number)
+            .map(PurchaseOutcome::Existing),
+        "limit" => Ok(PurchaseOutcome::LimitReached { held: number }),
+        "sold_out" => Ok(PurchaseOutcome::SoldOut { reserved: number }),
+        "insufficient" => Ok(PurchaseOutcome::Insufficient { available: number }),
         "bad_quantity" => Err(StoreError::Protocol(
             "quantity must be a positive integer".into(),
         )),
         other => Err(StoreError::Protocol(format!("purchase outcome {other}"))),
     }
+}
+
+/// The reservation an idempotency key points at, from `id|state|user|quantity|expires_ms`
+/// (quantity and expiry read from the right, so a `|` in a user id cannot shift them).
+fn existing_reservation(text: &str, available: u64) -> Result<Reservation, StoreError> {
+    let bad = || StoreError::Protocol("existing reservation record".into());
+    let mut right = text.rsplitn(3, '|');
+    let expires_ms = right.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
+    let quantity = right.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
+    let (id, rest) = right
+        .next()
+        .and_then(|r| r.split_once('|'))
+        .ok_or_else(bad)?;
+    let state = rest.split('|').next().and_then(ReservationState::parse);
+    Ok(Reservation {
+        id: id.to_string(),
+        quantity,
+        expires_ms,
+        available,
+        state: state.ok_or_else(|| StoreError::Protocol("unknown reservation state".into()))?,
+    })
 }
 
 #[async_trait]
@@ -278,5 +298,26 @@ impl SaleStore for RedisStore {
 
     async fn coupon_log_len(&self, campaign: &str) -> Result<u64, StoreError> {
         self.stream_len(&key(campaign, "log")).await
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn existing_reservations_are_read_from_their_record() {
+        let r = existing_reservation("s.r1|confirmed|user|with|bars|3|1700000000000", 7).unwrap();
+        assert_eq!(r.id, "s.r1");
+        assert_eq!(r.state, ReservationState::Confirmed);
+        assert_eq!(
+            (r.quantity, r.expires_ms, r.available),
+            (3, 1_700_000_000_000, 7)
+        );
+        // A missing record (the key points nowhere) or a damaged one is a protocol error.
+        assert!(existing_reservation("s.r1|", 7).is_err());
+        assert!(existing_reservation("s.r1|weird|u|1|2", 7).is_err());
+        assert!(existing_reservation("s.r1|reserved|u|x|2", 7).is_err());
     }
 }

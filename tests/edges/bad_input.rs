@@ -475,7 +475,7 @@ async fn bad_input_is_a_problem_and_changes_nothing(kind: StoreKind) {
         PassIssuer::new(PassKeys::from_pem(&pem, alg).unwrap(), "rushgate", "shop")
     };
     let with = |edit: fn(&mut PassClaims)| {
-        let mut c = genuine.clone();
+        let mut c = PassClaims::clone(&genuine);
         edit(&mut c);
         passes.issue_claims(&c).unwrap()
     };

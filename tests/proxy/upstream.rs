@@ -108,7 +108,7 @@ async fn handle(s: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>
     let pass_sub = match (req.headers().get("rushgate-pass"), s.verifier.get()) {
         (Some(token), Some((passes, room))) => {
             match passes.verify_for_room(token.to_str().unwrap_or(""), room) {
-                Ok(claims) => Some(claims.sub),
+                Ok(claims) => Some(claims.sub.clone()),
                 Err(_) => {
                     s.bad_passes.fetch_add(1, Ordering::SeqCst);
                     None

@@ -8,11 +8,13 @@
 --        user, quantity (integer >= 1, checked by the caller too), idempotency key ('' = none),
 --        new reservation id. A batch: the Redis store coalesces the purchases that arrive while
 --        earlier ones are in flight; they run one after the other exactly as single calls would.
--- Returns one reply per purchase, each one of
---   {'reserved', id, quantity, expires_ms, available_after}    (new reservation)
---   {'existing', id, quantity, expires_ms, available_now, state} (same idempotency key)
---   {'limit', units_held}   {'sold_out', reserved}   {'insufficient', available}
---   {'bad_quantity', 0}
+-- Returns three entries per purchase, flat (kind, number, text): one nested reply table per
+-- purchase was a measurable share of a batch, and the caller knows a new reservation's id,
+-- quantity and expiry (its own id and quantity, and the batch's ARGV[2]):
+--   'reserved', available_after, ''          (new reservation)
+--   'existing', available_now, 'id|record'   (same idempotency key; record as stored)
+--   'limit', units_held, ''   'sold_out', reserved, ''   'insufficient', available, ''
+--   'bad_quantity', 0, ''
 -- A record is "state|user|quantity|expires_ms". The comparison is `available < quantity`, so
 -- the last unit sells exactly once and stock never goes below zero.
 local stock, buyers, rsv, rsv_exp, idem, orders = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
@@ -40,26 +42,25 @@ end
 local function purchase(user, qty_text, key, id)
   local qty = tonumber(qty_text)
   if qty == nil or qty < 1 or qty ~= math.floor(qty) then
-    return {'bad_quantity', 0}
+    return 'bad_quantity', 0, ''
   end
   local ikey = user .. '\0' .. key
   if key ~= '' then
     local existing = keyed[ikey] or redis.call('HGET', idem, ikey)
     if existing then
       local rec = records[existing] or redis.call('HGET', rsv, existing) or ''
-      local state, _, q, exp = string.match(rec, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
-      return {'existing', existing, tonumber(q) or 0, tonumber(exp) or 0, available, state or 'unknown'}
+      return 'existing', available, existing .. '|' .. rec
     end
   end
   local h = held_by(user)
   if h + qty > limit then
-    return {'limit', h}
+    return 'limit', h, ''
   end
   if available == 0 then
-    return {'sold_out', reserved}
+    return 'sold_out', reserved, ''
   end
   if available < qty then
-    return {'insufficient', available}
+    return 'insufficient', available, ''
   end
   available, reserved = available - qty, reserved + qty
   if not listed[user] then
@@ -74,12 +75,13 @@ local function purchase(user, qty_text, key, id)
   end
   redis.call('XADD', orders, '*', 'event', 'reserved', 'reservation_id', id, 'user', user,
     'quantity', qty_text, 'expires_at_ms', expires, 'at_ms', now)
-  return {'reserved', id, qty, tonumber(expires), available}
+  return 'reserved', available, ''
 end
 
-local out = {}
+local out, n = {}, 0
 for i = 4, #ARGV, 4 do
-  out[#out + 1] = purchase(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+  out[n + 1], out[n + 2], out[n + 3] = purchase(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+  n = n + 3
 end
 if #new_ids > 0 then
   redis.call('HSET', stock, 'available', available, 'reserved', reserved)
