@@ -112,28 +112,30 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 /// Metric handles registered once per label set and kept. Building a labelled key and looking
 /// it up in the registry on every event was a measurable share of the poll, proxy and purchase
 /// paths. Nothing is kept before [`install`], since handles made then would record nowhere.
-pub struct Handles<K, H>(DashMap<K, H>);
+pub struct Handles<K, H>(DashMap<K, H, foldhash::fast::RandomState>);
 
-impl<K: Eq + std::hash::Hash, H: Clone> Handles<K, H> {
+impl<K: Eq + std::hash::Hash, H> Handles<K, H> {
     /// An empty set.
     pub fn new() -> Self {
-        Handles(DashMap::new())
+        Handles(DashMap::with_hasher(foldhash::fast::RandomState::default()))
     }
 
-    /// The handle of `key`, registered by `register` the first time.
-    pub fn get(&self, key: K, register: impl FnOnce() -> H) -> H {
+    /// Runs `record` on the handle of `key`, registered by `register` the first time (used in
+    /// place: no handle is cloned per event).
+    pub fn record(&self, key: K, register: impl FnOnce() -> H, record: impl FnOnce(&H)) {
         if let Some(h) = self.0.get(&key) {
-            return h.clone();
+            record(&h);
+            return;
         }
         let h = register();
+        record(&h);
         if HANDLE.get().is_some() {
-            self.0.insert(key, h.clone());
+            self.0.insert(key, h);
         }
-        h
     }
 }
 
-impl<K: Eq + std::hash::Hash, H: Clone> Default for Handles<K, H> {
+impl<K: Eq + std::hash::Hash, H> Default for Handles<K, H> {
     fn default() -> Self {
         Self::new()
     }
@@ -144,15 +146,20 @@ pub fn record_request(route: &'static str, status: u16, seconds: f64) {
     type RouteStatus = (&'static str, u16);
     static HANDLES: LazyLock<Handles<RouteStatus, (Counter, Histogram)>> =
         LazyLock::new(Handles::new);
-    let (counter, histogram) = HANDLES.get((route, status), || {
-        let label = status.to_string();
-        (
-            metrics::counter!(HTTP_REQUESTS, "route" => route, "status" => label.clone()),
-            metrics::histogram!(HTTP_DURATION, "route" => route, "status" => label),
-        )
-    });
-    counter.increment(1);
-    histogram.record(seconds);
+    HANDLES.record(
+        (route, status),
+        || {
+            let label = status.to_string();
+            (
+                metrics::counter!(HTTP_REQUESTS, "route" => route, "status" => label.clone()),
+                metrics::histogram!(HTTP_DURATION, "route" => route, "status" => label),
+            )
+        },
+        |(counter, histogram)| {
+            counter.increment(1);
+            histogram.record(seconds);
+        },
+    );
 }
 
 /// The metrics of one proxy upstream: time to response headers per status and failures per
@@ -174,14 +181,17 @@ impl UpstreamMetrics {
 
     /// Records the time an upstream took to send response headers with `status`.
     pub fn record(&self, status: u16, seconds: f64) {
-        let histogram = self.durations.get(status, || {
-            metrics::histogram!(
-                PROXY_UPSTREAM_DURATION,
-                "upstream" => self.label.to_string(),
-                "status" => status.to_string()
-            )
-        });
-        histogram.record(seconds);
+        self.durations.record(
+            status,
+            || {
+                metrics::histogram!(
+                    PROXY_UPSTREAM_DURATION,
+                    "upstream" => self.label.to_string(),
+                    "status" => status.to_string()
+                )
+            },
+            |h| h.record(seconds),
+        );
     }
 
     /// Counts a request the upstream did not answer (`connect`, `timeout` or `other`).

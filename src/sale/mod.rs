@@ -44,11 +44,11 @@ impl Sale {
 
     /// Counts one purchase attempt that ended with `outcome` (a `PurchaseOutcome` label).
     pub fn count_purchase(&self, outcome: &'static str) {
-        self.purchases
-            .get(outcome, || {
-                metrics::counter!(PURCHASES, "sale" => self.config.id.clone(), "outcome" => outcome)
-            })
-            .increment(1);
+        self.purchases.record(
+            outcome,
+            || metrics::counter!(PURCHASES, "sale" => self.config.id.clone(), "outcome" => outcome),
+            |c| c.increment(1),
+        );
     }
 
     /// The last stock counters read from the store (`None` before the first read).
