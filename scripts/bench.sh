@@ -6,10 +6,11 @@
 #   BENCH_ONLY="join_64 redis_lua_64" bash scripts/bench.sh --quick
 #                                    # only those runs, raw figures instead of the table
 #
-# Builds release, starts its own redis-server and nginx (Debian package, installed when missing)
-# and the loadtest baselines on free loopback ports in a temp dir, pins every server to one core
-# and the load generator to another (taskset), and reports each row as a ratio to the baseline
-# measured in the same run. Prints the table and writes target/bench/report.md and
+# Builds release, starts its own redis-server and two nginx (Debian package, installed when
+# missing: the baselines, and the static upstream both proxies forward to) and the loadtest
+# baselines (hello, redis-lua, hyper-proxy) on free loopback ports in a temp dir, pins every
+# server to one core and the load generator to another (taskset), and reports each row as a
+# ratio to the baseline measured in the same run. Prints the table and writes target/bench/report.md and
 # target/bench/report.json (raw per-run JSON and SVG plots in target/bench/raw/).
 # Run it on an otherwise idle machine: anything else heavy skews both sides of every ratio.
 set -euo pipefail

@@ -1,6 +1,7 @@
 //! The ceilings rushgate is measured against, served by this binary: `hello` (bare hyper
-//! answering the same small JSON body as a poll) and `redis-lua` (bare hyper plus one fred
-//! EVALSHA per request, the least a store-backed endpoint can do).
+//! answering the same small JSON body as a poll), `redis-lua` (bare hyper plus one fred
+//! EVALSHA per request, the least a store-backed endpoint can do) and `hyper-proxy` (bare hyper
+//! forwarding with hyper-util's pooled client, the least a proxy on rushgate's stack does).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -27,11 +28,18 @@ pub const POLL_LIKE_BODY: &str = concat!(
 /// operation rushgate runs.
 const LUA: &str = "return redis.call('INCR', KEYS[1])";
 
+/// A failed request of a baseline (hyper closes that connection).
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Serves `handler` on `listen` with hyper-util's auto builder (as rushgate does) until killed.
-async fn serve<F, Fut>(listen: SocketAddr, handler: F) -> anyhow::Result<()>
+async fn serve<F, Fut, B, E>(listen: SocketAddr, handler: F) -> anyhow::Result<()>
 where
-    F: Fn() -> Fut + Clone + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Response<B>, E>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+    E: Into<BoxError>,
 {
     let listener = TcpListener::bind(listen).await?;
     eprintln!("baseline listening on {}", listener.local_addr()?);
@@ -47,12 +55,8 @@ where
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |_req: Request<Incoming>| {
-                let handler = handler.clone();
-                async move { Ok::<_, Infallible>(handler().await) }
-            });
             let _ = AutoBuilder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), svc)
+                .serve_connection(TokioIo::new(stream), service_fn(handler))
                 .await;
         });
     }
@@ -69,8 +73,8 @@ fn json(body: Bytes) -> Response<Full<Bytes>> {
 
 /// `baseline hello`: the poll-shaped body, from memory.
 pub async fn hello(listen: SocketAddr) -> anyhow::Result<()> {
-    serve(listen, || async {
-        json(Bytes::from_static(POLL_LIKE_BODY.as_bytes()))
+    serve(listen, |_req| async {
+        Ok::<_, Infallible>(json(Bytes::from_static(POLL_LIKE_BODY.as_bytes())))
     })
     .await
 }
@@ -83,7 +87,7 @@ pub async fn redis_lua(
 ) -> anyhow::Result<()> {
     let pool = crate::redis_info::pool(redis_url, pool_size).await?;
     let script = Arc::new(Script::from_lua(LUA));
-    serve(listen, move || {
+    serve(listen, move |_req| {
         let (pool, script) = (pool.clone(), script.clone());
         async move {
             let n: Result<u64, _> = script
@@ -93,14 +97,14 @@ pub async fn redis_lua(
                     Vec::<String>::new(),
                 )
                 .await;
-            match n {
+            Ok::<_, Infallible>(match n {
                 Ok(n) => json(Bytes::from(format!(r#"{{"n":{n}}}"#))),
                 Err(e) => {
                     let mut resp = json(Bytes::from(format!(r#"{{"error":"{e}"}}"#)));
                     *resp.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
                     resp
                 }
-            }
+            })
         }
     })
     .await
@@ -115,30 +119,19 @@ pub async fn hyper_proxy(listen: SocketAddr, upstream: SocketAddr) -> anyhow::Re
     let client: Client<_, Incoming> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(256)
         .build(connector);
-    let listener = TcpListener::bind(listen).await?;
-    eprintln!("baseline listening on {}", listener.local_addr()?);
-    loop {
-        let (stream, _) = listener.accept().await?;
-        let _ = stream.set_nodelay(true);
+    serve(listen, move |req: Request<Incoming>| {
         let client = client.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req: Request<Incoming>| {
-                let client = client.clone();
-                async move {
-                    let (mut parts, body) = req.into_parts();
-                    let path = parts
-                        .uri
-                        .path_and_query()
-                        .map(|p| p.as_str())
-                        .unwrap_or("/");
-                    parts.uri = format!("http://{upstream}{path}").parse()?;
-                    let resp = client.request(Request::from_parts(parts, body)).await?;
-                    Ok::<_, anyhow::Error>(resp)
-                }
-            });
-            let _ = AutoBuilder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
-    }
+        async move {
+            let (mut parts, body) = req.into_parts();
+            let path = parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/");
+            parts.uri = format!("http://{upstream}{path}").parse()?;
+            let resp = client.request(Request::from_parts(parts, body)).await?;
+            Ok::<_, BoxError>(resp)
+        }
+    })
+    .await
 }

@@ -2,7 +2,8 @@
 //!
 //! - `run SCENARIO.toml`: drives a bounded load (or a whole `drop` event) at a rushgate node on
 //!   loopback, prints a summary table and writes JSON results and SVG plots to `--out`.
-//! - `baseline hello` / `baseline redis-lua`: the ceilings of the benchmark table.
+//! - `baseline hello` / `baseline redis-lua`: the ceilings of the benchmark table;
+//!   `baseline hyper-proxy`: the floor of a proxy on rushgate's stack (a context row).
 //!
 //! Modules: [`client`] keep-alive connections, [`load`] the closed-loop driver, [`stats`] HDR
 //! histograms, [`scenario`] scenario files, [`runs`] the endpoint scenarios, [`drop`] the event
