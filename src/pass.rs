@@ -777,7 +777,8 @@ impl PassIssuer {
         self.verify_at(token, unix_now())
     }
 
-    /// Verifies a pass as of `now_unix` and returns its claims.
+    /// Verifies a pass as of `now_unix` and returns its claims, shared with the verified-pass
+    /// cache (a pass seen before is not verified or copied again; its time is still checked).
     ///
     /// Checks, in order: size (> [`MAX_PASS_LEN`] bytes → `Malformed`), structure and
     /// header, algorithm (only the configured one; `none`, `HS*` and others are
