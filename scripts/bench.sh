@@ -10,8 +10,9 @@
 # missing: the baselines, and the static upstream both proxies forward to) and the loadtest
 # baselines (hello, redis-lua, hyper-proxy) on free loopback ports in a temp dir, pins every
 # server to one core and the load generator to another (taskset), and reports each row as a
-# ratio to the baseline measured in the same run. Prints the table and writes target/bench/report.md and
-# target/bench/report.json (raw per-run JSON and SVG plots in target/bench/raw/).
+# ratio to the baseline measured in the same run. Prints the table and writes
+# target/bench/report.md and target/bench/report.json (raw per-run JSON and SVG plots in
+# target/bench/raw/).
 # Run it on an otherwise idle machine: anything else heavy skews both sides of every ratio.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -75,59 +76,52 @@ NGX_RETURN=$(free_port); NGX_PROXY=$(free_port); UPSTREAM=$(free_port)
 
 
 echo "==> redis-server :$REDIS_PORT, nginx :$NGX_RETURN/:$NGX_PROXY (upstream :$UPSTREAM)"
-mkdir -p "$TMP/redis" "$TMP/nginx/logs" "$TMP/upstream/logs"
+mkdir -p "$TMP/redis"
 taskset -c "$SERVER_CPU" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
   --dir "$TMP/redis" --logfile "$TMP/redis/redis.log" &
 PIDS+=($!)
 
-POLL_BODY=$("$LT" baseline body)
-cat > "$TMP/nginx/nginx.conf" <<EOF
+# start_nginx NAME SERVERS: one single-worker nginx with its prefix, pid and temp paths under
+# $TMP/NAME, serving the `http` block contents SERVERS, pinned to the server core.
+start_nginx() {
+  local dir=$TMP/$1
+  mkdir -p "$dir/logs"
+  cat > "$dir/nginx.conf" <<EOF
 worker_processes 1;
-pid $TMP/nginx/nginx.pid;
-error_log $TMP/nginx/logs/error.log warn;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
 events { worker_connections 8192; }
 http {
   access_log off;
-  client_body_temp_path $TMP/nginx/body;
-  proxy_temp_path $TMP/nginx/proxy;
-  fastcgi_temp_path $TMP/nginx/fastcgi;
-  uwsgi_temp_path $TMP/nginx/uwsgi;
-  scgi_temp_path $TMP/nginx/scgi;
+  client_body_temp_path $dir/body;
+  proxy_temp_path $dir/proxy;
+  fastcgi_temp_path $dir/fastcgi;
+  uwsgi_temp_path $dir/uwsgi;
+  scgi_temp_path $dir/scgi;
   keepalive_requests 1000000;
+$2
+}
+EOF
+  taskset -c "$SERVER_CPU" "$NGINX" -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;' &
+  PIDS+=($!)
+}
+
+POLL_BODY=$("$LT" baseline body)
+start_nginx nginx "
   upstream shop { server 127.0.0.1:$UPSTREAM; keepalive 64; }
   # Baseline of the poll rows: a fixed JSON answer of a poll's size.
   server { listen 127.0.0.1:$NGX_RETURN; location / { default_type application/json; return 200 '$POLL_BODY'; } }
   # Baseline of the proxy row.
   server {
     listen 127.0.0.1:$NGX_PROXY;
-    location / { proxy_pass http://shop; proxy_http_version 1.1; proxy_set_header Connection ""; }
-  }
-}
-EOF
-taskset -c "$SERVER_CPU" "$NGINX" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -g 'daemon off;' &
-PIDS+=($!)
+    location / { proxy_pass http://shop; proxy_http_version 1.1; proxy_set_header Connection \"\"; }
+  }"
 # The static upstream both proxies forward to, in its own nginx: were it a server block of the
 # baseline nginx, that one worker would answer its own proxied requests inside one event loop,
 # while rushgate's every request crosses to another process and back (two context switches on
 # the shared core), and the row would compare process layouts instead of proxies.
-cat > "$TMP/upstream/nginx.conf" <<EOF
-worker_processes 1;
-pid $TMP/upstream/nginx.pid;
-error_log $TMP/upstream/logs/error.log warn;
-events { worker_connections 8192; }
-http {
-  access_log off;
-  client_body_temp_path $TMP/upstream/body;
-  proxy_temp_path $TMP/upstream/proxy;
-  fastcgi_temp_path $TMP/upstream/fastcgi;
-  uwsgi_temp_path $TMP/upstream/uwsgi;
-  scgi_temp_path $TMP/upstream/scgi;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$UPSTREAM; location / { default_type text/html; return 200 '<!doctype html><title>item</title><p>A static product page.</p>'; } }
-}
-EOF
-taskset -c "$SERVER_CPU" "$NGINX" -p "$TMP/upstream" -c "$TMP/upstream/nginx.conf" -g 'daemon off;' &
-PIDS+=($!)
+start_nginx upstream "
+  server { listen 127.0.0.1:$UPSTREAM; location / { default_type text/html; return 200 '<!doctype html><title>item</title><p>A static product page.</p>'; } }"
 
 taskset -c "$SERVER_CPU" "$LT" baseline hello --listen "127.0.0.1:$HELLO_PORT" 2>"$TMP/hello.log" &
 PIDS+=($!)
