@@ -1,4 +1,4 @@
-//! Forwarding to an `http://` shop: hyper-util's pooled client, bodies streamed both ways
+//! Forwarding to an `http://` shop: kept-alive connections ([`super::pool`]), bodies streamed both ways
 //! (never collected), connect and response-header timeouts, hop-by-hop headers removed
 //! (RFC 9110 §7.6.1), `X-Forwarded-*` set, rushgate's own cookies stripped, and the pass
 //! attached as `Rushgate-Pass`.
@@ -11,13 +11,12 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::http::body::{Body, BoxError};
 use crate::http::error::ApiError;
 use crate::ops::metrics::UpstreamMetrics;
+
+use super::pool::{Pool, SendError};
 
 /// The header carrying a verified pass to the shop.
 pub const PASS_HEADER: HeaderName = HeaderName::from_static("rushgate-pass");
@@ -48,11 +47,15 @@ static HOP_BY_HOP: [HeaderName; 9] = [
     header::PROXY_AUTHORIZATION,
 ];
 
-/// Where an `http://` upstream lives.
+/// An `http://` upstream: where it lives and the connections kept open to it. Cloning is cheap
+/// (the connections are shared).
 #[derive(Clone)]
 pub(crate) struct Target {
-    scheme: Scheme,
     authority: Authority,
+    /// The `Host` the shop is sent: the upstream's own authority, as any HTTP client sends it
+    /// (the shopper's host goes in `X-Forwarded-Host`).
+    host: HeaderValue,
+    pool: Pool,
     metrics: UpstreamMetrics,
 }
 
@@ -80,18 +83,20 @@ impl Target {
         if authority.as_str().contains('@') {
             return Err("must not contain credentials");
         }
+        let host = HeaderValue::from_str(authority.as_str())
+            .map_err(|_| "must have a host that is a valid header value")?;
+        let address = format!(
+            "{}:{}",
+            authority.host(),
+            authority.port_u16().unwrap_or(80)
+        );
         Ok(Target {
-            scheme: scheme.clone(),
             authority: authority.clone(),
+            host,
+            pool: Pool::new(address, CONNECT_TIMEOUT),
             metrics: UpstreamMetrics::new(authority.as_str()),
         })
     }
-}
-
-/// The pooled HTTP client to every upstream. Cloning is cheap.
-#[derive(Clone)]
-pub(crate) struct Forwarder {
-    client: Client<HttpConnector, Incoming>,
 }
 
 /// What the proxy adds about the original request.
@@ -104,28 +109,13 @@ pub(crate) struct Forwarding {
     pub(crate) request_id: Option<HeaderValue>,
 }
 
-impl Forwarder {
-    /// A client with connect timeout, TCP_NODELAY and an idle-connection pool per upstream.
-    pub(crate) fn new() -> Forwarder {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(256)
-            .build(connector);
-        Forwarder { client }
-    }
-
-    /// Sends `req` to `target` and streams the answer back. The request body is handed to the
-    /// upstream as it arrives and the response body is returned unread, so neither is ever
+impl Target {
+    /// Sends `req` to this upstream and streams the answer back. The request body is handed to
+    /// the upstream as it arrives and the response body is returned unread, so neither is ever
     /// held whole in memory. Fails with 502 when the upstream cannot be reached (or resets
     /// the exchange) and 504 when it sends no response headers within the timeout.
     pub(crate) async fn forward(
         &self,
-        target: &Target,
         req: Request<Incoming>,
         extra: Forwarding,
     ) -> Result<Response<Body>, ApiError> {
@@ -137,44 +127,39 @@ impl Forwarder {
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
         prepare_request_headers(&mut parts.headers, original_host, extra);
-        let path = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        parts.uri = Uri::builder()
-            .scheme(target.scheme.clone())
-            .authority(target.authority.clone())
-            .path_and_query(path)
-            .build()
-            .map_err(|e| ApiError::Internal(format!("upstream uri: {e}")))?;
+        parts.headers.insert(header::HOST, self.host.clone());
+        // Origin-form (`/path?query`), as a request to an origin server is written.
+        parts.uri = Uri::from(
+            parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        );
         parts.version = Version::HTTP_11;
         let upstream_req = Request::from_parts(parts, body);
         let started = std::time::Instant::now();
-        let answer =
-            tokio::time::timeout(RESPONSE_TIMEOUT, self.client.request(upstream_req)).await;
-        let failed = |kind| target.metrics.failed(kind);
+        let answer = tokio::time::timeout(RESPONSE_TIMEOUT, self.pool.send(upstream_req)).await;
+        let failed = |kind| self.metrics.failed(kind);
         let resp = match answer {
             Ok(Ok(resp)) => resp,
             Ok(Err(e)) => {
-                let (cause, kind) = if e.is_connect() {
-                    ("connection refused or unreachable", "connect")
-                } else {
-                    ("the connection failed", "other")
+                let (cause, kind) = match e {
+                    SendError::Connect(_) => ("connection refused or unreachable", "connect"),
+                    SendError::Http(_) => ("the connection failed", "other"),
                 };
                 failed(kind);
-                tracing::warn!(upstream = %target.authority, error = %e, "upstream request failed");
+                tracing::warn!(upstream = %self.authority, error = %e, "upstream request failed");
                 return Err(ApiError::UpstreamUnavailable(cause.to_string()));
             }
             Err(_) => {
                 failed("timeout");
-                tracing::warn!(upstream = %target.authority, "upstream response timed out");
+                tracing::warn!(upstream = %self.authority, "upstream response timed out");
                 return Err(ApiError::UpstreamTimeout(RESPONSE_TIMEOUT.as_secs()));
             }
         };
         // Time to response headers (the body streams afterwards).
-        target
-            .metrics
+        self.metrics
             .record(resp.status().as_u16(), started.elapsed().as_secs_f64());
         let (mut parts, body) = resp.into_parts();
         remove_hop_by_hop(&mut parts.headers);

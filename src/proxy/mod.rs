@@ -3,7 +3,8 @@
 //! the room's upstream (`http://…` or the built-in demo shop) or sends the shopper to the queue.
 //!
 //! - [`rules`]: path patterns and normalization.
-//! - [`forward`]: the pooled client, header rewriting, streaming, timeouts.
+//! - [`forward`]: header rewriting, streaming, timeouts.
+//! - [`pool`]: kept-alive connections to each upstream.
 //! - [`waiting`]: auto-join, the waiting page / JSON body / redirect once admitted.
 //! - [`page`]: the waiting-page template (built-in or the shop's own).
 //! - [`gate`]: the `gate` endpoint for nginx `auth_request` and Envoy `ext_authz`.
@@ -15,6 +16,7 @@ mod demo;
 mod forward;
 mod gate;
 mod page;
+mod pool;
 mod rules;
 mod waiting;
 
@@ -35,7 +37,7 @@ use crate::http::error::ApiError;
 use crate::http::PeerAddr;
 use crate::ops::request_id::RequestId;
 use crate::pass::PassClaims;
-use forward::{Forwarder, Forwarding, Target};
+use forward::{Forwarding, Target};
 use page::Template;
 use rules::Pattern;
 
@@ -54,7 +56,7 @@ pub struct ProxyError {
     problem: String,
 }
 
-/// The proxy: routes of every room and the pooled upstream client. Cloning is cheap.
+/// The proxy: routes of every room, each with its upstream's connections. Cloning is cheap.
 #[derive(Clone)]
 pub struct Proxy {
     inner: Arc<Inner>,
@@ -64,7 +66,6 @@ struct Inner {
     routes: Vec<Route>,
     pages: HashMap<String, Template>,
     builtin_page: Template,
-    forwarder: Forwarder,
 }
 
 /// One room's proxy settings.
@@ -135,7 +136,6 @@ impl Proxy {
                 routes,
                 pages,
                 builtin_page: Template::builtin(),
-                forwarder: Forwarder::new(),
             }),
         })
     }
@@ -231,12 +231,7 @@ async fn send(
                     .get::<RequestId>()
                     .map(RequestId::header_value),
             };
-            state
-                .proxy
-                .inner
-                .forwarder
-                .forward(target, req, extra)
-                .await
+            target.forward(req, extra).await
         }
     }
 }

@@ -382,3 +382,51 @@ async fn proxied_requests_with_a_pass_make_no_store_call() {
     assert_eq!(up.seen().len(), 501);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shop_connections_are_reused_and_replaced_when_the_shop_closes_them() {
+    let up = Upstream::start().await;
+    let id = room_id();
+    let app = spawn_app(config(None, vec![proxied_room(&id, &up.url())])).await;
+    let client = shopper();
+    let get = |path: &str| client.get(format!("{}{path}", app.base)).send();
+
+    // One at a time: every request reuses the one connection, also after empty answers
+    // (a 204 and a HEAD have no body to read to the end).
+    for i in 0..30 {
+        let path = match i % 3 {
+            0 => "/empty",
+            _ => "/about",
+        };
+        let r = get(path).await.unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        r.bytes().await.unwrap();
+        let r = client
+            .head(format!("{}/about", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    assert_eq!(up.connections(), 1, "kept-alive connection not reused");
+
+    // The shop closes the connection after answering: the next request gets a new one.
+    let r = get("/close").await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "closing");
+    let r = get("/about").await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "after a closing answer");
+    assert_eq!(up.connections(), 2);
+
+    // The shop drops its idle connections (its keep-alive timeout) just before requests
+    // arrive: none fails, whether the close is seen before the request is handed over or not.
+    for round in 0..20 {
+        let burst: Vec<_> = (0..8).map(|_| get("/about")).collect();
+        for r in futures::future::join_all(burst).await {
+            assert_eq!(r.unwrap().status(), StatusCode::OK, "round {round}");
+        }
+        up.shared.close_all.notify_waiters();
+    }
+    let r = get("/about").await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    app.stop().await;
+}

@@ -41,6 +41,10 @@ pub struct Shared {
     pub upload_started: Notify,
     /// `/download` sends its first chunk, then waits for this before the rest.
     pub download_release: Notify,
+    /// Connections accepted so far.
+    pub connections: AtomicU64,
+    /// Notified to close every open connection at once (as a shop's keep-alive timeout does).
+    pub close_all: Notify,
 }
 
 pub struct Upstream {
@@ -74,12 +78,19 @@ impl Upstream {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                s.connections.fetch_add(1, Ordering::SeqCst);
                 let s = s.clone();
                 tokio::spawn(async move {
-                    let service = service_fn(move |req| handle(s.clone(), req));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let closed = s.close_all.notified();
+                    let shared = s.clone();
+                    let service = service_fn(move |req| handle(shared.clone(), req));
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service);
+                    // Dropping the connection closes its socket.
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = closed => {}
+                    }
                 });
             }
         });
@@ -97,6 +108,11 @@ impl Upstream {
 
     pub fn set_verifier(&self, passes: PassIssuer, room: &str) {
         let _ = self.shared.verifier.set((passes, room.to_string()));
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.shared.connections.load(Ordering::SeqCst)
     }
 
     pub fn bad_passes(&self) -> u64 {
@@ -128,6 +144,18 @@ async fn handle(s: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>
     });
     let path = req.uri().path().to_string();
     let resp = match path.as_str() {
+        // Answers, then closes the connection.
+        "/close" => {
+            let mut resp = Response::new(text("closing".to_string()));
+            resp.headers_mut()
+                .insert("connection", "close".parse().expect("hv"));
+            resp
+        }
+        "/empty" => {
+            let mut resp = Response::new(text(String::new()));
+            *resp.status_mut() = http::StatusCode::NO_CONTENT;
+            resp
+        }
         "/upload" => {
             let mut body = req.into_body();
             let mut total = 0usize;
