@@ -6,8 +6,8 @@ use std::collections::{BTreeSet, HashMap};
 use async_trait::async_trait;
 
 use super::sale::{
-    CouponOutcome, PurchaseOutcome, Reservation, ReservationState, SaleParams, SaleState,
-    SaleStore, SettleOutcome,
+    keyed_reservation_id, CouponOutcome, PurchaseOutcome, Reservation, ReservationState,
+    SaleParams, SaleState, SaleStore, SettleOutcome,
 };
 use super::{MemoryStore, StoreError};
 
@@ -25,7 +25,6 @@ struct SaleData {
     reservations: HashMap<String, Record>,
     /// (expiry ms, id) of reservations still `reserved`: the rsv_exp ZSET.
     due: BTreeSet<(u64, String)>,
-    idem: HashMap<(String, String), String>,
     events: u64,
 }
 
@@ -122,21 +121,22 @@ impl SaleStore for MemoryStore {
                 "quantity must be a positive integer".into(),
             ));
         }
+        let keyed = !idempotency_key.is_empty();
+        let new_id = if keyed {
+            keyed_reservation_id(sale, user, idempotency_key)
+        } else {
+            new_id.to_string()
+        };
         Ok(self.with_sales(|b| {
             let s = b.sales.entry(sale.to_string()).or_default();
-            let ikey = (user.to_string(), idempotency_key.to_string());
-            if !idempotency_key.is_empty() {
-                if let Some(id) = s.idem.get(&ikey).cloned() {
-                    let rec = s.reservations.get(&id).cloned();
-                    let available = s.stock.unwrap_or_default().available;
-                    return PurchaseOutcome::Existing(Reservation {
-                        id,
-                        quantity: rec.as_ref().map_or(0, |r| r.quantity),
-                        expires_ms: rec.as_ref().map_or(0, |r| r.expires_ms),
-                        available,
-                        state: rec.map_or(ReservationState::Expired, |r| r.state),
-                    });
-                }
+            if let Some(rec) = s.reservations.get(&new_id).filter(|_| keyed) {
+                return PurchaseOutcome::Existing(Reservation {
+                    id: new_id.clone(),
+                    quantity: rec.quantity,
+                    expires_ms: rec.expires_ms,
+                    available: s.stock.unwrap_or_default().available,
+                    state: rec.state,
+                });
             }
             let held = s.buyers.get(user).copied().unwrap_or(0);
             if held + quantity > u64::from(params.per_user_limit) {
@@ -162,7 +162,7 @@ impl SaleStore for MemoryStore {
             let available = st.available;
             *s.buyers.entry(user.to_string()).or_default() += quantity;
             s.reservations.insert(
-                new_id.to_string(),
+                new_id.clone(),
                 Record {
                     state: ReservationState::Reserved,
                     user: user.to_string(),
@@ -170,13 +170,10 @@ impl SaleStore for MemoryStore {
                     expires_ms,
                 },
             );
-            s.due.insert((expires_ms, new_id.to_string()));
-            if !idempotency_key.is_empty() {
-                s.idem.insert(ikey, new_id.to_string());
-            }
+            s.due.insert((expires_ms, new_id.clone()));
             s.events += 1;
             PurchaseOutcome::Reserved(Reservation {
-                id: new_id.to_string(),
+                id: new_id,
                 quantity,
                 expires_ms,
                 available,

@@ -8,8 +8,8 @@ use fred::types::scripts::Script;
 
 use super::redis::{array, int, text};
 use super::sale::{
-    CouponOutcome, PurchaseOutcome, Reservation, ReservationState, SaleParams, SaleState,
-    SaleStore, SettleOutcome,
+    keyed_reservation_id, CouponOutcome, PurchaseOutcome, Reservation, ReservationState,
+    SaleParams, SaleState, SaleStore, SettleOutcome,
 };
 use super::{RedisStore, StoreError};
 
@@ -37,7 +37,7 @@ fn key(id: &str, name: &str) -> String {
     format!("rg:{{{id}}}:{name}")
 }
 
-/// stock, buyers, rsv, rsv_exp, orders: the keys settle.lua and sweep.lua take.
+/// stock, buyers, rsv, rsv_exp, orders: the keys purchase.lua, settle.lua and sweep.lua take.
 fn settle_keys(sale: &str) -> Vec<String> {
     ["stock", "buyers", "rsv", "rsv_exp", "orders"]
         .iter()
@@ -54,7 +54,8 @@ fn state_of(v: &Value) -> Result<ReservationState, StoreError> {
 pub(super) struct PurchaseCall {
     user: String,
     quantity: u64,
-    idempotency_key: String,
+    /// The buyer sent an idempotency key (`id` is then [`keyed_reservation_id`]).
+    keyed: bool,
     id: String,
     params: SaleParams,
     now: u64,
@@ -71,10 +72,7 @@ impl RedisStore {
             return Ok(Vec::new());
         };
         let now = calls.iter().map(|c| c.now).max().unwrap_or_default();
-        let keys = ["stock", "buyers", "rsv", "rsv_exp", "idem", "orders"]
-            .iter()
-            .map(|n| key(sale, n))
-            .collect();
+        let keys = settle_keys(sale);
         let n = calls.len();
         let expires = now.saturating_add(params.reservation_ms);
         let mut args = Vec::with_capacity(3 + 4 * n);
@@ -85,7 +83,8 @@ impl RedisStore {
         ]);
         let mut asked = Vec::with_capacity(n);
         for c in calls {
-            args.extend([c.user, c.quantity.to_string(), c.idempotency_key]);
+            let keyed = if c.keyed { "1" } else { "" };
+            args.extend([c.user, c.quantity.to_string(), keyed.to_string()]);
             asked.push((c.id.clone(), c.quantity));
             args.push(c.id);
         }
@@ -122,7 +121,7 @@ fn purchase_outcome(
             available: number,
             state: ReservationState::Reserved,
         })),
-        "existing" => existing_reservation(text(extra, "existing reservation")?, number)
+        "existing" => existing_reservation(id, text(extra, "existing reservation")?, number)
             .map(PurchaseOutcome::Existing),
         "limit" => Ok(PurchaseOutcome::LimitReached { held: number }),
         "sold_out" => Ok(PurchaseOutcome::SoldOut { reserved: number }),
@@ -134,20 +133,20 @@ fn purchase_outcome(
     }
 }
 
-/// The reservation an idempotency key points at, from `id|state|user|quantity|expires_ms`
-/// (quantity and expiry read from the right, so a `|` in a user id cannot shift them).
-fn existing_reservation(text: &str, available: u64) -> Result<Reservation, StoreError> {
+/// Reservation `id` found by a repeated idempotency key, from its record
+/// `state|user|quantity|expires_ms` (quantity and expiry read from the right, so a `|` in a
+/// user id cannot shift them).
+fn existing_reservation(id: String, text: &str, available: u64) -> Result<Reservation, StoreError> {
     let bad = || StoreError::Protocol("existing reservation record".into());
     let mut right = text.rsplitn(3, '|');
     let expires_ms = right.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
     let quantity = right.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
-    let (id, rest) = right
+    let state = right
         .next()
-        .and_then(|r| r.split_once('|'))
-        .ok_or_else(bad)?;
-    let state = rest.split('|').next().and_then(ReservationState::parse);
+        .and_then(|rest| rest.split('|').next())
+        .and_then(ReservationState::parse);
     Ok(Reservation {
-        id: id.to_string(),
+        id,
         quantity,
         expires_ms,
         available,
@@ -193,11 +192,16 @@ impl SaleStore for RedisStore {
         new_id: &str,
         now: u64,
     ) -> Result<PurchaseOutcome, StoreError> {
+        let keyed = !idempotency_key.is_empty();
         let call = PurchaseCall {
             user: user.to_string(),
             quantity,
-            idempotency_key: idempotency_key.to_string(),
-            id: new_id.to_string(),
+            keyed,
+            id: if keyed {
+                keyed_reservation_id(sale, user, idempotency_key)
+            } else {
+                new_id.to_string()
+            },
             params: *params,
             now,
         };
@@ -308,16 +312,17 @@ mod tests {
 
     #[test]
     fn existing_reservations_are_read_from_their_record() {
-        let r = existing_reservation("s.r1|confirmed|user|with|bars|3|1700000000000", 7).unwrap();
+        let id = || "s.r1".to_string();
+        let r = existing_reservation(id(), "confirmed|user|with|bars|3|1700000000000", 7).unwrap();
         assert_eq!(r.id, "s.r1");
         assert_eq!(r.state, ReservationState::Confirmed);
         assert_eq!(
             (r.quantity, r.expires_ms, r.available),
             (3, 1_700_000_000_000, 7)
         );
-        // A missing record (the key points nowhere) or a damaged one is a protocol error.
-        assert!(existing_reservation("s.r1|", 7).is_err());
-        assert!(existing_reservation("s.r1|weird|u|1|2", 7).is_err());
-        assert!(existing_reservation("s.r1|reserved|u|x|2", 7).is_err());
+        // An empty or damaged record is a protocol error.
+        assert!(existing_reservation(id(), "", 7).is_err());
+        assert!(existing_reservation(id(), "weird|u|1|2", 7).is_err());
+        assert!(existing_reservation(id(), "reserved|u|x|2", 7).is_err());
     }
 }

@@ -4,15 +4,35 @@
 //!
 //! Keys of sale `s`: `rg:{s}:stock` HASH (available, reserved, confirmed, total),
 //! `rg:{s}:buyers` HASH user → units held, `rg:{s}:rsv` HASH id → `state|user|qty|expires_ms`,
-//! `rg:{s}:rsv_exp` ZSET id → expiry ms (reserved only), `rg:{s}:idem` HASH user NUL key → id,
-//! `rg:{s}:orders` STREAM. Coupon campaign `c`: `rg:{c}:issued` counter, `rg:{c}:claimed`
+//! `rg:{s}:rsv_exp` ZSET id → expiry ms (reserved only), `rg:{s}:orders` STREAM. Idempotency
+//! needs no index of its own: a purchase with a key is named by [`keyed_reservation_id`], so a
+//! retry finds its reservation in `rsv`. Coupon campaign `c`: `rg:{c}:issued` counter, `rg:{c}:claimed`
 //! HASH user → serial, `rg:{c}:log` STREAM.
 //!
 //! Invariant: `available + reserved + confirmed == total` after every operation.
 
 use async_trait::async_trait;
+use sha2::{Digest, Sha256};
 
 use super::StoreError;
+
+/// The id of the reservation a purchase with idempotency key `key` makes: `{sale}.` and 32 hex
+/// digits of SHA-256 over sale, user and key. The same sale, user and key always give the same
+/// id (on every node, across restarts), different ones practically never, so the reservation
+/// itself records that the key was used. Never the id of a purchase without a key (those are
+/// random).
+pub fn keyed_reservation_id(sale: &str, user: &str, key: &str) -> String {
+    let digest = Sha256::new()
+        .chain_update(sale)
+        .chain_update([0])
+        .chain_update(user)
+        .chain_update([0])
+        .chain_update(key)
+        .finalize();
+    let mut half = [0u8; 16];
+    half.copy_from_slice(&digest[..16]);
+    format!("{sale}.{}", uuid::Uuid::from_bytes(half).simple())
+}
 
 /// Per-sale rules passed to every purchase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,7 +102,7 @@ impl ReservationState {
 /// A reservation as a purchase returns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reservation {
-    /// Reservation id (`{sale}.{random}`).
+    /// Reservation id (`{sale}.` and 32 hex digits: random, or [`keyed_reservation_id`]).
     pub id: String,
     /// Units held.
     pub quantity: u64,
@@ -166,8 +186,10 @@ pub trait SaleStore: Send + Sync + 'static {
     /// The sale's counters.
     async fn sale_state(&self, sale: &str) -> Result<SaleState, StoreError>;
 
-    /// Reserves `quantity` units for `user` (see `lua/purchase.lua`). `new_id` is used only when
-    /// a new reservation is made. An empty `idempotency_key` means none.
+    /// Reserves `quantity` units for `user` (see `lua/purchase.lua`). An empty
+    /// `idempotency_key` means none, and a new reservation is named `new_id`; with a key it is
+    /// named [`keyed_reservation_id`] and `new_id` is unused, and when that reservation exists
+    /// (in any state) the answer is `Existing` with it: nothing is taken.
     #[allow(clippy::too_many_arguments)]
     async fn purchase(
         &self,

@@ -6,8 +6,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use rushgate::store::sale::{
-    CouponOutcome, PurchaseOutcome, Reservation, ReservationState, SaleParams, SaleState,
-    SaleStore, SettleOutcome,
+    keyed_reservation_id, CouponOutcome, PurchaseOutcome, Reservation, ReservationState,
+    SaleParams, SaleState, SaleStore, SettleOutcome,
 };
 use rushgate::store::StoreError;
 
@@ -126,9 +126,13 @@ async fn purchase_reserves_units(s: Arc<dyn SaleStore>) {
     let t = t0();
     let p = params(5);
     s.init_sale(&sale, 10).await.unwrap();
-    let (r1, r2) = (format!("{sale}.r1"), format!("{sale}.r2"));
+    // With a key the reservation is named after it; without, after the id the caller gives.
+    let (r1, r2) = (
+        keyed_reservation_id(&sale, "u1", "k1"),
+        format!("{sale}.r2"),
+    );
     assert_eq!(
-        buy(s, &sale, "u1", 2, "k1", &p, &r1, t).await,
+        buy(s, &sale, "u1", 2, "k1", &p, &format!("{sale}.unused"), t).await,
         PurchaseOutcome::Reserved(rsv(&r1, 2, t + HOLD, 8))
     );
     check(s, &sale, counters(8, 2, 0, 10)).await;
@@ -149,12 +153,17 @@ async fn idempotency_key_returns_the_same_reservation(s: Arc<dyn SaleStore>) {
     let p = params(5);
     s.init_sale(&sale, 10).await.unwrap();
     let id = |n: u32| format!("{sale}.r{n}");
+    let (u1_k, u2_k, u1_k2) = (
+        keyed_reservation_id(&sale, "u1", "k"),
+        keyed_reservation_id(&sale, "u2", "k"),
+        keyed_reservation_id(&sale, "u1", "k2"),
+    );
     assert_eq!(
         buy(s, &sale, "u1", 2, "k", &p, &id(1), t).await,
-        PurchaseOutcome::Reserved(rsv(&id(1), 2, t + HOLD, 8))
+        PurchaseOutcome::Reserved(rsv(&u1_k, 2, t + HOLD, 8))
     );
     // A retry (even with another id, quantity or time) is the same reservation; no stock.
-    let existing = PurchaseOutcome::Existing(rsv(&id(1), 2, t + HOLD, 8));
+    let existing = PurchaseOutcome::Existing(rsv(&u1_k, 2, t + HOLD, 8));
     assert_eq!(
         buy(s, &sale, "u1", 2, "k", &p, &id(90), t + 5).await,
         existing
@@ -168,11 +177,11 @@ async fn idempotency_key_returns_the_same_reservation(s: Arc<dyn SaleStore>) {
     // The key is per user; another key is another purchase; no key means no deduplication.
     assert_eq!(
         buy(s, &sale, "u2", 2, "k", &p, &id(2), t + 10).await,
-        PurchaseOutcome::Reserved(rsv(&id(2), 2, t + 10 + HOLD, 6))
+        PurchaseOutcome::Reserved(rsv(&u2_k, 2, t + 10 + HOLD, 6))
     );
     assert_eq!(
         buy(s, &sale, "u1", 1, "k2", &p, &id(3), t + 11).await,
-        PurchaseOutcome::Reserved(rsv(&id(3), 1, t + 11 + HOLD, 5))
+        PurchaseOutcome::Reserved(rsv(&u1_k2, 1, t + 11 + HOLD, 5))
     );
     assert_eq!(
         buy(s, &sale, "u1", 1, "", &p, &id(4), t + 12).await,
@@ -190,29 +199,29 @@ async fn idempotency_key_returns_the_same_reservation(s: Arc<dyn SaleStore>) {
     );
     assert_eq!(
         buy(s, &sale, "u1", 2, "k", &p, &id(92), t + 15).await,
-        PurchaseOutcome::Existing(rsv(&id(1), 2, t + HOLD, 3))
+        PurchaseOutcome::Existing(rsv(&u1_k, 2, t + HOLD, 3))
     );
     // A retry reports the reservation's current state.
     assert_eq!(
-        settle(s, &sale, &id(1), Confirmed, t + 20).await,
+        settle(s, &sale, &u1_k, Confirmed, t + 20).await,
         SettleOutcome::Done(Confirmed)
     );
     assert_eq!(
-        settle(s, &sale, &id(3), Released, t + 21).await,
+        settle(s, &sale, &u1_k2, Released, t + 21).await,
         SettleOutcome::Done(Released)
     );
     assert_eq!(
         buy(s, &sale, "u1", 2, "k", &p, &id(93), t + 22).await,
         PurchaseOutcome::Existing(Reservation {
             state: Confirmed,
-            ..rsv(&id(1), 2, t + HOLD, 4)
+            ..rsv(&u1_k, 2, t + HOLD, 4)
         })
     );
     assert_eq!(
         buy(s, &sale, "u1", 1, "k2", &p, &id(94), t + 23).await,
         PurchaseOutcome::Existing(Reservation {
             state: Released,
-            ..rsv(&id(3), 1, t + 11 + HOLD, 4)
+            ..rsv(&u1_k2, 1, t + 11 + HOLD, 4)
         })
     );
     check(s, &sale, counters(4, 4, 2, 10)).await;
@@ -293,9 +302,10 @@ async fn sold_out_and_insufficient(s: Arc<dyn SaleStore>) {
     );
     check(s, &sale, counters(1, 2, 0, 3)).await;
     // A failed purchase does not record its idempotency key.
+    let u2_x = keyed_reservation_id(&sale, "u2", "x");
     assert_eq!(
         buy(s, &sale, "u2", 1, "x", &p, &id(3), t).await,
-        PurchaseOutcome::Reserved(rsv(&id(3), 1, t + HOLD, 0))
+        PurchaseOutcome::Reserved(rsv(&u2_x, 1, t + HOLD, 0))
     );
     assert_eq!(
         buy(s, &sale, "u3", 1, "", &p, &id(4), t).await,
@@ -325,7 +335,7 @@ async fn sold_out_and_insufficient(s: Arc<dyn SaleStore>) {
         PurchaseOutcome::SoldOut { reserved: 1 }
     );
     assert_eq!(
-        settle(s, &sale, &id(3), Released, t + 3).await,
+        settle(s, &sale, &u2_x, Released, t + 3).await,
         SettleOutcome::Done(Released)
     );
     assert_eq!(
@@ -471,7 +481,8 @@ async fn sweep_expires_due_reservations_once(s: Arc<dyn SaleStore>) {
     let t = t0();
     let p = params(10);
     s.init_sale(&sale, 20).await.unwrap();
-    let id = |n: u64| format!("{sale}.r{n}");
+    // Every purchase here has the key "k": user `u{n}`'s reservation is named after it.
+    let id = |n: u64| keyed_reservation_id(&sale, &format!("u{n}"), "k");
     for n in 1..=4u64 {
         let at = t + (n - 1) * 1_000;
         assert_eq!(

@@ -2,33 +2,36 @@
 -- record the reservation with its expiry and append the order event. All or nothing per
 -- purchase (and per batch: a script runs whole or not at all).
 -- KEYS:  1 stock (HASH), 2 buyers (HASH user -> units held), 3 rsv (HASH id -> record),
---        4 rsv_exp (ZSET id -> expiry ms), 5 idem (HASH user NUL key -> id), 6 orders (STREAM)
+--        4 rsv_exp (ZSET id -> expiry ms), 5 orders (STREAM)
 -- ARGV:  1 now ms, 2 expiry of reservations made now (ms), 3 per-user limit, then 4 per
 --        purchase, in arrival order:
---        user, quantity (integer >= 1, checked by the caller too), idempotency key ('' = none),
---        new reservation id. A batch: the Redis store coalesces the purchases that arrive while
---        earlier ones are in flight; they run one after the other exactly as single calls would.
+--        user, quantity (integer >= 1, checked by the caller too), keyed ('1' when the buyer
+--        sent an idempotency key, '' when not), reservation id. A keyed purchase's id is derived
+--        from (sale, user, key) by the caller, so a retry names the same reservation and finds
+--        it in rsv: no separate idempotency index (one hash lookup and one write less per
+--        purchase). A batch: the Redis store coalesces the purchases that arrive while earlier
+--        ones are in flight; they run one after the other exactly as single calls would.
 -- Returns three entries per purchase, flat (kind, number, text): one nested reply table per
 -- purchase was a measurable share of a batch, and the caller knows a new reservation's id,
 -- quantity and expiry (its own id and quantity, and the batch's ARGV[2]):
 --   'reserved', available_after, ''          (new reservation)
---   'existing', available_now, 'id|record'   (same idempotency key; record as stored)
+--   'existing', available_now, record        (keyed, and that reservation exists; as stored)
 --   'limit', units_held, ''   'sold_out', reserved, ''   'insufficient', available, ''
 --   'bad_quantity', 0, ''
 -- A record is "state|user|quantity|expires_ms". The comparison is `available < quantity`, so
 -- the last unit sells exactly once and stock never goes below zero.
-local stock, buyers, rsv, rsv_exp, idem, orders = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local stock, buyers, rsv, rsv_exp, orders = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 -- Times and quantities go into records and events as the caller's strings: formatting Lua
 -- numbers back into text is a measurable share of a batch.
 local now, expires, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
 
 -- The batch shares its reads and writes: stock counters, units held per user, and the new
--- reservation and idempotency records live here and are written once at the end (a purchase
+-- reservation records live here and are written once at the end (a purchase
 -- later in the batch sees them here first). Order events are appended one per reservation.
 local v = redis.call('HMGET', stock, 'available', 'reserved')
 local available, reserved = tonumber(v[1]) or 0, tonumber(v[2]) or 0
 local held, users, listed = {}, {}, {}
-local records, new_ids, keyed = {}, {}, {}
+local records, new_ids = {}, {}
 
 local function held_by(user)
   local h = held[user]
@@ -39,17 +42,15 @@ local function held_by(user)
   return h
 end
 
-local function purchase(user, qty_text, key, id)
+local function purchase(user, qty_text, keyed, id)
   local qty = tonumber(qty_text)
   if qty == nil or qty < 1 or qty ~= math.floor(qty) then
     return 'bad_quantity', 0, ''
   end
-  local ikey = user .. '\0' .. key
-  if key ~= '' then
-    local existing = keyed[ikey] or redis.call('HGET', idem, ikey)
-    if existing then
-      local rec = records[existing] or redis.call('HGET', rsv, existing) or ''
-      return 'existing', available, existing .. '|' .. rec
+  if keyed ~= '' then
+    local rec = records[id] or redis.call('HGET', rsv, id)
+    if rec then
+      return 'existing', available, rec
     end
   end
   local h = held_by(user)
@@ -70,9 +71,6 @@ local function purchase(user, qty_text, key, id)
   held[user] = h + qty
   records[id] = 'reserved|' .. user .. '|' .. qty_text .. '|' .. expires
   new_ids[#new_ids + 1] = id
-  if key ~= '' then
-    keyed[ikey] = id
-  end
   redis.call('XADD', orders, '*', 'event', 'reserved', 'reservation_id', id, 'user', user,
     'quantity', qty_text, 'expires_at_ms', expires, 'at_ms', now)
   return 'reserved', available, ''
@@ -85,7 +83,7 @@ for i = 4, #ARGV, 4 do
 end
 if #new_ids > 0 then
   redis.call('HSET', stock, 'available', available, 'reserved', reserved)
-  local h, r, e, k = {}, {}, {}, {}
+  local h, r, e = {}, {}, {}
   for _, user in ipairs(users) do
     h[#h + 1] = user
     h[#h + 1] = held[user]
@@ -99,12 +97,5 @@ if #new_ids > 0 then
   end
   redis.call('HSET', rsv, unpack(r))
   redis.call('ZADD', rsv_exp, unpack(e))
-  for ikey, id in pairs(keyed) do
-    k[#k + 1] = ikey
-    k[#k + 1] = id
-  end
-  if #k > 0 then
-    redis.call('HSET', idem, unpack(k))
-  end
 end
 return out
