@@ -8,13 +8,18 @@
 //! become idle again. Here each upstream has its own stack of idle connections, and a
 //! connection goes back on it from the response body itself when its last byte has been read.
 //!
-//! Guarantees: a request that fails on a kept-alive connection before any answer (the shop
-//! closed the connection just as the request went out, the classic keep-alive race) is sent
-//! once more on a fresh connection when that cannot change anything: it was never written, or
-//! it is idempotent (RFC 9110 §9.2.2) and has no body, as nginx does. Any other request is
-//! written at most once. A connection is reused only after its response was read to the end;
-//! one whose response body is dropped early is closed.
+//! Guarantees: a request that fails on a kept-alive connection before response headers arrive
+//! (usually the keep-alive race: the shop closed the connection just as the request went out;
+//! also a broken answer) is sent once more on a fresh connection when that cannot change
+//! anything: it was never written, or it is idempotent (RFC 9110 §9.2.2) and has no body, as
+//! nginx does. Any other request is written at most once, and nothing is sent a third time. A
+//! connection is offered for reuse once its response was read to the end, and taken only when
+//! hyper says it is ready for another request (its request body may still have been uploading);
+//! one whose response body is dropped early is closed. Idle connections past [`IDLE_TIMEOUT`]
+//! or closed by the shop are dropped when met: at checkout from the top of the stack, at checkin
+//! from the bottom.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -36,6 +41,10 @@ const MAX_IDLE: usize = 256;
 /// An idle connection older than this is closed instead of reused (the shop may have a longer
 /// keep-alive timeout than is wise to rely on, or none).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a checkout waits for an idle connection to become ready. Normally a connection is
+/// ready within microseconds of its response ending; one that is not (its request body still
+/// uploading after the shop answered early) is let go instead of holding up this request.
+const READY_WAIT: Duration = Duration::from_millis(100);
 
 /// Why a request did not get a response.
 #[derive(Debug, thiserror::Error)]
@@ -58,8 +67,9 @@ struct PoolInner {
     /// `host:port`, what a new connection dials.
     address: String,
     connect_timeout: Duration,
-    /// Last in, first out: the most recently used connection is the likeliest still open.
-    idle: Mutex<Vec<Idle>>,
+    /// Used last in, first out (the most recently used connection is the likeliest still
+    /// open); stale ones are trimmed from the front.
+    idle: Mutex<VecDeque<Idle>>,
 }
 
 /// A request body as sent: the shopper's, streamed, or none (kept apart so that a bodiless
@@ -78,7 +88,7 @@ impl Pool {
             inner: Arc::new(PoolInner {
                 address,
                 connect_timeout,
-                idle: Mutex::new(Vec::new()),
+                idle: Mutex::new(VecDeque::new()),
             }),
         }
     }
@@ -132,7 +142,9 @@ impl Pool {
         }
         // A request that entered the connection's queue just as the connection shut it is
         // handed back only when the queue is freed, and the queue lives as long as this sender
-        // (found in tests: about 1 in 800 forced closes hung until the response timeout).
+        // (found in tests: about 1 in 800 forced closes hung until the response timeout). In a
+        // narrower window `ready()` can answer `Ok` first, which disables this branch: such a
+        // request still ends at the caller's response timeout.
         drop(sender);
         answer.await.map(|resp| self.wrap(resp, None))
     }
@@ -150,14 +162,19 @@ impl Pool {
     /// The most recently idle connection that is still open and ready, if any.
     async fn checkout(&self) -> Option<SendRequest<RequestBody>> {
         loop {
-            let idle = self.lock().pop()?;
+            let idle = self.lock().pop_back()?;
             if idle.sender.is_closed() || idle.since.elapsed() > IDLE_TIMEOUT {
                 continue;
             }
             let mut sender = idle.sender;
-            // Ready at once unless its connection task has not yet seen the previous response
-            // end; an error means it closed meanwhile.
-            if sender.ready().await.is_ok() {
+            if sender.is_ready() {
+                return Some(sender);
+            }
+            // Its connection task has not yet seen the previous exchange end (the common
+            // case: microseconds), or it closed meanwhile (an error), or the previous request
+            // body is still uploading (dropped: the connection finishes that exchange, then
+            // closes). The timer is only armed here, not on the ready path.
+            if let Ok(Ok(())) = tokio::time::timeout(READY_WAIT, sender.ready()).await {
                 return Some(sender);
             }
         }
@@ -205,17 +222,23 @@ impl Pool {
         if sender.is_closed() {
             return;
         }
+        let now = Instant::now();
         let mut idle = self.lock();
+        // The oldest sit at the front and are only reached by checkouts when traffic peaks:
+        // drop those the shop closed or that idled too long, so they do not hold its sockets.
+        while idle
+            .front()
+            .is_some_and(|i| i.sender.is_closed() || now.duration_since(i.since) > IDLE_TIMEOUT)
+        {
+            idle.pop_front();
+        }
         if idle.len() < MAX_IDLE {
-            idle.push(Idle {
-                sender,
-                since: Instant::now(),
-            });
+            idle.push_back(Idle { sender, since: now });
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
-        // A panic while holding the lock leaves a plain Vec of connections: still usable.
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Idle>> {
+        // A panic while holding the lock leaves a plain queue of connections: still usable.
         self.inner
             .idle
             .lock()

@@ -430,3 +430,52 @@ async fn shop_connections_are_reused_and_replaced_when_the_shop_closes_them() {
     assert_eq!(r.status(), StatusCode::OK);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_the_shop_drops_is_resent_once_and_only_when_idempotent() {
+    let up = Upstream::start().await;
+    let id = room_id();
+    let app = spawn_app(config(None, vec![proxied_room(&id, &up.url())])).await;
+    let client = shopper();
+    let hangups = || up.shared.hangups.load(std::sync::atomic::Ordering::SeqCst);
+    let warm = || async {
+        // A kept-alive connection, so the failure below happens on a reused one.
+        let r = client
+            .get(format!("{}/about", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        r.bytes().await.unwrap();
+    };
+
+    warm().await;
+    let r = client
+        .get(format!("{}/hangup", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        hangups(),
+        2,
+        "a GET is sent once more, on a new connection, and no more"
+    );
+
+    warm().await;
+    let r = client
+        .post(format!("{}/hangup", app.base))
+        .body("order=1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        hangups(),
+        3,
+        "a POST that reached the shop is never sent twice"
+    );
+
+    warm().await;
+    app.stop().await;
+}

@@ -45,6 +45,8 @@ pub struct Shared {
     pub connections: AtomicU64,
     /// Notified to close every open connection at once (as a shop's keep-alive timeout does).
     pub close_all: Notify,
+    /// Requests to `/hangup`, which closes every connection without answering.
+    pub hangups: AtomicU64,
 }
 
 pub struct Upstream {
@@ -144,6 +146,13 @@ async fn handle(s: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>
     });
     let path = req.uri().path().to_string();
     let resp = match path.as_str() {
+        // Never answers: the connection is closed under the request (a shop that crashed).
+        "/hangup" => {
+            s.hangups.fetch_add(1, Ordering::SeqCst);
+            s.close_all.notify_waiters();
+            std::future::pending::<()>().await;
+            unreachable!("the connection is dropped first")
+        }
         // Answers, then closes the connection.
         "/close" => {
             let mut resp = Response::new(text("closing".to_string()));
