@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 use async_trait::async_trait;
 
 use super::sale::{
-    keyed_reservation_id, CouponOutcome, PurchaseOutcome, Reservation, ReservationState,
+    purchase_reservation_id, CouponOutcome, PurchaseOutcome, Reservation, ReservationState,
     SaleParams, SaleState, SaleStore, SettleOutcome,
 };
 use super::{MemoryStore, StoreError};
@@ -122,11 +122,7 @@ impl SaleStore for MemoryStore {
             ));
         }
         let keyed = !idempotency_key.is_empty();
-        let new_id = if keyed {
-            keyed_reservation_id(sale, user, idempotency_key)
-        } else {
-            new_id.to_string()
-        };
+        let new_id = purchase_reservation_id(sale, user, idempotency_key, new_id);
         Ok(self.with_sales(|b| {
             let s = b.sales.entry(sale.to_string()).or_default();
             if let Some(rec) = s.reservations.get(&new_id).filter(|_| keyed) {

@@ -8,7 +8,7 @@ use fred::types::scripts::Script;
 
 use super::redis::{array, int, text};
 use super::sale::{
-    keyed_reservation_id, CouponOutcome, PurchaseOutcome, Reservation, ReservationState,
+    purchase_reservation_id, CouponOutcome, PurchaseOutcome, Reservation, ReservationState,
     SaleParams, SaleState, SaleStore, SettleOutcome,
 };
 use super::{RedisStore, StoreError};
@@ -54,7 +54,7 @@ fn state_of(v: &Value) -> Result<ReservationState, StoreError> {
 pub(super) struct PurchaseCall {
     user: String,
     quantity: u64,
-    /// The buyer sent an idempotency key (`id` is then [`keyed_reservation_id`]).
+    /// The buyer sent an idempotency key (`id` is then [`super::sale::keyed_reservation_id`]).
     keyed: bool,
     id: String,
     params: SaleParams,
@@ -192,16 +192,11 @@ impl SaleStore for RedisStore {
         new_id: &str,
         now: u64,
     ) -> Result<PurchaseOutcome, StoreError> {
-        let keyed = !idempotency_key.is_empty();
         let call = PurchaseCall {
             user: user.to_string(),
             quantity,
-            keyed,
-            id: if keyed {
-                keyed_reservation_id(sale, user, idempotency_key)
-            } else {
-                new_id.to_string()
-            },
+            keyed: !idempotency_key.is_empty(),
+            id: purchase_reservation_id(sale, user, idempotency_key, new_id),
             params: *params,
             now,
         };

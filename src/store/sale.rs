@@ -16,6 +16,16 @@ use sha2::{Digest, Sha256};
 
 use super::StoreError;
 
+/// The id a purchase's new reservation gets: `new_id` without an idempotency key, else
+/// [`keyed_reservation_id`]. Both stores name reservations through this.
+pub(crate) fn purchase_reservation_id(sale: &str, user: &str, key: &str, new_id: &str) -> String {
+    if key.is_empty() {
+        new_id.to_string()
+    } else {
+        keyed_reservation_id(sale, user, key)
+    }
+}
+
 /// The id of the reservation a purchase with idempotency key `key` makes: `{sale}.` and 32 hex
 /// digits of SHA-256 over sale, user and key. The same sale, user and key always give the same
 /// id (on every node, across restarts), different ones practically never, so the reservation

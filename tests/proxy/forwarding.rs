@@ -11,13 +11,11 @@ use reqwest::StatusCode;
 
 use crate::harness::*;
 use crate::upstream::{Upstream, CHUNK};
-use crate::{addr, proxied_room, raw, shopper};
+use crate::{addr, proxied_room, raw, shop_behind_rushgate, shopper};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unprotected_paths_are_forwarded_with_headers_rewritten() {
-    let up = Upstream::start().await;
-    let id = room_id();
-    let app = spawn_app(config(None, vec![proxied_room(&id, &up.url())])).await;
+    let (up, app, id) = shop_behind_rushgate().await;
     let host = addr(&app);
     let request = format!(
         "GET /about/us?x=1&y=%20 HTTP/1.1\r\nHost: shop.example\r\nConnection: close, X-Hop\r\n\
@@ -117,9 +115,7 @@ async fn bypass_is_never_queued_and_protected_needs_a_pass() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admitted_shopper_is_redirected_then_forwarded_with_the_pass() {
-    let up = Upstream::start().await;
-    let id = room_id();
-    let app = spawn_app(config(None, vec![proxied_room(&id, &up.url())])).await;
+    let (up, app, id) = shop_behind_rushgate().await;
     let state = app.app.as_ref().unwrap().state.clone();
     up.set_verifier(state.passes.clone(), &id);
 
@@ -166,9 +162,7 @@ async fn admitted_shopper_is_redirected_then_forwarded_with_the_pass() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_stream_both_ways_without_buffering() {
-    let up = Upstream::start().await;
-    let id = room_id();
-    let app = spawn_app(config(None, vec![proxied_room(&id, &up.url())])).await;
+    let (up, app, _) = shop_behind_rushgate().await;
     let client = shopper();
 
     // Upload: the rest of the body is only produced after the upstream has the first chunk, so a
@@ -231,9 +225,7 @@ async fn bodies_stream_both_ways_without_buffering() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_request_headers_get_431() {
-    let up = Upstream::start().await;
-    let id = room_id();
-    let app = spawn_app(config(None, vec![proxied_room(&id, &up.url())])).await;
+    let (up, app, _) = shop_behind_rushgate().await;
     let big = "v".repeat(40 * 1024);
     let answer = raw(
         addr(&app),
@@ -385,9 +377,7 @@ async fn proxied_requests_with_a_pass_make_no_store_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shop_connections_are_reused_and_replaced_when_the_shop_closes_them() {
-    let up = Upstream::start().await;
-    let id = room_id();
-    let app = spawn_app(config(None, vec![proxied_room(&id, &up.url())])).await;
+    let (up, app, _) = shop_behind_rushgate().await;
     let client = shopper();
     let get = |path: &str| client.get(format!("{}{path}", app.base)).send();
 
@@ -433,9 +423,7 @@ async fn shop_connections_are_reused_and_replaced_when_the_shop_closes_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_the_shop_drops_is_resent_once_and_only_when_idempotent() {
-    let up = Upstream::start().await;
-    let id = room_id();
-    let app = spawn_app(config(None, vec![proxied_room(&id, &up.url())])).await;
+    let (up, app, _) = shop_behind_rushgate().await;
     let client = shopper();
     let hangups = || up.shared.hangups.load(std::sync::atomic::Ordering::SeqCst);
     let warm = || async {

@@ -57,6 +57,15 @@ pub fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
+/// A recording shop and a rushgate in front of it with one room proxying to it (embedded
+/// store); returns the shop, the app and the room id.
+pub async fn shop_behind_rushgate() -> (upstream::Upstream, harness::TestApp, String) {
+    let up = upstream::Upstream::start().await;
+    let id = harness::room_id();
+    let app = harness::spawn_app(harness::config(None, vec![proxied_room(&id, &up.url())])).await;
+    (up, app, id)
+}
+
 /// The public address of a test app.
 pub fn addr(app: &harness::TestApp) -> SocketAddr {
     app.app.as_ref().expect("running").public_addr
