@@ -1,7 +1,7 @@
 //! A room on this node: its settings, its cached snapshot, and the buffer of waiters seen since
 //! the last flush. Everything a poll needs is here, in memory.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -64,7 +64,7 @@ pub struct Room {
     /// `None` for a room that sells nothing.
     stock: ArcSwapOption<StockGate>,
     /// Buyers since the last flush (written to the store by the pacer in one call).
-    buyers: Mutex<Vec<String>>,
+    buyers: Mutex<HashSet<String>>,
 }
 
 impl Room {
@@ -79,30 +79,34 @@ impl Room {
             served_floor: AtomicU64::new(0),
             seen: Mutex::new(Vec::new()),
             stock: ArcSwapOption::empty(),
-            buyers: Mutex::new(Vec::new()),
+            buyers: Mutex::new(HashSet::new()),
         }
     }
 
     /// Buffers an admitted shopper who reserved stock; the pacer records it in the store before
     /// its next tick. Until then the shopper still counts as not buying, which only makes
-    /// admission more cautious for one refresh.
+    /// admission more cautious for one refresh. A shopper who buys again before the flush is
+    /// buffered once (a set: no allocation and no store work for the repeat).
     pub fn note_buyer(&self, identity: &str) {
         let mut buyers = self.buyers.lock().unwrap_or_else(|p| p.into_inner());
-        if buyers.len() < MAX_PENDING_SEEN {
-            buyers.push(identity.to_string());
+        if buyers.len() < MAX_PENDING_SEEN && !buyers.contains(identity) {
+            buyers.insert(identity.to_string());
         }
     }
 
-    /// Takes the buffered buyers.
+    /// Takes the buffered buyers, each once.
     pub fn take_buyers(&self) -> Vec<String> {
         std::mem::take(&mut *self.buyers.lock().unwrap_or_else(|p| p.into_inner()))
+            .into_iter()
+            .collect()
     }
 
     /// Puts buyers back after a failed flush.
-    pub fn restore_buyers(&self, mut back: Vec<String>) {
-        let mut buyers = self.buyers.lock().unwrap_or_else(|p| p.into_inner());
-        back.append(&mut buyers);
-        *buyers = back;
+    pub fn restore_buyers(&self, back: Vec<String>) {
+        self.buyers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(back);
     }
 
     /// Store parameters for an operation now: the settings plus the sale's current admission
