@@ -138,11 +138,11 @@ fn parse_algorithm(s: &str) -> Result<PassAlgorithm, String> {
     }
 }
 
-/// A tokio runtime (multi-threaded for `serve`, one thread for short CLI commands), or the
-/// exit code after printing why it could not start.
-pub fn runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, ExitCode> {
-    let mut builder = if multi_thread {
-        tokio::runtime::Builder::new_multi_thread()
+/// A tokio runtime (the server runtime of [`server_runtime_builder`] for `serve`, one thread
+/// for short CLI commands), or the exit code after printing why it could not start.
+pub fn runtime(server: bool) -> Result<tokio::runtime::Runtime, ExitCode> {
+    let mut builder = if server {
+        server_runtime_builder()
     } else {
         tokio::runtime::Builder::new_current_thread()
     };
@@ -150,6 +150,22 @@ pub fn runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, ExitCode> 
         eprintln!("error: cannot start the runtime: {e}");
         ExitCode::FAILURE
     })
+}
+
+/// The scheduler a server runs on: tokio's multi-threaded one, one worker per CPU this process
+/// may use, or its single-threaded one when that is one CPU (pinned with `taskset`, or a cgroup
+/// quota of one CPU, which `available_parallelism` honours). With one worker there is no one to
+/// share tasks with, and the multi-threaded scheduler's hand-offs, atomics and idle-worker
+/// bookkeeping are pure cost: on one core the single-threaded scheduler served 5-35% more
+/// requests per second on every bench row (`scripts/bench.sh`). The load generator and the
+/// baselines of `rushgate-loadtest` use the same rule, so the bench compares like with like.
+pub fn server_runtime_builder() -> tokio::runtime::Builder {
+    let one_cpu = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+    if one_cpu {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    }
 }
 
 /// Loads a config or prints every problem and returns the exit code for a bad config.

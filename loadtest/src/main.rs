@@ -82,9 +82,21 @@ enum Baseline {
     },
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The same scheduler rule as `rushgate serve`: the baselines must run on the runtime
+    // rushgate runs on, or the ratios would compare schedulers instead of work.
+    let runtime = match rushgate::cli::server_runtime_builder().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => runs::run(args).await,
         Command::Baseline { which } => match which {

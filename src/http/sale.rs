@@ -122,7 +122,13 @@ pub async fn purchase(
     let body: PurchaseBody = parse_json(&bytes)?;
     let qty = quantity(body.quantity.as_ref())?;
     let idem = idempotency_key(body.idempotency_key.as_deref())?;
-    let new_id = format!("{}.{}", sale.config.id, uuid::Uuid::new_v4().simple());
+    // A keyed purchase's reservation is named from its key by the store; only one without a
+    // key needs a fresh random id.
+    let new_id = if idem.is_empty() {
+        format!("{}.{}", sale.config.id, uuid::Uuid::new_v4().simple())
+    } else {
+        String::new()
+    };
     let outcome = state
         .sale_store
         .purchase(
