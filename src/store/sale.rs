@@ -4,7 +4,9 @@
 //!
 //! Keys of sale `s`: `rg:{s}:stock` HASH (available, reserved, confirmed, total),
 //! `rg:{s}:buyers` HASH user → units held, `rg:{s}:rsv` HASH id → `state|user|qty|expires_ms`,
-//! `rg:{s}:rsv_exp` ZSET id → expiry ms (reserved only), `rg:{s}:orders` STREAM. Idempotency
+//! `rg:{s}:rsv_exp` ZSET of expiry entries (one per purchase batch: its reservation ids, space
+//! separated, scored by their common expiry ms; a settled id stays until the sweep skips it),
+//! `rg:{s}:orders` STREAM. Idempotency
 //! needs no index of its own: a purchase with a key is named by [`keyed_reservation_id`], so a
 //! retry finds its reservation in `rsv`. Coupon campaign `c`: `rg:{c}:issued` counter, `rg:{c}:claimed`
 //! HASH user → serial, `rg:{c}:log` STREAM.
@@ -221,7 +223,10 @@ pub trait SaleStore: Send + Sync + 'static {
         now_ms: u64,
     ) -> Result<SettleOutcome, StoreError>;
 
-    /// Expires up to `max` due reservations; returns how many.
+    /// Expires up to `max` due reservations, earliest expiry first; returns how many. A call may
+    /// expire fewer than `max` while more are due when it had to pass over many settled
+    /// reservations (the Redis store looks at most 8 × `max` expiry entries' ids per call);
+    /// the keeper calls again on its next round, so nothing due is left for long.
     async fn sweep(&self, sale: &str, now_ms: u64, max: u64) -> Result<u64, StoreError>;
 
     /// Adds (or, negative, removes unsold) units; returns (units applied, available after).

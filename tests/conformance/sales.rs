@@ -91,6 +91,7 @@ conformance!(sales:
     settle_after_expiry,
     sweep_expires_due_reservations_once,
     concurrent_sweeps_return_units_once,
+    sweeps_pass_settled_reservations_of_a_batch,
     add_stock_adds_and_removes_unsold_units,
     unknown_sale_is_empty_until_initialised,
     coupons_issue_each_serial_once,
@@ -585,6 +586,76 @@ async fn concurrent_sweeps_return_units_once(s: Arc<dyn SaleStore>) {
     check(&*s, &sale, counters(100, 0, 0, 100)).await;
     assert_eq!(s.sweep(&sale, now, 100).await.unwrap(), 0);
     assert_eq!(s.order_events(&sale).await.unwrap(), 80);
+}
+
+async fn sweeps_pass_settled_reservations_of_a_batch(s: Arc<dyn SaleStore>) {
+    let sale = sale_id();
+    let t = t0();
+    s.init_sale(&sale, 200).await.unwrap();
+    // 60 purchases at one instant, all at once: the Redis store runs them in a few batches,
+    // each with one expiry entry for all its reservations.
+    let buys: Vec<_> = (0..60u64)
+        .map(|i| {
+            let (s, sale) = (s.clone(), sale.clone());
+            tokio::spawn(async move {
+                let id = format!("{sale}.r{i}");
+                buy(&*s, &sale, &format!("u{i}"), 1, "", &params(5), &id, t).await
+            })
+        })
+        .collect();
+    for out in futures::future::join_all(buys).await {
+        let out = out.unwrap();
+        assert!(matches!(out, PurchaseOutcome::Reserved(_)), "{out:?}");
+    }
+    check(&*s, &sale, counters(140, 60, 0, 200)).await;
+    // Settled ones keep their place in the expiry entries; the sweep must pass over them.
+    for i in (0..60).step_by(2) {
+        let id = format!("{sale}.r{i}");
+        assert_eq!(
+            settle(&*s, &sale, &id, Confirmed, t + 10).await,
+            SettleOutcome::Done(Confirmed)
+        );
+    }
+    for i in (1..60).step_by(4) {
+        let id = format!("{sale}.r{i}");
+        assert_eq!(
+            settle(&*s, &sale, &id, Released, t + 10).await,
+            SettleOutcome::Done(Released)
+        );
+    }
+    check(&*s, &sale, counters(155, 15, 30, 200)).await;
+    assert_eq!(s.sweep(&sale, t + HOLD - 1, 100).await.unwrap(), 0);
+    // Two per call: an entry is split, the rest goes back and is found by the next call. A
+    // call may find none while some are due (past a long run of settled ids), so the loop
+    // stops on the counters, not on a zero.
+    let now = t + HOLD;
+    let mut swept = 0;
+    for _ in 0..200 {
+        let n = s.sweep(&sale, now, 2).await.unwrap();
+        assert!(n <= 2, "a call expired {n} > max");
+        swept += n;
+        if s.sale_state(&sale).await.unwrap().reserved == 0 {
+            break;
+        }
+    }
+    assert_eq!(swept, 15, "each reserved one expires exactly once");
+    check(&*s, &sale, counters(170, 0, 30, 200)).await;
+    assert_eq!(s.sweep(&sale, t + 10 * HOLD, 100).await.unwrap(), 0);
+    for i in 0..60u64 {
+        let id = format!("{sale}.r{i}");
+        let want = match i {
+            _ if i % 2 == 0 => Confirmed,
+            _ if i % 4 == 1 => Released,
+            _ => Expired,
+        };
+        assert_eq!(
+            settle(&*s, &sale, &id, want, now).await,
+            SettleOutcome::Already(want),
+            "r{i}"
+        );
+    }
+    // 60 purchases, 45 settlements, 15 expiries.
+    assert_eq!(s.order_events(&sale).await.unwrap(), 120);
 }
 
 async fn add_stock_adds_and_removes_unsold_units(s: Arc<dyn SaleStore>) {

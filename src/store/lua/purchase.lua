@@ -2,7 +2,7 @@
 -- record the reservation with its expiry and append the order event. All or nothing per
 -- purchase (and per batch: a script runs whole or not at all).
 -- KEYS:  1 stock (HASH), 2 buyers (HASH user -> units held), 3 rsv (HASH id -> record),
---        4 rsv_exp (ZSET id -> expiry ms), 5 orders (STREAM)
+--        4 rsv_exp (ZSET: space-separated reservation ids -> their expiry ms), 5 orders (STREAM)
 -- ARGV:  1 now ms, 2 expiry of reservations made now (ms), 3 per-user limit, then 4 per
 --        purchase, in arrival order:
 --        user, quantity (integer >= 1, checked by the caller too), keyed ('1' when the buyer
@@ -104,7 +104,7 @@ for i = 4, #ARGV, 4 do
 end
 if #new_ids > 0 then
   redis.call('HSET', stock, 'available', available, 'reserved', reserved)
-  local h, r, e = {}, {}, {}
+  local h, r = {}, {}
   for _, user in ipairs(users) do
     h[#h + 1] = user
     h[#h + 1] = held[user]
@@ -113,10 +113,11 @@ if #new_ids > 0 then
   for _, id in ipairs(new_ids) do
     r[#r + 1] = id
     r[#r + 1] = records[id]
-    e[#e + 1] = expires
-    e[#e + 1] = id
   end
   redis.call('HSET', rsv, unpack(r))
-  redis.call('ZADD', rsv_exp, unpack(e))
+  -- One expiry entry for the batch (its reservations share `expires`): the ids, space
+  -- separated (ids never hold a space). A ZSET entry per reservation was the dearest write of
+  -- a purchase; sweep.lua splits the entry again.
+  redis.call('ZADD', rsv_exp, expires, table.concat(new_ids, ' '))
 end
 return out

@@ -1,11 +1,12 @@
 -- settle.lua: move one reservation out of `reserved`: confirm (paid), release (given back by
 -- the shop) or expire (swept). Exactly-once: a reservation leaves `reserved` one time only.
--- KEYS:  1 stock, 2 buyers, 3 rsv, 4 rsv_exp, 5 orders
+-- KEYS:  1 stock, 2 buyers, 3 rsv, 4 rsv_exp (unused: its entry stays, the sweep skips a
+--        reservation that is no longer reserved), 5 orders
 -- ARGV:  1 reservation id, 2 target 'confirmed' | 'released' | 'expired', 3 now ms
 -- Returns {outcome, state_after, quantity}: outcome 'done' (transition made), 'already' (it is
 -- already in the target state), 'conflict' (it is in another final state), 'unknown'.
 -- Confirming a reservation whose time ran out expires it instead ('conflict', 'expired').
-local stock, buyers, rsv, rsv_exp, orders = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local stock, buyers, rsv, orders = KEYS[1], KEYS[2], KEYS[3], KEYS[5]
 local id, target, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local rec = redis.call('HGET', rsv, id)
 if not rec then
@@ -37,7 +38,6 @@ else
   end
 end
 redis.call('HSET', rsv, id, to .. '|' .. user .. '|' .. qty .. '|' .. expires)
-redis.call('ZREM', rsv_exp, id)
 redis.call('XADD', orders, '*', 'event', to, 'reservation_id', id, 'user', user,
   'quantity', qty, 'at_ms', now)
 if to ~= target then
