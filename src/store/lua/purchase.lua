@@ -34,7 +34,7 @@ local held, users, listed = {}, {}, {}
 local records, new_ids = {}, {}
 
 -- Everything the batch may read, in two calls: the units each buyer holds and the stored
--- reservations of keyed purchases. One call per purchase and key was a third of a batch's
+-- reservations of keyed purchases. One call per purchase and key was a sixth of a batch's
 -- time (each redis.call from Lua costs about as much as the lookup it makes).
 local stored = {}
 do
