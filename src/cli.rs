@@ -138,8 +138,9 @@ fn parse_algorithm(s: &str) -> Result<PassAlgorithm, String> {
     }
 }
 
-/// A tokio runtime (the server runtime of [`server_runtime_builder`] for `serve`, one thread
-/// for short CLI commands), or the exit code after printing why it could not start.
+/// A tokio runtime (the server scheduler of `server_runtime_builder` for `serve` and for
+/// `rushgate-loadtest`, one thread for short CLI commands), or the exit code after printing why
+/// it could not start.
 pub fn runtime(server: bool) -> Result<tokio::runtime::Runtime, ExitCode> {
     let mut builder = if server {
         server_runtime_builder()
@@ -159,7 +160,7 @@ pub fn runtime(server: bool) -> Result<tokio::runtime::Runtime, ExitCode> {
 /// bookkeeping are pure cost: on one core the single-threaded scheduler served 5-35% more
 /// requests per second on every bench row (`scripts/bench.sh`). The load generator and the
 /// baselines of `rushgate-loadtest` use the same rule, so the bench compares like with like.
-pub fn server_runtime_builder() -> tokio::runtime::Builder {
+fn server_runtime_builder() -> tokio::runtime::Builder {
     let one_cpu = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
     if one_cpu {
         tokio::runtime::Builder::new_current_thread()

@@ -86,12 +86,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The same scheduler rule as `rushgate serve`: the baselines must run on the runtime
     // rushgate runs on, or the ratios would compare schedulers instead of work.
-    let runtime = match rushgate::cli::server_runtime_builder().enable_all().build() {
+    let runtime = match rushgate::cli::runtime(true) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     runtime.block_on(run(cli))
 }

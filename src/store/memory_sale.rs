@@ -23,7 +23,8 @@ struct SaleData {
     stock: Option<SaleState>,
     buyers: HashMap<String, u64>,
     reservations: HashMap<String, Record>,
-    /// (expiry ms, id) of reservations still `reserved`: the rsv_exp ZSET.
+    /// (expiry ms, id) of reservations still `reserved`: what the sweep works through (the
+    /// Redis store's rsv_exp entries, kept per reservation here and removed on settle).
     due: BTreeSet<(u64, String)>,
     events: u64,
 }
