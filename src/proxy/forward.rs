@@ -139,7 +139,9 @@ impl Target {
         parts.version = Version::HTTP_11;
         let upstream_req = Request::from_parts(parts, body);
         let started = std::time::Instant::now();
-        let answer = tokio::time::timeout(RESPONSE_TIMEOUT, self.pool.send(upstream_req)).await;
+        // Boxed: moved whole into this future's state otherwise (see `Pool::send`).
+        let sending = Box::pin(self.pool.send(upstream_req));
+        let answer = tokio::time::timeout(RESPONSE_TIMEOUT, sending).await;
         let failed = |kind| self.metrics.failed(kind);
         let resp = match answer {
             Ok(Ok(resp)) => resp,
@@ -246,7 +248,11 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok()),
+            .map(str::trim)
+            // Only names present are made into `HeaderName`s: most `Connection` values name
+            // nothing but `keep-alive` or `close`, and making a name allocates.
+            .filter(|name| headers.contains_key(*name))
+            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok()),
     );
     for name in doomed {
         headers.remove(name);
