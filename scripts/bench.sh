@@ -79,7 +79,8 @@ echo "==> redis-server :$REDIS_PORT, nginx :$NGX_RETURN/:$NGX_PROXY (upstream :$
 mkdir -p "$TMP/redis"
 taskset -c "$SERVER_CPU" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
   --dir "$TMP/redis" --logfile "$TMP/redis/redis.log" &
-PIDS+=($!)
+REDIS_PID=$!
+PIDS+=($REDIS_PID)
 
 # start_nginx NAME SERVERS: one single-worker nginx with its prefix, pid and temp paths under
 # $TMP/NAME, serving the `http` block contents SERVERS, pinned to the server core.
@@ -104,6 +105,7 @@ $2
 EOF
   taskset -c "$SERVER_CPU" "$NGINX" -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;' &
   PIDS+=($!)
+  NGINX_MASTER=$!
 }
 
 POLL_BODY=$("$LT" baseline body)
@@ -116,20 +118,25 @@ start_nginx nginx "
     listen 127.0.0.1:$NGX_PROXY;
     location / { proxy_pass http://shop; proxy_http_version 1.1; proxy_set_header Connection \"\"; }
   }"
+NGX_MASTER=$NGINX_MASTER
 # The static upstream both proxies forward to, in its own nginx: were it a server block of the
 # baseline nginx, that one worker would answer its own proxied requests inside one event loop,
 # while rushgate's every request crosses to another process and back (two context switches on
 # the shared core), and the row would compare process layouts instead of proxies.
 start_nginx upstream "
   server { listen 127.0.0.1:$UPSTREAM; location / { default_type text/html; return 200 '<!doctype html><title>item</title><p>A static product page.</p>'; } }"
+UP_MASTER=$NGINX_MASTER
 
 taskset -c "$SERVER_CPU" "$LT" baseline hello --listen "127.0.0.1:$HELLO_PORT" 2>"$TMP/hello.log" &
-PIDS+=($!)
+HELLO_PID=$!
+PIDS+=($HELLO_PID)
 wait_port "$REDIS_PORT"
 taskset -c "$SERVER_CPU" "$LT" baseline redis-lua --listen "127.0.0.1:$LUA_PORT" --redis "redis://127.0.0.1:$REDIS_PORT" --pool 4 2>"$TMP/lua.log" &
-PIDS+=($!)
+LUA_PID=$!
+PIDS+=($LUA_PID)
 taskset -c "$SERVER_CPU" "$LT" baseline hyper-proxy --listen "127.0.0.1:$HPROXY_PORT" --upstream "127.0.0.1:$UPSTREAM" 2>"$TMP/hproxy.log" &
-PIDS+=($!)
+HPROXY_PID=$!
+PIDS+=($HPROXY_PID)
 
 cat > "$TMP/rushgate.toml" <<EOF
 [server]
@@ -176,6 +183,20 @@ taskset -c "$SERVER_CPU" "$RG" serve --config "$TMP/rushgate.toml" >"$TMP/rushga
 RG_PID=$!
 PIDS+=($RG_PID)
 for p in "$RG_PORT" "$HELLO_PORT" "$LUA_PORT" "$HPROXY_PORT" "$NGX_RETURN" "$NGX_PROXY" "$UPSTREAM"; do wait_port "$p"; done
+# CPU time per request of every server-side process, read by the generator over each run's
+# measured window. The nginx workers do the work, not their masters; a master may still be
+# forking its worker when its port already accepts.
+worker_of() {
+  local w
+  for _ in $(seq 1 100); do
+    w=$(pgrep -P "$1" | head -1 || true)
+    [ -n "$w" ] && { echo "$w"; return 0; }
+    sleep 0.05
+  done
+  echo "$1"
+}
+CPU_ARGS=(--cpu "rushgate=$RG_PID" --cpu "redis=$REDIS_PID" --cpu "hello=$HELLO_PID" --cpu "redis-lua=$LUA_PID"
+  --cpu "hyper-proxy=$HPROXY_PID" --cpu "nginx=$(worker_of "$NGX_MASTER")" --cpu "upstream=$(worker_of "$UP_MASTER")")
 
 run() { # name scenario target-port [loadtest args...]
   local name=$1 scenario=$2 port=$3; shift 3
@@ -183,7 +204,7 @@ run() { # name scenario target-port [loadtest args...]
   echo "==> $name"
   taskset -c "$GEN_CPU" "$LT" run "loadtest/scenarios/$scenario.toml" --quiet --out "$RAW" --name "$name" \
     --config "$TMP/rushgate.toml" --target "127.0.0.1:$port" --admin "127.0.0.1:$ADMIN_PORT" \
-    --server-pid "$RG_PID" --set "duration_s=$DUR" --set "warmup_s=$WARM" "$@" | grep -v '^results:' || return 1
+    --server-pid "$RG_PID" "${CPU_ARGS[@]}" --set "duration_s=$DUR" --set "warmup_s=$WARM" "$@" | grep -v '^results:' || return 1
 }
 
 # No waiter goes idle during the run (the room's idle timeout is an hour): otherwise the
@@ -229,8 +250,10 @@ if [ -n "${BENCH_ONLY:-}" ]; then
 import json, os, sys
 for n in sorted(os.listdir(sys.argv[1])):
     if n.endswith(".json"):
-        s = json.load(open(os.path.join(sys.argv[1], n)))["summary"]
-        print(f"{n[:-5]:16} {s['req_per_s']:>10,.0f} req/s  p50 {s['p50_ms']:.3f} ms  p99 {s['p99_ms']:.3f} ms  errors {s['errors']}")
+        j = json.load(open(os.path.join(sys.argv[1], n)))
+        s, cpu = j["summary"], j.get("extra", {}).get("cpu_us_per_request", {})
+        busy = "  ".join(f"{k} {v['user']:.1f}+{v['system']:.1f}" for k, v in cpu.items() if v["user"] + v["system"] >= 0.1)
+        print(f"{n[:-5]:16} {s['req_per_s']:>10,.0f} req/s  p50 {s['p50_ms']:.3f} ms  p99 {s['p99_ms']:.3f} ms  errors {s['errors']}  cpu us/req (user+sys): {busy}")
 PY
   exit 0
 fi
@@ -288,9 +311,20 @@ lines = [f"# rushgate benchmark ({mode} run, {now})", "", f"Machine: {machine}. 
          "| row | rushgate | baseline (same run) | ratio | target | met |", "|---|---|---|---|---|---|"]
 for x_ in rows:
     lines.append(f"| {x_['row']} | {x_['rushgate']} | {x_['baseline']} | {x_['ratio']} | {x_['target']} | {'-' if x_['ok'] is None else 'yes' if x_['ok'] else 'NO'} |")
+# Where each run's time went on the server core: CPU per request of every busy process.
+cpu_runs = [n for n in ("poll_64", "hello_64", "join_64", "purchase_64", "redis_lua_64", "proxy_64", "nginx_proxy_64", "hyper_proxy_64") if n in r]
+cpu_table = {}
+lines += ["", "CPU time per request on the server core, µs (user + system; `/proc/<pid>/stat` over each run's measured window):", "",
+          "| run | req/s | processes | total |", "|---|---|---|---|"]
+for n in cpu_runs:
+    cpu = {k: v for k, v in x(n).get("cpu_us_per_request", {}).items() if v["user"] + v["system"] >= 0.1}
+    cpu_table[n] = cpu
+    total = sum(v["user"] + v["system"] for v in cpu.values())
+    procs = ", ".join(f"{k} {v['user']:.1f} + {v['system']:.1f}" for k, v in cpu.items())
+    lines.append(f"| {n} | {s(n)['req_per_s']:,.0f} | {procs} | {total:.1f} |")
 md = "\n".join(lines) + "\n"
 print(); print(md)
 open(os.path.join(out, "report.md"), "w").write(md + "\nRaw per-run results and plots: `target/bench/raw/`.\n")
-json.dump(dict(mode=mode, waiting=waiting, machine=machine, at=now, rows=rows), open(os.path.join(out, "report.json"), "w"), indent=2)
+json.dump(dict(mode=mode, waiting=waiting, machine=machine, at=now, rows=rows, cpu_us_per_request=cpu_table), open(os.path.join(out, "report.json"), "w"), indent=2)
 PY
 echo "==> wrote $OUT/report.md and $OUT/report.json"

@@ -43,6 +43,10 @@ pub struct RunArgs {
     /// The server's process id, for RSS readings (`poll`).
     #[arg(long)]
     server_pid: Option<u32>,
+    /// A process whose CPU time to report per measured request, `NAME=PID` (repeatable: the
+    /// server, its Redis, an upstream); endpoint scenarios only.
+    #[arg(long = "cpu", value_parser = parse_cpu_process)]
+    cpu: Vec<(String, u32)>,
     /// Results directory (JSON and SVG); default target/loadtest.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -73,6 +77,8 @@ pub struct Target {
     pub passes: Option<PassIssuer>,
     /// The node's process id (RSS readings).
     pub pid: Option<u32>,
+    /// Processes whose CPU time per request is reported, by name.
+    pub cpu: Vec<(String, u32)>,
     /// No progress bars.
     pub quiet: bool,
 }
@@ -161,6 +167,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
         redis,
         passes,
         pid,
+        cpu: args.cpu.clone(),
         quiet: args.quiet,
     };
 
@@ -265,6 +272,50 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
         .parse()
         .ok()?;
     Some(kb * 1024)
+}
+
+/// CPU time `pid` has used so far, all threads, as (user, system) seconds (Linux `/proc`).
+pub fn cpu_seconds(pid: u32) -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (user, system) = stat_cpu_ticks(&stat)?;
+    let hz = rustix::param::clock_ticks_per_second() as f64;
+    Some((user as f64 / hz, system as f64 / hz))
+}
+
+/// `utime` and `stime` (clock ticks) of a `/proc/<pid>/stat` line.
+fn stat_cpu_ticks(stat: &str) -> Option<(u64, u64)> {
+    // The command name (field 2) may hold spaces and parentheses: count from its closing one.
+    let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
+    // utime and stime are fields 14 and 15: the 12th and 13th after the name.
+    let user = fields.nth(11)?.parse().ok()?;
+    let system = fields.next()?.parse().ok()?;
+    Some((user, system))
+}
+
+fn parse_cpu_process(raw: &str) -> Result<(String, u32), String> {
+    let (name, pid) = raw
+        .split_once('=')
+        .ok_or_else(|| format!("`{raw}`: expected NAME=PID"))?;
+    let pid = pid
+        .parse()
+        .map_err(|_| format!("`{raw}`: the pid must be a number"))?;
+    Ok((name.to_string(), pid))
+}
+
+/// CPU time of `t.cpu` processes between two readings, in µs per request: `{name: {user,
+/// system}}`. A process whose reading failed (it exited) is left out.
+fn cpu_per_request(before: &[(String, Option<(f64, f64)>)], t: &Target, requests: u64) -> Value {
+    let mut out = serde_json::Map::new();
+    let per_request = |seconds: f64| seconds * 1e6 / requests.max(1) as f64;
+    for ((name, pid), (_, before)) in t.cpu.iter().zip(before) {
+        if let (Some((u0, s0)), Some((u1, s1))) = (before, cpu_seconds(*pid)) {
+            out.insert(
+                name.clone(),
+                json!({ "user": per_request(u1 - u0), "system": per_request(s1 - s0) }),
+            );
+        }
+    }
+    Value::Object(out)
 }
 
 /// GETs a JSON document (status endpoints).
@@ -376,7 +427,23 @@ async fn endpoint(t: &Target, s: &Scenario, name: &str) -> anyhow::Result<Value>
         }
         None => None,
     };
+    // CPU time of the server-side processes over the same window.
+    let cpu_window = {
+        let pids = t.cpu.clone();
+        let warmup = Duration::from_secs_f64(s.warmup_s);
+        tokio::spawn(async move {
+            tokio::time::sleep(warmup).await;
+            pids.into_iter()
+                .map(|(name, pid)| (name, cpu_seconds(pid)))
+                .collect::<Vec<_>>()
+        })
+    };
     let summary: Summary = load::run(name, addr, plan(s), make, t.quiet).await;
+    if let Ok(before) = cpu_window.await {
+        if !before.is_empty() {
+            extra["cpu_us_per_request"] = cpu_per_request(&before, t, summary.requests);
+        }
+    }
     if let (Some(handle), Some(pool)) = (window, &t.redis) {
         if let (Ok(Some(before)), Ok(after)) =
             (handle.await, crate::redis_info::commands_total(pool).await)
@@ -522,4 +589,40 @@ async fn prepare_poll(t: &Target, s: &Scenario, extra: &mut Value) -> anyhow::Re
             format!("Bearer {ticket}")
         })
         .collect())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_times_are_read_after_the_command_name() {
+        let line = "4242 (we (ird) name) S 1 4242 4242 0 -1 4194560 120 0 3 0 731 95 0 0 20 0 3 0";
+        assert_eq!(stat_cpu_ticks(line), Some((731, 95)));
+        assert_eq!(stat_cpu_ticks("4242 (short) S 1"), None);
+        assert_eq!(parse_cpu_process("redis=17").unwrap(), ("redis".into(), 17));
+        assert!(parse_cpu_process("redis").unwrap_err().contains("NAME=PID"));
+        assert!(parse_cpu_process("redis=x").is_err());
+    }
+
+    #[test]
+    fn this_process_cpu_time_grows_with_work() {
+        let total = || {
+            let (user, system) = cpu_seconds(std::process::id()).unwrap();
+            user + system
+        };
+        let start = total();
+        let mut x = 1u64;
+        // Until the kernel has counted 50 ms more (a condition, not a fixed time); bounded.
+        for _ in 0..10_000 {
+            for i in 0..100_000u64 {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i));
+            }
+            if total() >= start + 0.05 {
+                return;
+            }
+        }
+        panic!("no CPU time counted after all that work ({x})");
+    }
 }
