@@ -302,12 +302,12 @@ fn parse_cpu_process(raw: &str) -> Result<(String, u32), String> {
     Ok((name.to_string(), pid))
 }
 
-/// CPU time of `t.cpu` processes between two readings, in µs per request: `{name: {user,
-/// system}}`. A process whose reading failed (it exited) is left out.
-fn cpu_per_request(before: &[(String, Option<(f64, f64)>)], t: &Target, requests: u64) -> Value {
+/// CPU time of `t.cpu` processes since `before` (their readings, in the same order), in µs
+/// per request: `{name: {user, system}}`. A process whose reading failed (it exited) is left out.
+fn cpu_per_request(before: &[Option<(f64, f64)>], t: &Target, requests: u64) -> Value {
     let mut out = serde_json::Map::new();
     let per_request = |seconds: f64| seconds * 1e6 / requests.max(1) as f64;
-    for ((name, pid), (_, before)) in t.cpu.iter().zip(before) {
+    for ((name, pid), before) in t.cpu.iter().zip(before) {
         if let (Some((u0, s0)), Some((u1, s1))) = (before, cpu_seconds(*pid)) {
             out.insert(
                 name.clone(),
@@ -429,13 +429,11 @@ async fn endpoint(t: &Target, s: &Scenario, name: &str) -> anyhow::Result<Value>
     };
     // CPU time of the server-side processes over the same window.
     let cpu_window = {
-        let pids = t.cpu.clone();
+        let pids: Vec<u32> = t.cpu.iter().map(|(_, pid)| *pid).collect();
         let warmup = Duration::from_secs_f64(s.warmup_s);
         tokio::spawn(async move {
             tokio::time::sleep(warmup).await;
-            pids.into_iter()
-                .map(|(name, pid)| (name, cpu_seconds(pid)))
-                .collect::<Vec<_>>()
+            pids.into_iter().map(cpu_seconds).collect::<Vec<_>>()
         })
     };
     let summary: Summary = load::run(name, addr, plan(s), make, t.quiet).await;
