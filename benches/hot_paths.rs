@@ -12,12 +12,13 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
 use rushgate::app::App;
 use rushgate::config::{Config, RoomConfig};
+use rushgate::id::RoomId;
 use rushgate::pass::{PassAlgorithm, PassIssuer, PassKeys, TicketClaims, TicketSigner};
 use rushgate::queue::params_for;
 use rushgate::queue::{Rates, Snapshot};
 use rushgate::store::sale::{SaleParams, SaleStore};
 use rushgate::store::{GoneBits, RoomState, RoomStatus};
-use rushgate::store::{MemoryStore, RoomId, Store};
+use rushgate::store::{MemoryStore, Store};
 
 fn tickets(c: &mut Criterion) {
     let signer = TicketSigner::new(b"bench-secret-0123456789abcdef");

@@ -15,7 +15,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get install -y -qq "${need_apt[@]}"
 fi
 
-# --- Prometheus (tests/ops: a real Prometheus scrapes a node; promtool checks deploy/) -------
+# --- Prometheus (tests/it/ops: a real Prometheus scrapes a node; promtool checks deploy/) -------
 # The ops tests fail (never skip) without it. The Debian package ships prometheus and promtool;
 # its service is not needed (the tests start their own server on a free port).
 if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
@@ -26,7 +26,7 @@ if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2
 fi
 # --- end Prometheus ----------------------------------------------------------------------------
 
-# --- Proxy: nginx + browser (tests/proxy nginx gate test; tests/browser/flow.mjs) ---------------
+# --- Proxy: nginx + browser (tests/it/proxy nginx gate test; tests/browser/flow.mjs) ---------------
 # nginx (Debian package) for the gate-mode test, which fails (never skips) without it; Debian's
 # chromium and npm playwright-core (no browser download) for the browser test below.
 need_proxy=()

@@ -16,13 +16,13 @@ use crate::config::Config;
 use crate::http::limits::{self, Limits};
 use crate::http::{serve, Listener};
 use crate::ops::metrics;
-use crate::ops::webhooks::Webhooks;
 use crate::pass::{KeyError, PassIssuer, PassKeys, TicketSigner};
 use crate::proxy::{Proxy, ProxyError};
 use crate::queue::{Rooms, StockGate};
 use crate::sale::{Coupons, Sales};
 use crate::store::{MemoryStore, RedisStore, SaleStore, Store, StoreError};
 use crate::supervisor::{LiveState, ReloadHandle, Supervisor};
+use crate::webhooks::Webhooks;
 
 /// Cheap handles every request needs. Clone freely.
 #[derive(Clone)]

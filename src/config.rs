@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::id::is_valid_id;
 use crate::pass::PassAlgorithm;
 
 /// Prefix of every environment override.
@@ -62,7 +63,7 @@ pub struct Config {
 pub struct WebhookConfig {
     /// Receiver URL (`http://`; put a TLS-terminating relay in front for https receivers).
     pub url: String,
-    /// Event types to send (see `ops::webhooks::EVENTS`).
+    /// Event types to send (see `webhooks::EVENTS`).
     pub events: Vec<String>,
     /// HMAC-SHA256 key of the `Rushgate-Signature` header (≥ 16 characters).
     pub secret: Secret,
@@ -636,7 +637,7 @@ impl Config {
                 );
             }
             for e in &w.events {
-                if !crate::ops::webhooks::EVENTS.contains(&e.as_str()) {
+                if !crate::webhooks::EVENTS.contains(&e.as_str()) {
                     bad(
                         &format!("webhooks[{i}].events"),
                         "unknown event; use room.prequeue_opened, room.opened, room.paused, sale.sold_out, sale.restocked or coupon.exhausted",
@@ -801,15 +802,6 @@ impl Config {
     pub fn uses_default_ticket_secret(&self) -> bool {
         self.passes.ticket_secret == PassesConfig::default().ticket_secret
     }
-}
-
-/// Whether `id` is a valid room / sale / campaign id: `[a-z0-9_-]{1,64}`.
-pub fn is_valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 /// Applies `RUSHGATE_<SECTION>_<KEY>` to every scalar of the sections (including defaults that the

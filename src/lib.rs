@@ -1,8 +1,8 @@
 //! rushgate: a virtual waiting room and flash-sale engine.
 //!
 //! Code map (see ARCHITECTURE.md for the invariants):
-//! - [`cli`]: the command line (`serve`, `check-config`, `keygen`, `pass verify`, `sale`).
-//! - [`ctl`]: `rushgate ctl`, the operator CLI over the admin API.
+//! - [`cli`]: the command line (`serve`, `check-config`, `keygen`, `pass verify`, `sale`,
+//!   `drop verify`) and `rushgate ctl`, the operator CLI over the admin API.
 //! - [`config`]: typed TOML config with env overrides and validation naming each field.
 //! - [`app`]: wiring of store, rooms, listeners and background loops; graceful shutdown.
 //! - [`store`]: the only code that talks to storage: the `Store` trait, Redis (Lua) and embedded.
@@ -17,9 +17,10 @@
 
 pub mod app;
 pub mod cli;
+pub mod clock;
 pub mod config;
-pub mod ctl;
 pub mod http;
+pub mod id;
 pub mod ops;
 pub mod pass;
 pub mod proxy;
@@ -27,3 +28,4 @@ pub mod queue;
 pub mod sale;
 pub mod store;
 pub mod supervisor;
+pub mod webhooks;

@@ -55,7 +55,7 @@ fn main() -> ExitCode {
             admin,
             token,
             command,
-        } => rushgate::ctl::run(&admin, token.as_deref(), &command),
+        } => rushgate::cli::ctl::run(&admin, token.as_deref(), &command),
         Command::Sale {
             command:
                 SaleCommand::AddStock {

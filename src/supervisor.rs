@@ -216,7 +216,7 @@ impl Supervisor {
                     rooms.insert(cfg.id.clone(), fresh);
                 }
                 None => {
-                    let Some(id) = crate::store::RoomId::parse(&cfg.id) else {
+                    let Some(id) = crate::id::RoomId::parse(&cfg.id) else {
                         continue;
                     };
                     let fresh = Arc::new(Room::new(id, cfg.clone()));

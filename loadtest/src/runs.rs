@@ -12,10 +12,12 @@ use clap::Args;
 use fred::prelude::Pool;
 use http::Method;
 use rushgate::app::App;
+use rushgate::clock::now_ms;
 use rushgate::config::{Config, ProcessEnv};
+use rushgate::id::RoomId;
 use rushgate::pass::{PassIssuer, PassKeys, TicketClaims, TicketSigner};
 use rushgate::queue::params_for;
-use rushgate::store::{now_ms, JoinOutcome, RedisStore, RoomId, RoomStatus, Store};
+use rushgate::store::{JoinOutcome, RedisStore, RoomStatus, Store};
 use serde_json::{json, Value};
 
 use crate::client::{request, Conn};

@@ -14,9 +14,10 @@ use super::error::ApiError;
 use super::queue::room_or_404;
 use super::sale::{sale_or_404, settle_reservation};
 use crate::app::AppState;
+use crate::clock::now_ms;
 use crate::queue::Room;
 use crate::store::sale::ReservationState;
-use crate::store::{now_ms, RoomStatus};
+use crate::store::RoomStatus;
 
 /// Checks `Authorization: Bearer <admin.token>` in constant time. Without a configured token
 /// the API is open (config validation allows that only on a loopback admin listener).

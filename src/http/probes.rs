@@ -32,7 +32,12 @@ pub fn readyz(state: &AppState) -> Response<Body> {
 /// `GET /metrics`: Prometheus text. Room and sale gauges are copied from this node's cached
 /// state first (memory only: a scrape never waits for the store).
 pub fn metrics(state: &AppState) -> Response<Body> {
-    crate::ops::metrics::observe(state.rooms.iter(), state.sales.iter());
+    for room in state.rooms.iter() {
+        room.observe_metrics();
+    }
+    for sale in state.sales.iter() {
+        sale.observe_metrics();
+    }
     let mut resp = Response::new(full(state.metrics.render()));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -13,11 +13,12 @@ use serde::{Deserialize, Serialize};
 use super::body::{bearer, cookie, json, parse_optional_json, read_limited, Body};
 use super::error::ApiError;
 use crate::app::AppState;
+use crate::clock::now_ms;
 use crate::config::{OnStoreError, RoomMode, SecureCookies};
 use crate::pass::{TicketClaims, TokenError};
 use crate::queue::drops::{self, Phase, Schedule};
 use crate::queue::{Eta, Located, Room};
-use crate::store::{now_ms, JoinOutcome, LeaveOutcome, Lookup, RoomStatus, StoreError};
+use crate::store::{JoinOutcome, LeaveOutcome, Lookup, RoomStatus, StoreError};
 
 /// A ticket older than this is refused even with a valid signature: a place is not held for days.
 const TICKET_MAX_AGE_SECS: u64 = 24 * 3600;

@@ -16,9 +16,9 @@ use super::body::{
 };
 use super::error::ApiError;
 use crate::app::AppState;
+use crate::clock::now_ms;
 use crate::pass::PassClaims;
 use crate::sale::{coupon, Sale};
-use crate::store::now_ms;
 use crate::store::sale::{CouponOutcome, PurchaseOutcome, Reservation, ReservationState};
 
 /// Largest quantity one purchase may ask for (2^31 - 1): anything above is surely a mistake.

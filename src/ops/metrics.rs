@@ -18,10 +18,6 @@ use metrics::{Counter, Histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::sync::watch;
 
-use crate::queue::Room;
-use crate::sale::Sale;
-use crate::store::RoomStatus;
-
 /// Build information: value 1, label `version`.
 pub const BUILD_INFO: &str = "rushgate_build_info";
 
@@ -98,14 +94,6 @@ const LATENCY_BUCKETS: &[f64] = &[
 
 /// `endpoint` labels of [`LIMITER_REJECTIONS`], exported at 0 from the start.
 const LIMITED_ENDPOINTS: [&str; 4] = ["join", "poll", "purchase", "coupon"];
-
-/// Every room status, with its `status` label.
-const STATUSES: [(RoomStatus, &str); 4] = [
-    (RoomStatus::Open, "open"),
-    (RoomStatus::Paused, "paused"),
-    (RoomStatus::Closed, "closed"),
-    (RoomStatus::Draining, "draining"),
-];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -350,64 +338,6 @@ fn describe() {
         Unit::Count,
         "Requests refused with 429 by a rate limit, by endpoint"
     );
-}
-
-/// Copies every room's and sale's cached state into the gauges. Reads memory only (snapshots
-/// and sale caches refreshed by the pacer and keeper loops), never the store; call it right
-/// before rendering.
-pub fn observe<'a>(
-    rooms: impl IntoIterator<Item = &'a std::sync::Arc<Room>>,
-    sales: impl IntoIterator<Item = &'a std::sync::Arc<Sale>>,
-) {
-    for room in rooms {
-        observe_room(room);
-    }
-    for sale in sales {
-        observe_sale(sale);
-    }
-}
-
-fn observe_room(room: &Room) {
-    let id = room.config.id.clone();
-    let snapshot = room.snapshot();
-    let Some(taken_at) = snapshot.taken_at else {
-        return; // nothing read from the store yet: report nothing rather than zeros
-    };
-    let state = &snapshot.state;
-    metrics::gauge!(ROOM_WAITING, "room" => id.clone()).set(state.waiting as f64);
-    metrics::gauge!(ROOM_ACTIVE, "room" => id.clone()).set(state.active as f64);
-    metrics::gauge!(ROOM_MAX_ACTIVE, "room" => id.clone()).set(room.config.max_active);
-    metrics::counter!(ROOM_ADMITTED, "room" => id.clone()).absolute(state.admitted_total);
-    metrics::counter!(ROOM_JOINS, "room" => id.clone()).absolute(state.last_seq);
-    metrics::counter!(ROOM_EVICTIONS, "room" => id.clone()).absolute(state.evicted_total);
-    metrics::counter!(ROOM_LEAVES, "room" => id.clone()).absolute(state.left_total);
-    metrics::gauge!(ROOM_ADMISSION_RATE, "room" => id.clone()).set(snapshot.rates.p50);
-    metrics::gauge!(ROOM_CONFIGURED_RATE, "room" => id.clone())
-        .set(f64::from(room.config.admit_per_minute) / 60.0);
-    let eta = room.eta(state.waiting);
-    let seconds = |s: Option<u64>| match (state.waiting, s) {
-        (0, _) => 0.0,
-        (_, Some(s)) => s as f64,
-        (_, None) => f64::NAN,
-    };
-    metrics::gauge!(ROOM_ETA_P50, "room" => id.clone()).set(seconds(eta.p50));
-    metrics::gauge!(ROOM_ETA_P90, "room" => id.clone()).set(seconds(eta.p90));
-    for (status, label) in STATUSES {
-        let on = if state.status == status { 1.0 } else { 0.0 };
-        metrics::gauge!(ROOM_STATUS, "room" => id.clone(), "status" => label).set(on);
-    }
-    metrics::gauge!(ROOM_STATE_AGE, "room" => id).set(taken_at.elapsed().as_secs_f64());
-}
-
-fn observe_sale(sale: &Sale) {
-    let Some(state) = sale.cached_state() else {
-        return;
-    };
-    let id = sale.config.id.clone();
-    metrics::gauge!(SALE_AVAILABLE, "sale" => id.clone()).set(state.available as f64);
-    metrics::gauge!(SALE_RESERVED, "sale" => id.clone()).set(state.reserved as f64);
-    metrics::gauge!(SALE_CONFIRMED, "sale" => id.clone()).set(state.confirmed as f64);
-    metrics::gauge!(SALE_TOTAL, "sale" => id).set(state.total as f64);
 }
 
 /// Runs the exporter's upkeep (histogram buckets draining) every few seconds until shutdown.

@@ -1,7 +1,5 @@
-//! Operating concerns: metrics, logs and request ids (and, in later issues, admin API, rate
-//! limits, reload).
+//! Operating concerns: metric names and handles, logs, request ids.
 
 pub mod logging;
 pub mod metrics;
 pub mod request_id;
-pub mod webhooks;

@@ -7,10 +7,10 @@ use hyper::body::Incoming;
 
 use super::page::{escape, fill};
 use crate::app::AppState;
+use crate::clock::now_ms;
 use crate::http::body::{full, Body};
 use crate::http::error::ApiError;
 use crate::pass::PassClaims;
-use crate::store::now_ms;
 
 const HOME: &str = include_str!("../../web/demo/home.html");
 const PRODUCT: &str = include_str!("../../web/demo/product.html");

@@ -10,8 +10,9 @@ use tokio::sync::watch;
 use super::drops::{self, Phase, Schedule};
 use super::eta::EtaEstimator;
 use super::room::Room;
-use crate::ops::webhooks::Webhooks;
-use crate::store::{now_ms, RoomStatus, Store, StoreError};
+use crate::clock::now_ms;
+use crate::store::{RoomStatus, Store, StoreError};
+use crate::webhooks::Webhooks;
 
 /// One step: flush seen-records, tick, publish. On a store error the old snapshot stays (polls
 /// keep being answered) and unflushed records are kept for the next step.

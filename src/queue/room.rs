@@ -10,7 +10,13 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use super::eta::seconds_for;
 use super::snapshot::{Located, Snapshot};
 use crate::config::RoomConfig;
-use crate::store::{RoomId, RoomParams, RoomState};
+use crate::id::RoomId;
+use crate::ops::metrics::{
+    ROOM_ACTIVE, ROOM_ADMISSION_RATE, ROOM_ADMITTED, ROOM_CONFIGURED_RATE, ROOM_ETA_P50,
+    ROOM_ETA_P90, ROOM_EVICTIONS, ROOM_JOINS, ROOM_LEAVES, ROOM_MAX_ACTIVE, ROOM_STATE_AGE,
+    ROOM_STATUS, ROOM_WAITING,
+};
+use crate::store::{RoomParams, RoomState, RoomStatus};
 
 /// Most seen-records buffered while the store is unreachable; beyond it new ones are dropped
 /// (those waiters may then be evicted as idle, which is the safe side of an outage).
@@ -230,6 +236,40 @@ impl Room {
             return (self.config.admit_per_minute, self.config.max_active);
         }
         (state.admit_per_minute, state.max_active)
+    }
+
+    /// Copies this room's cached state into its Prometheus gauges. Reads memory only (the
+    /// snapshot the pacer refreshed), never the store; called right before `/metrics` renders.
+    pub fn observe_metrics(&self) {
+        let id = self.config.id.clone();
+        let snapshot = self.snapshot();
+        let Some(taken_at) = snapshot.taken_at else {
+            return; // nothing read from the store yet: report nothing rather than zeros
+        };
+        let state = &snapshot.state;
+        metrics::gauge!(ROOM_WAITING, "room" => id.clone()).set(state.waiting as f64);
+        metrics::gauge!(ROOM_ACTIVE, "room" => id.clone()).set(state.active as f64);
+        metrics::gauge!(ROOM_MAX_ACTIVE, "room" => id.clone()).set(self.config.max_active);
+        metrics::counter!(ROOM_ADMITTED, "room" => id.clone()).absolute(state.admitted_total);
+        metrics::counter!(ROOM_JOINS, "room" => id.clone()).absolute(state.last_seq);
+        metrics::counter!(ROOM_EVICTIONS, "room" => id.clone()).absolute(state.evicted_total);
+        metrics::counter!(ROOM_LEAVES, "room" => id.clone()).absolute(state.left_total);
+        metrics::gauge!(ROOM_ADMISSION_RATE, "room" => id.clone()).set(snapshot.rates.p50);
+        metrics::gauge!(ROOM_CONFIGURED_RATE, "room" => id.clone())
+            .set(f64::from(self.config.admit_per_minute) / 60.0);
+        let eta = self.eta(state.waiting);
+        let seconds = |s: Option<u64>| match (state.waiting, s) {
+            (0, _) => 0.0,
+            (_, Some(s)) => s as f64,
+            (_, None) => f64::NAN,
+        };
+        metrics::gauge!(ROOM_ETA_P50, "room" => id.clone()).set(seconds(eta.p50));
+        metrics::gauge!(ROOM_ETA_P90, "room" => id.clone()).set(seconds(eta.p90));
+        for status in RoomStatus::ALL {
+            let on = if state.status == status { 1.0 } else { 0.0 };
+            metrics::gauge!(ROOM_STATUS, "room" => id.clone(), "status" => status.as_str()).set(on);
+        }
+        metrics::gauge!(ROOM_STATE_AGE, "room" => id).set(taken_at.elapsed().as_secs_f64());
     }
 }
 

@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::Sale;
-use crate::ops::webhooks::Webhooks;
+use crate::clock::now_ms;
 use crate::queue::{Room, StockGate};
 use crate::store::sale::{SaleState, SaleStore};
-use crate::store::{now_ms, StoreError};
+use crate::store::StoreError;
+use crate::webhooks::Webhooks;
 
 /// Most reservations one sweep call expires (bounds the script's run time).
 const SWEEP_BATCH: u64 = 1_000;

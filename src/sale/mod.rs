@@ -13,7 +13,9 @@ use arc_swap::ArcSwapOption;
 use metrics::Counter;
 
 use crate::config::{CouponConfig, SaleConfig};
-use crate::ops::metrics::{Handles, PURCHASES};
+use crate::ops::metrics::{
+    Handles, PURCHASES, SALE_AVAILABLE, SALE_CONFIRMED, SALE_RESERVED, SALE_TOTAL,
+};
 use crate::store::sale::{SaleParams, SaleState};
 
 /// One sale on this node.
@@ -70,6 +72,19 @@ impl Sale {
     /// [`Sale::admit_cap`] for `available` units.
     pub fn admit_cap_for(&self, available: u64) -> u64 {
         (available as f64 * self.config.admit_per_unit).ceil() as u64
+    }
+
+    /// Copies this sale's cached stock into its Prometheus gauges (memory only, never the
+    /// store).
+    pub fn observe_metrics(&self) {
+        let Some(state) = self.cached_state() else {
+            return;
+        };
+        let id = self.config.id.clone();
+        metrics::gauge!(SALE_AVAILABLE, "sale" => id.clone()).set(state.available as f64);
+        metrics::gauge!(SALE_RESERVED, "sale" => id.clone()).set(state.reserved as f64);
+        metrics::gauge!(SALE_CONFIRMED, "sale" => id.clone()).set(state.confirmed as f64);
+        metrics::gauge!(SALE_TOTAL, "sale" => id).set(state.total as f64);
     }
 }
 

@@ -9,9 +9,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{
-    GoneBits, JoinOutcome, LeaveOutcome, Lookup, PrequeueState, RoomId, RoomParams, RoomState,
-    RoomStatus, Store, StoreError, MAX_HEAD_CHECKS,
+    GoneBits, JoinOutcome, LeaveOutcome, Lookup, PrequeueState, RoomParams, RoomState, RoomStatus,
+    Store, StoreError, MAX_HEAD_CHECKS,
 };
+use crate::id::RoomId;
 
 /// The embedded store. Cheap to share behind an `Arc`; state lives until the process exits.
 #[derive(Default)]

@@ -19,8 +19,6 @@ mod redis;
 mod redis_sale;
 pub mod sale;
 
-use std::fmt;
-
 use async_trait::async_trait;
 use bytes::Bytes;
 
@@ -28,33 +26,13 @@ pub use memory::MemoryStore;
 pub use redis::RedisStore;
 pub use sale::SaleStore;
 
+use crate::id::RoomId;
+
 /// Most head entries one tick examines (admits or evicts), bounding a tick's run time in Redis:
 /// an idle head costs about a dozen commands inside the script, and 20,000 of them (~250 ms)
 /// starved joins for seconds while a million idle waiters were evicted; 5,000 keeps a tick
 /// near 60 ms and still skips 20,000 idle heads a second per node.
 pub const MAX_HEAD_CHECKS: u64 = 5_000;
-
-/// A validated room id (`[a-z0-9_-]{1,64}`), safe inside store keys, URLs and cookie names.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RoomId(String);
-
-impl RoomId {
-    /// Parses an id; `None` when it has characters outside `[a-z0-9_-]` or a bad length.
-    pub fn parse(id: &str) -> Option<RoomId> {
-        crate::config::is_valid_id(id).then(|| RoomId(id.to_string()))
-    }
-
-    /// The id text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for RoomId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// Why a store operation failed. Expected outcomes (closed room, absent identity) are values.
 #[derive(Debug, thiserror::Error, Clone)]
@@ -124,6 +102,14 @@ pub enum RoomStatus {
 }
 
 impl RoomStatus {
+    /// Every status, in a fixed order.
+    pub const ALL: [RoomStatus; 4] = [
+        RoomStatus::Open,
+        RoomStatus::Paused,
+        RoomStatus::Closed,
+        RoomStatus::Draining,
+    ];
+
     /// The stored / JSON name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -393,12 +379,4 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether the last store command succeeded (readiness).
     fn healthy(&self) -> bool;
-}
-
-/// Current wall-clock time in ms since the Unix epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }

@@ -17,9 +17,10 @@ use super::batch::Batcher;
 use super::redis_sale::PurchaseCall;
 use super::sale::PurchaseOutcome;
 use super::{
-    GoneBits, JoinOutcome, LeaveOutcome, Lookup, PrequeueState, RoomId, RoomParams, RoomState,
-    RoomStatus, Store, StoreError, MAX_HEAD_CHECKS,
+    GoneBits, JoinOutcome, LeaveOutcome, Lookup, PrequeueState, RoomParams, RoomState, RoomStatus,
+    Store, StoreError, MAX_HEAD_CHECKS,
 };
+use crate::id::RoomId;
 
 /// Members per page when reading a pre-queue, and per batch when assigning its seqs.
 const PREQUEUE_PAGE: usize = 5_000;

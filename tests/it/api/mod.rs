@@ -1,0 +1,9 @@
+//! The integration suite: real HTTP against in-process rushgate servers, real redis-servers.
+
+mod admin;
+mod drops;
+mod limits;
+mod queue_basics;
+mod reload;
+mod sales;
+mod webhooks;
