@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::Config;
 use crate::http::limits::{self, Limits};
+use crate::http::state::{AppState, LiveState, ReloadHandle};
 use crate::http::{serve, Listener};
 use crate::ops::metrics;
 use crate::pass::{KeyError, PassIssuer, PassKeys, TicketSigner};
@@ -21,39 +21,8 @@ use crate::proxy::{Proxy, ProxyError};
 use crate::queue::{Rooms, StockGate};
 use crate::sale::{Coupons, Sales};
 use crate::store::{MemoryStore, RedisStore, SaleStore, Store, StoreError};
-use crate::supervisor::{LiveState, ReloadHandle, Supervisor};
+use crate::supervisor::Supervisor;
 use crate::webhooks::Webhooks;
-
-/// Cheap handles every request needs. Clone freely.
-#[derive(Clone)]
-pub struct AppState {
-    /// The running configuration.
-    pub config: Arc<Config>,
-    /// Rooms with their cached state.
-    pub rooms: Rooms,
-    /// Room storage.
-    pub store: Arc<dyn Store>,
-    /// Sale and coupon storage (the same store as `store`).
-    pub sale_store: Arc<dyn SaleStore>,
-    /// Sales with their cached stock.
-    pub sales: Sales,
-    /// Coupon campaigns.
-    pub coupons: Coupons,
-    /// Pass signer / verifier.
-    pub passes: PassIssuer,
-    /// Ticket signer / verifier.
-    pub tickets: TicketSigner,
-    /// Prometheus renderer.
-    pub metrics: PrometheusHandle,
-    /// The reverse proxy to the shop (routes, page templates, pooled upstream client).
-    pub proxy: Proxy,
-    /// Per-client rate limits.
-    pub limits: Limits,
-    /// Operator alerts.
-    pub webhooks: Webhooks,
-    /// Asks the supervisor for a hot reload (`None` before the server runs).
-    pub reload: Option<ReloadHandle>,
-}
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -123,7 +92,7 @@ impl AppState {
             }
         }
         Ok(AppState {
-            limits: Limits::new(&config.limits, &config.server.trusted_proxies),
+            limits: Limits::new(&config.limits, config.server.trusted_nets()),
             webhooks: Webhooks::new(&config.webhooks),
             rooms,
             sales,

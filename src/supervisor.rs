@@ -15,70 +15,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::app::AppState;
 use crate::config::{Config, ProcessEnv};
 use crate::http::limits::{self, Limits};
+use crate::http::state::{AppState, LiveState, ReloadRefused, ReloadReply, ReloadReport};
 use crate::proxy::Proxy;
 use crate::queue::{pacer, Room, Rooms, StockGate};
 use crate::sale::{keeper, Coupons, Sale, Sales};
 use crate::store::RoomStatus;
-
-/// The state every new request starts from; swapped whole on reload.
-pub type LiveState = Arc<ArcSwap<AppState>>;
-
-/// What a successful reload did.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ReloadReport {
-    /// Rooms added.
-    pub added_rooms: Vec<String>,
-    /// Rooms whose settings changed.
-    pub changed_rooms: Vec<String>,
-    /// Rooms no longer in the file, now draining.
-    pub draining_rooms: Vec<String>,
-    /// Sales added, changed or removed (by id).
-    pub sales: Vec<String>,
-    /// Settings that changed in the file but need a restart (their old values stay).
-    pub needs_restart: Vec<String>,
-}
-
-/// Why a reload changed nothing.
-#[derive(Debug, Clone, Serialize, thiserror::Error)]
-#[error("reload refused: {}", problems.join("; "))]
-pub struct ReloadRefused {
-    /// Every problem found.
-    pub problems: Vec<String>,
-}
-
-type Reply = oneshot::Sender<Result<ReloadReport, ReloadRefused>>;
-
-/// Asks the supervisor to reload. Cheap to clone; lives in [`AppState`].
-#[derive(Clone)]
-pub struct ReloadHandle {
-    tx: mpsc::Sender<Reply>,
-}
-
-impl ReloadHandle {
-    /// A handle and the receiving end the supervisor consumes.
-    pub fn channel() -> (ReloadHandle, mpsc::Receiver<Reply>) {
-        let (tx, rx) = mpsc::channel(8);
-        (ReloadHandle { tx }, rx)
-    }
-
-    /// Reloads the config file and waits for the outcome.
-    pub async fn reload(&self) -> Result<ReloadReport, ReloadRefused> {
-        let (reply, answer) = oneshot::channel();
-        let gone = || ReloadRefused {
-            problems: vec!["the server is shutting down".into()],
-        };
-        self.tx.send(reply).await.map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
-    }
-}
 
 /// One running loop and the switch that stops it.
 struct Running {
@@ -154,7 +101,7 @@ impl Supervisor {
 
     /// Serves reload requests until shutdown, then stops every loop (pacers flush their
     /// batched liveness records on the way out).
-    pub async fn run(mut self, mut requests: mpsc::Receiver<Reply>) {
+    pub async fn run(mut self, mut requests: mpsc::Receiver<ReloadReply>) {
         loop {
             tokio::select! {
                 req = requests.recv() => match req {
@@ -278,7 +225,7 @@ impl Supervisor {
             ) {
             old.limits.clone()
         } else {
-            let fresh = Limits::new(&next.limits, &next.server.trusted_proxies);
+            let fresh = Limits::new(&next.limits, next.server.trusted_nets());
             tokio::spawn(limits::upkeep(fresh.clone(), self.shutdown.clone()));
             fresh
         };

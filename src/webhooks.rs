@@ -21,19 +21,10 @@ use sha2::Sha256;
 use tokio::sync::{mpsc, watch};
 
 use crate::clock::now_ms;
-use crate::config::WebhookConfig;
+use crate::config::{WebhookConfig, WebhookEvent};
 use crate::ops::metrics::WEBHOOK_DELIVERIES;
+use crate::store::keys::webhook_claim_key;
 use crate::store::Store;
-
-/// Event types a webhook can subscribe to.
-pub const EVENTS: &[&str] = &[
-    "room.prequeue_opened",
-    "room.opened",
-    "room.paused",
-    "sale.sold_out",
-    "sale.restocked",
-    "coupon.exhausted",
-];
 
 /// Events waiting for delivery; beyond this new ones are dropped with a warning.
 const QUEUE: usize = 1_024;
@@ -52,8 +43,8 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// One event.
 #[derive(Debug, Clone)]
 pub struct Event {
-    /// Event type, one of [`EVENTS`].
-    pub kind: &'static str,
+    /// Event type: the name of a [`WebhookEvent`](crate::config::WebhookEvent) (its `as_str`).
+    pub kind: WebhookEvent,
     /// Deterministic id: every node observing the same transition computes the same id.
     pub id: String,
     /// Event details.
@@ -73,10 +64,10 @@ type Delivery = (Vec<WebhookConfig>, mpsc::Receiver<Event>);
 
 impl Webhooks {
     /// Queues an event for delivery without waiting.
-    pub fn emit(&self, kind: &'static str, id: String, data: Value) {
+    pub fn emit(&self, kind: WebhookEvent, id: String, data: Value) {
         let Some(tx) = &self.tx else { return };
         if tx.try_send(Event { kind, id, data }).is_err() {
-            tracing::warn!(kind, "webhook queue full; event dropped");
+            tracing::warn!(kind = kind.as_str(), "webhook queue full; event dropped");
         }
     }
 }
@@ -121,12 +112,12 @@ async fn deliver_loop(
         };
         let subscribed: Vec<&WebhookConfig> = hooks
             .iter()
-            .filter(|h| h.events.iter().any(|e| e == event.kind))
+            .filter(|h| h.events().any(|e| e == event.kind))
             .collect();
         if subscribed.is_empty() {
             continue;
         }
-        let key = format!("rg:{{hooks}}:{}", event.id);
+        let key = webhook_claim_key(&event.id);
         match store.claim_once(&key, CLAIM_MS, now_ms()).await {
             Ok(true) => {}
             Ok(false) => continue, // another node delivers it
@@ -136,14 +127,14 @@ async fn deliver_loop(
             }
         }
         let body = Bytes::from(
-            json!({ "id": event.id, "type": event.kind, "at": now_ms() / 1000, "data": event.data })
+            json!({ "id": event.id, "type": event.kind.as_str(), "at": now_ms() / 1000, "data": event.data })
                 .to_string(),
         );
         for hook in subscribed {
             tokio::spawn(deliver(
                 client.clone(),
                 hook.clone(),
-                event.kind,
+                event.kind.as_str(),
                 event.id.clone(),
                 body.clone(),
             ));

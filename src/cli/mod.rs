@@ -7,8 +7,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::clock::now_ms;
+use crate::config::PassAlgorithm;
 use crate::config::{Config, ConfigError, ProcessEnv};
-use crate::pass::{PassAlgorithm, PassIssuer, PassKeys};
+use crate::pass::{PassIssuer, PassKeys};
 use crate::store::{RedisStore, SaleStore as _};
 
 pub mod ctl;

@@ -9,12 +9,14 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::body::{bearer_is, json, parse_json, read_limited, Body};
+use super::body::Body;
+use super::credentials::bearer_is;
 use super::error::ApiError;
-use super::queue::room_or_404;
-use super::sale::{sale_or_404, settle_reservation};
-use crate::app::AppState;
+use super::json::{json, parse_json, read_limited};
+use super::sale::settle_reservation;
 use crate::clock::now_ms;
+use crate::config::WebhookEvent;
+use crate::http::state::AppState;
 use crate::queue::Room;
 use crate::store::sale::ReservationState;
 use crate::store::RoomStatus;
@@ -45,7 +47,9 @@ pub async fn route(
         (["reload"], Method::POST) => ("admin_reload", reload(state).await),
         (["rooms", room], Method::GET) => (
             "admin_room",
-            room_or_404(state, room).map(|r| json(StatusCode::OK, &room_stats(state, r))),
+            state
+                .room(room)
+                .map(|r| json(StatusCode::OK, &room_stats(state, r))),
         ),
         (
             ["rooms", room, action @ ("pause" | "resume" | "open" | "close" | "drain")],
@@ -135,7 +139,7 @@ async fn set_status(
     room: &str,
     action: &str,
 ) -> Result<Response<Body>, ApiError> {
-    let room = room_or_404(state, room)?;
+    let room = state.room(room)?;
     let status = match action {
         "pause" => RoomStatus::Paused,
         "close" => RoomStatus::Closed,
@@ -146,7 +150,7 @@ async fn set_status(
     tracing::info!(room = %room.id, state = status.as_str(), "room state changed by operator");
     if status == RoomStatus::Paused {
         state.webhooks.emit(
-            "room.paused",
+            WebhookEvent::RoomPaused,
             format!("room.paused:{}:{}", room.id, now_ms()),
             json!({ "room": room.id.as_str() }),
         );
@@ -171,7 +175,7 @@ async fn settings(
     room: &str,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let room = room_or_404(state, room)?;
+    let room = state.room(room)?;
     let (parts, body) = req.into_parts();
     let body: SettingsBody = parse_json(&read_limited(&parts.headers, body).await?)?;
     let invalid = |field| ApiError::InvalidField {
@@ -207,7 +211,7 @@ async fn settings(
 
 /// `GET /admin/v1/sales/{sale}`: counters read from the store now.
 async fn sale_stats(state: &AppState, sale: &str) -> Result<Response<Body>, ApiError> {
-    let sale = sale_or_404(state, sale)?;
+    let sale = state.sale(sale)?;
     let s = state.sale_store.sale_state(&sale.config.id).await?;
     let events = state.sale_store.order_events(&sale.config.id).await?;
     Ok(json(
@@ -238,7 +242,7 @@ async fn stock(
     sale: &str,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let sale = sale_or_404(state, sale)?;
+    let sale = state.sale(sale)?;
     let (parts, body) = req.into_parts();
     let body: StockBody = parse_json(&read_limited(&parts.headers, body).await?)?;
     if body.units == 0 {

@@ -5,6 +5,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 
 use super::body::{full, Body};
 use crate::pass::TokenError;
+use crate::queue::place::PlaceError;
 use crate::store::StoreError;
 
 /// Everything a request can fail with. Display is the problem `detail` shown to the client.
@@ -140,6 +141,16 @@ pub enum ApiError {
     /// A fault on our side (never caused by input).
     #[error("internal error")]
     Internal(String),
+}
+
+impl From<PlaceError> for ApiError {
+    fn from(e: PlaceError) -> Self {
+        match e {
+            PlaceError::BadTicket(e) => ApiError::BadTicket(e),
+            PlaceError::Store(e) => e.into(),
+            PlaceError::Pass(e) => ApiError::Internal(e.to_string()),
+        }
+    }
 }
 
 impl From<StoreError> for ApiError {

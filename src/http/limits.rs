@@ -20,8 +20,8 @@ use http::HeaderMap;
 use ipnet::IpNet;
 use tokio::sync::watch;
 
+use super::credentials::PeerAddr;
 use super::error::ApiError;
-use super::serve::PeerAddr;
 use crate::config::LimitsConfig;
 use crate::ops::metrics::LIMITER_REJECTIONS;
 
@@ -85,8 +85,8 @@ pub struct Limits {
 
 impl Limits {
     /// Limiters per the config (`0` per minute turns an endpoint's limit off). `trusted` are the
-    /// parsed `server.trusted_proxies` (validated with the config).
-    pub fn new(cfg: &LimitsConfig, trusted: &[String]) -> Self {
+    /// `server.trusted_proxies` as the config parsed them (`ServerConfig::trusted_nets`).
+    pub fn new(cfg: &LimitsConfig, trusted: Vec<IpNet>) -> Self {
         Self {
             limiters: Arc::new([
                 Limiter::new(cfg.join_per_minute, cfg.join_burst),
@@ -94,7 +94,7 @@ impl Limits {
                 Limiter::new(cfg.purchase_per_minute, cfg.purchase_burst),
                 Limiter::new(cfg.coupon_per_minute, cfg.coupon_burst),
             ]),
-            trusted: Arc::new(trusted.iter().filter_map(|t| parse_net(t)).collect()),
+            trusted: Arc::new(trusted),
         }
     }
 
@@ -196,14 +196,6 @@ pub async fn upkeep(limits: Limits, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-/// One address or a CIDR block (`10.0.0.0/8`, `::1`).
-pub fn parse_net(s: &str) -> Option<IpNet> {
-    let s = s.trim();
-    s.parse::<IpNet>()
-        .ok()
-        .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
-}
-
 /// IPv6 clients are limited per /64: one subscriber usually holds a whole /64.
 fn bucket(ip: IpAddr) -> IpAddr {
     match ip {
@@ -221,6 +213,7 @@ fn bucket(ip: IpAddr) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::parse_net;
     use http::HeaderValue;
     use std::net::SocketAddr;
 
@@ -230,10 +223,8 @@ mod tests {
             join_burst: 3,
             ..LimitsConfig::default()
         };
-        Limits::new(
-            &cfg,
-            &trusted.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-        )
+        let trusted = trusted.iter().filter_map(|t| parse_net(t)).collect();
+        Limits::new(&cfg, trusted)
     }
 
     fn peer(ip: &str) -> Option<PeerAddr> {

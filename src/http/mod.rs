@@ -3,13 +3,19 @@
 
 mod admin;
 pub mod body;
+pub mod credentials;
 pub mod error;
+pub mod json;
 pub mod limits;
 mod pass;
+pub mod place;
 mod probes;
 pub(crate) mod queue;
 pub mod router;
 mod sale;
 mod serve;
+pub mod state;
 
-pub use serve::{serve, Listener, PeerAddr};
+pub use credentials::PeerAddr;
+pub use serve::{serve, Listener};
+pub use state::AppState;

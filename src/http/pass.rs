@@ -5,9 +5,10 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::Deserialize;
 
-use super::body::{full, json, parse_json, read_limited, Body};
+use super::body::{full, Body};
 use super::error::ApiError;
-use crate::app::AppState;
+use super::json::{json, parse_json, read_limited};
+use crate::http::state::AppState;
 
 /// `GET /.well-known/jwks.json`
 pub fn jwks(state: &AppState) -> Response<Body> {

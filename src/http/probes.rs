@@ -3,8 +3,9 @@
 
 use http::{header, HeaderValue, Response, StatusCode};
 
-use super::body::{full, json, Body};
-use crate::app::AppState;
+use super::body::{full, Body};
+use super::json::json;
+use crate::http::state::AppState;
 
 /// `GET /livez`: 200 while the process can answer at all.
 pub fn livez() -> Response<Body> {

@@ -8,12 +8,13 @@ use http::{Method, Request, Response, Uri};
 use hyper::body::Incoming;
 use tracing::Instrument;
 
-use super::body::{bearer, cookie, Body};
+use super::body::Body;
+use super::credentials::PeerAddr;
+use super::credentials::{bearer, cookie, pass_cookie, ticket_cookie};
 use super::error::ApiError;
 use super::limits::Endpoint;
-use super::serve::PeerAddr;
 use super::{admin, pass, probes, queue, sale};
-use crate::app::AppState;
+use crate::http::state::AppState;
 use crate::ops::logging::REQUEST_TARGET;
 use crate::ops::request_id::{self, RequestId};
 use crate::store::sale::ReservationState;
@@ -89,7 +90,7 @@ async fn route_public(
         (["rooms", room, "join"], Method::POST) => (
             "join",
             async {
-                limited(state, &req, Endpoint::Join, format!("rg_ticket_{room}"))?;
+                limited(state, &req, Endpoint::Join, ticket_cookie(room))?;
                 Box::pin(queue::join(state, room, req)).await
             }
             .await,
@@ -97,7 +98,7 @@ async fn route_public(
         (["rooms", room, "position"], Method::GET) => (
             "position",
             async {
-                limited(state, &req, Endpoint::Poll, format!("rg_ticket_{room}"))?;
+                limited(state, &req, Endpoint::Poll, ticket_cookie(room))?;
                 queue::position(state, room, &req).await
             }
             .await,
@@ -116,7 +117,7 @@ async fn route_public(
                     state,
                     &req,
                     Endpoint::Purchase,
-                    format!("rg_pass_{}", room.unwrap_or("")),
+                    pass_cookie(room.unwrap_or("")),
                 )?;
                 Box::pin(sale::purchase(state, sale, req)).await
             }
@@ -138,7 +139,7 @@ async fn route_public(
                     state,
                     &req,
                     Endpoint::Coupon,
-                    format!("rg_pass_{}", room.unwrap_or("")),
+                    pass_cookie(room.unwrap_or("")),
                 )?;
                 sale::claim_coupon(state, id, req).await
             }

@@ -11,15 +11,16 @@ use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::body::{
-    bearer, bearer_is, cookie, json, parse_json, parse_optional_json, read_limited, Body,
-};
+use super::body::Body;
+use super::credentials::{bearer_is, pass_cookie, presented_pass};
 use super::error::ApiError;
-use crate::app::AppState;
+use super::json::{json, parse_json, parse_optional_json, read_limited};
 use crate::clock::now_ms;
+use crate::http::state::AppState;
 use crate::pass::PassClaims;
-use crate::sale::{coupon, Sale};
-use crate::store::sale::{CouponOutcome, PurchaseOutcome, Reservation, ReservationState};
+use crate::sale::coupon;
+use crate::sale::purchase::{self, Order};
+use crate::store::sale::{PurchaseOutcome, Reservation, ReservationState};
 
 /// Largest quantity one purchase may ask for (2^31 - 1): anything above is surely a mistake.
 const MAX_QUANTITY: u64 = i32::MAX as u64;
@@ -33,10 +34,8 @@ pub fn require_pass(
     room: &str,
     headers: &HeaderMap,
 ) -> Result<Arc<PassClaims>, ApiError> {
-    let cookie_name = format!("rg_pass_{room}");
-    let token = bearer(headers)
-        .or_else(|| cookie(headers, &cookie_name))
-        .ok_or(ApiError::MissingPass(cookie_name))?;
+    let token =
+        presented_pass(headers, room).ok_or_else(|| ApiError::MissingPass(pass_cookie(room)))?;
     let claims = state.passes.verify(token).map_err(ApiError::BadPass)?;
     if claims.room != room {
         return Err(ApiError::PassWrongRoom {
@@ -115,33 +114,20 @@ pub async fn purchase(
     sale_id: &str,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let sale = sale_or_404(state, sale_id)?;
+    let sale = state.sale(sale_id)?;
     let (parts, body) = req.into_parts();
     let claims = require_pass(state, &sale.config.room, &parts.headers)?;
     let bytes = read_limited(&parts.headers, body).await?;
     let body: PurchaseBody = parse_json(&bytes)?;
     let qty = quantity(body.quantity.as_ref())?;
     let idem = idempotency_key(body.idempotency_key.as_deref())?;
-    // A keyed purchase's reservation is named from its key by the store; only one without a
-    // key needs a fresh random id.
-    let new_id = if idem.is_empty() {
-        format!("{}.{}", sale.config.id, uuid::Uuid::new_v4().simple())
-    } else {
-        String::new()
+    let order = Order {
+        buyer: &claims.sub,
+        quantity: qty,
+        idempotency_key: idem,
     };
-    let outcome = state
-        .sale_store
-        .purchase(
-            &sale.config.id,
-            &claims.sub,
-            qty,
-            idem,
-            &sale.params,
-            &new_id,
-            now_ms(),
-        )
-        .await?;
-    sale.count_purchase(outcome.label());
+    let room = state.rooms.get(&sale.config.room).map(|r| &**r);
+    let outcome = purchase::purchase(&*state.sale_store, sale, room, order, now_ms()).await?;
     match outcome {
         PurchaseOutcome::Reserved(r) => {
             if let Some(room) = state.rooms.get(&sale.config.room) {
@@ -178,14 +164,6 @@ fn require_shop_key(state: &AppState, headers: &HeaderMap) -> Result<(), ApiErro
     }
 }
 
-/// The configured sale `id`, or 404 naming it.
-pub(crate) fn sale_or_404<'a>(state: &'a AppState, id: &str) -> Result<&'a Arc<Sale>, ApiError> {
-    state
-        .sales
-        .get(id)
-        .ok_or_else(|| ApiError::UnknownSale(id.chars().take(64).collect()))
-}
-
 /// `POST {prefix}/v1/reservations/{id}/confirm` and `.../release`, by the shop backend.
 /// Retrying a transition that was made answers 200 with the same state; a reservation in
 /// another final state answers 409 naming it.
@@ -206,14 +184,11 @@ pub async fn settle_reservation(
     target: ReservationState,
 ) -> Result<Response<Body>, ApiError> {
     let unknown = || ApiError::UnknownReservation(reservation.chars().take(128).collect());
-    let sale = reservation
-        .split_once('.')
-        .and_then(|(sale, _)| state.sales.get(sale))
+    let sale = state
+        .sales
+        .of_reservation(reservation)
         .ok_or_else(unknown)?;
-    let outcome = state
-        .sale_store
-        .settle(&sale.config.id, reservation, target, now_ms())
-        .await?;
+    let outcome = purchase::settle(&*state.sale_store, sale, reservation, target, now_ms()).await?;
     use crate::store::sale::SettleOutcome::*;
     let (status, reached) = match outcome {
         Done(s) => (StatusCode::OK, s),
@@ -264,34 +239,25 @@ pub async fn claim_coupon(
             state.tickets.user_identity(user)
         }
     };
-    let outcome = state
-        .sale_store
-        .claim_coupon(&campaign.id, &user, campaign.limit, now_ms())
-        .await?;
-    let (status, serial) = match outcome {
-        CouponOutcome::New(serial) => {
-            if serial == campaign.limit {
-                state.webhooks.emit(
-                    "coupon.exhausted",
-                    format!("coupon.exhausted:{}", campaign.id),
-                    serde_json::json!({ "campaign": campaign.id, "limit": campaign.limit }),
-                );
-            }
-            metrics::counter!("rushgate_coupons_issued_total", "campaign" => campaign.id.clone())
-                .increment(1);
-            (StatusCode::CREATED, serial)
-        }
-        CouponOutcome::Existing(serial) => (StatusCode::OK, serial),
-        CouponOutcome::Exhausted => return Err(ApiError::CouponExhausted),
+    let secret = state.config.passes.ticket_secret.0.as_bytes();
+    let coupon = coupon::claim(
+        &*state.sale_store,
+        &state.webhooks,
+        campaign,
+        &user,
+        secret,
+        now_ms(),
+    )
+    .await?
+    .ok_or(ApiError::CouponExhausted)?;
+    let status = if coupon.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
     };
-    let code = coupon::code(
-        state.config.passes.ticket_secret.0.as_bytes(),
-        &campaign.id,
-        serial,
-    );
     Ok(json(
         status,
-        &serde_json::json!({ "campaign": campaign.id, "code": code, "serial": serial }),
+        &serde_json::json!({ "campaign": campaign.id, "code": coupon.code, "serial": coupon.serial }),
     ))
 }
 

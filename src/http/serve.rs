@@ -12,8 +12,9 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
+use super::credentials::PeerAddr;
 use super::router;
-use crate::supervisor::LiveState;
+use super::state::LiveState;
 
 /// Which router a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,10 +24,6 @@ pub enum Listener {
     /// Probes, metrics (and later the admin API).
     Admin,
 }
-
-/// The TCP peer of a request, in its extensions (the proxy appends it to `X-Forwarded-For`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PeerAddr(pub std::net::SocketAddr);
 
 /// How long a client may take to send request headers (slowloris guard).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);

@@ -6,10 +6,10 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::page::{escape, fill};
-use crate::app::AppState;
 use crate::clock::now_ms;
 use crate::http::body::{full, Body};
 use crate::http::error::ApiError;
+use crate::http::state::AppState;
 use crate::pass::PassClaims;
 
 const HOME: &str = include_str!("../../web/demo/home.html");

@@ -7,12 +7,14 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::{Authority, PathAndQuery};
 use http::{Request, Response, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use crate::config::UpstreamUrl;
 use crate::http::body::{Body, BoxError};
+use crate::http::credentials::is_rushgate_cookie;
 use crate::http::error::ApiError;
 use crate::ops::metrics::UpstreamMetrics;
 
@@ -60,42 +62,15 @@ pub(crate) struct Target {
 }
 
 impl Target {
-    /// Parses `http://host[:port]` (a trailing `/` is allowed, nothing else after the authority).
-    pub(crate) fn parse(raw: &str) -> Result<Target, &'static str> {
-        if raw.starts_with("https://") {
-            return Err(
-                "https upstreams are not supported: use http:// to a shop on a private \
-                        network (terminate TLS in front of rushgate)",
-            );
-        }
-        let uri: Uri = raw
-            .parse()
-            .map_err(|_| "must be `builtin:demo` or a URL like http://127.0.0.1:3000")?;
-        let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
-            return Err("must be `builtin:demo` or a URL like http://127.0.0.1:3000");
-        };
-        if scheme != &Scheme::HTTP {
-            return Err("must start with http://");
-        }
-        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-            return Err("must be scheme and host only (http://host:port), without a path");
-        }
-        if authority.as_str().contains('@') {
-            return Err("must not contain credentials");
-        }
-        let host = HeaderValue::from_str(authority.as_str())
-            .map_err(|_| "must have a host that is a valid header value")?;
-        let address = format!(
-            "{}:{}",
-            authority.host(),
-            authority.port_u16().unwrap_or(80)
-        );
-        Ok(Target {
+    /// The upstream at `url` (parsed and checked by config), with its own connection pool.
+    pub(crate) fn new(url: &UpstreamUrl) -> Target {
+        let authority = url.authority();
+        Target {
             authority: authority.clone(),
-            host,
-            pool: Pool::new(address, CONNECT_TIMEOUT),
+            host: url.host_header().clone(),
+            pool: Pool::new(url.address(), CONNECT_TIMEOUT),
             metrics: UpstreamMetrics::new(authority.as_str()),
-        })
+        }
     }
 }
 
@@ -272,7 +247,7 @@ fn strip_rushgate_cookies(headers: &mut HeaderMap) {
         .filter(|pair| !pair.is_empty())
     {
         let name = pair.split('=').next().unwrap_or("").trim();
-        if name.starts_with("rg_ticket_") || name.starts_with("rg_pass_") {
+        if is_rushgate_cookie(name) {
             continue;
         }
         if !kept.is_empty() {
@@ -341,16 +316,5 @@ mod tests {
         );
         strip_rushgate_cookies(&mut h);
         assert!(!h.contains_key(header::COOKIE));
-    }
-
-    #[test]
-    fn upstream_urls_are_checked() {
-        assert!(Target::parse("http://127.0.0.1:3000").is_ok());
-        assert!(Target::parse("http://shop.internal/").is_ok());
-        assert!(Target::parse("https://shop").is_err());
-        assert!(Target::parse("http://shop/base").is_err());
-        assert!(Target::parse("ftp://shop").is_err());
-        assert!(Target::parse("shop:3000").is_err());
-        assert!(Target::parse("http://user:pw@shop").is_err());
     }
 }

@@ -4,10 +4,10 @@
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 
 use super::forward::PASS_HEADER;
-use crate::app::AppState;
-use crate::http::body::{bearer, cookie, full, Body};
+use crate::http::body::{full, Body};
+use crate::http::credentials::{bearer, cookie, pass_cookie};
 use crate::http::error::ApiError;
-use crate::http::queue;
+use crate::http::state::AppState;
 
 /// `ANY {prefix}/v1/rooms/{room}/gate`: `204` with the pass echoed in `Rushgate-Pass` when the
 /// bearer token or the `rg_pass_{room}` cookie is a valid pass of the room; otherwise `401`
@@ -19,8 +19,8 @@ pub fn gate(
     room_id: &str,
     headers: &HeaderMap,
 ) -> Result<Response<Body>, ApiError> {
-    let room = queue::room_or_404(state, room_id)?;
-    let cookie_name = format!("rg_pass_{}", room.id);
+    let room = state.room(room_id)?;
+    let cookie_name = pass_cookie(&room.id);
     let mut reason = format!("no pass (cookie `{cookie_name}` or Authorization: Bearer)");
     for token in [bearer(headers), cookie(headers, &cookie_name)]
         .into_iter()

@@ -2,7 +2,7 @@
 //! the rooms' `protect` and `bypass` rules, whether the request needs a pass, then forwards it to
 //! the room's upstream (`http://…` or the built-in demo shop) or sends the shopper to the queue.
 //!
-//! - [`rules`]: path patterns and normalization.
+//! - [`rules`]: path normalization (the `protect`/`bypass` patterns are parsed by config).
 //! - [`forward`]: header rewriting, streaming, timeouts.
 //! - [`pool`]: kept-alive connections to each upstream.
 //! - [`waiting`]: auto-join, the waiting page / JSON body / redirect once admitted.
@@ -30,19 +30,19 @@ pub use forward::PASS_HEADER;
 pub use gate::gate;
 pub use waiting::wait;
 
-use crate::app::AppState;
-use crate::config::{Config, RoomConfig};
-use crate::http::body::{cookie, Body};
+use crate::config::{self, Config, Pattern};
+use crate::http::body::Body;
+use crate::http::credentials::cookie;
+use crate::http::credentials::PeerAddr;
 use crate::http::error::ApiError;
-use crate::http::PeerAddr;
+use crate::http::state::AppState;
 use crate::ops::request_id::RequestId;
 use crate::pass::PassClaims;
 use forward::{Forwarding, Target};
 use page::Template;
-use rules::Pattern;
 
 /// The value of `upstream` that selects the built-in demo shop.
-pub const DEMO_UPSTREAM: &str = "builtin:demo";
+pub use crate::config::DEMO_UPSTREAM;
 
 /// Largest total size of request headers (names + values) the proxy passes on; larger is 431.
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
@@ -113,11 +113,11 @@ impl Proxy {
             let Some(raw) = &room.upstream else {
                 continue;
             };
-            let upstream = if raw == DEMO_UPSTREAM {
-                Upstream::Demo
-            } else {
-                Upstream::Http(Target::parse(raw).map_err(|p| err("upstream", p.to_string()))?)
-            };
+            let upstream =
+                match config::Upstream::parse(raw).map_err(|p| err("upstream", p.to_string()))? {
+                    config::Upstream::Demo => Upstream::Demo,
+                    config::Upstream::Http(url) => Upstream::Http(Target::new(&url)),
+                };
             let patterns = |list: &[String], field| {
                 list.iter()
                     .map(|p| Pattern::parse(p).map_err(|e| err(field, format!("`{p}` {e}"))))
@@ -125,7 +125,7 @@ impl Proxy {
             };
             routes.push(Route {
                 room: room.id.clone(),
-                pass_cookie: format!("rg_pass_{}", room.id),
+                pass_cookie: crate::http::credentials::pass_cookie(&room.id),
                 upstream,
                 protect: patterns(&room.protect, "protect")?,
                 bypass: patterns(&room.bypass, "bypass")?,
@@ -236,52 +236,11 @@ async fn send(
     }
 }
 
-/// Problems with a room's proxy fields, each as `(field, problem)` relative to the room; used
-/// by [`Config::validate`](crate::config::Config::validate).
-pub fn check_room(room: &RoomConfig) -> Vec<(String, String)> {
-    let mut problems = Vec::new();
-    match room.upstream.as_deref() {
-        Some(DEMO_UPSTREAM) | None => {}
-        Some(raw) => {
-            if let Err(e) = Target::parse(raw) {
-                problems.push(("upstream".to_string(), e.to_string()));
-            }
-        }
-    }
-    for (field, list) in [("protect", &room.protect), ("bypass", &room.bypass)] {
-        if room.upstream.is_none() && !list.is_empty() {
-            problems.push((
-                field.to_string(),
-                "needs `upstream` (without it rushgate proxies nothing; use the gate endpoint)"
-                    .to_string(),
-            ));
-        }
-        for (i, raw) in list.iter().enumerate() {
-            if let Err(e) = Pattern::parse(raw) {
-                problems.push((format!("{field}[{i}]"), format!("`{raw}` {e}")));
-            }
-        }
-    }
-    if let Some(path) = &room.page_template {
-        match std::fs::read_to_string(path) {
-            Ok(text) => {
-                if let Err(e) = page::check(&text) {
-                    problems.push(("page_template".to_string(), e));
-                }
-            }
-            Err(e) => problems.push((
-                "page_template".to_string(),
-                format!("cannot read {}: {e}", path.display()),
-            )),
-        }
-    }
-    problems
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::config::RoomConfig;
 
     fn proxy(rooms: &[(&str, &str, &[&str], &[&str])]) -> Proxy {
         let mut config = Config::default();
@@ -321,18 +280,5 @@ mod tests {
         assert_eq!(decided(&p, "/products/b/x"), "protect:b");
         assert_eq!(decided(&p, "/about"), "forward:a");
         assert_eq!(decided(&proxy(&[]), "/about"), "nowhere");
-    }
-
-    #[test]
-    fn room_fields_are_checked_by_name() {
-        let mut r = RoomConfig::with_id("a");
-        r.protect = vec!["/x".into()];
-        let problems = check_room(&r);
-        assert_eq!(problems[0].0, "protect");
-        r.upstream = Some("https://shop".into());
-        r.bypass = vec!["nope".into()];
-        r.page_template = Some("/nonexistent/page.html".into());
-        let fields: Vec<String> = check_room(&r).into_iter().map(|(f, _)| f).collect();
-        assert_eq!(fields, ["upstream", "bypass[0]", "page_template"]);
     }
 }

@@ -1,35 +1,19 @@
 //! The waiting page: the built-in one (`web/waiting.html`, embedded) or a shop's own template
 //! (`rooms[].page_template`), both filled by plain `{{placeholder}}` replacement with every value
-//! HTML-escaped, so a template can never be made to run a shopper's input.
+//! HTML-escaped, so a template can never be made to run a shopper's input. The placeholder
+//! syntax and the check of a shop's template are config's ([`crate::config::fill`],
+//! [`crate::config::read_template`]), so a template that validates is one that loads.
 
 use std::path::Path;
 use std::sync::Arc;
+
+pub(crate) use crate::config::fill;
+use crate::config::read_template;
 
 /// The built-in waiting page.
 const BUILTIN: &str = include_str!("../../web/waiting.html");
 /// The polling script every page gets through `{{script}}`.
 const SCRIPT: &str = include_str!("../../web/waiting.js");
-
-/// Every placeholder a template may use (README "Put rushgate in front of your shop").
-pub(crate) const PLACEHOLDERS: [&str; 17] = [
-    "room",
-    "state",
-    "headline",
-    "position",
-    "ahead",
-    "eta",
-    "eta_p50",
-    "eta_p90",
-    "progress_percent",
-    "message",
-    "remaining",
-    "poll_after_ms",
-    "refresh_seconds",
-    "return_url",
-    "position_url",
-    "script",
-    "lang",
-];
 
 /// A waiting-page template, checked when loaded.
 #[derive(Debug, Clone)]
@@ -73,9 +57,7 @@ impl Template {
 
     /// Reads and checks a shop's template file.
     pub(crate) fn load(path: &Path) -> Result<Template, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        check(&text)?;
+        let text = read_template(path)?;
         Ok(Template {
             text: Arc::from(text),
         })
@@ -129,49 +111,6 @@ impl Template {
             _ => None,
         })
     }
-}
-
-/// Checks that every `{{name}}` in `text` is a known placeholder.
-pub(crate) fn check(text: &str) -> Result<(), String> {
-    let mut unknown = Vec::new();
-    fill(text, |name| {
-        if !PLACEHOLDERS.contains(&name) {
-            unknown.push(name.to_string());
-        }
-        Some(String::new())
-    });
-    if unknown.is_empty() {
-        Ok(())
-    } else {
-        Err(format!(
-            "unknown placeholder {{{{{}}}}} (known: {})",
-            unknown.join("}}, {{"),
-            PLACEHOLDERS.join(", ")
-        ))
-    }
-}
-
-/// Replaces every `{{name}}` (spaces inside the braces allowed) with `value(name)`; names the
-/// function does not know are left as they are.
-pub(crate) fn fill(text: &str, mut value: impl FnMut(&str) -> Option<String>) -> String {
-    let mut out = String::with_capacity(text.len() + 512);
-    let mut rest = text;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let Some(end) = after.find("}}") else {
-            out.push_str(&rest[start..]);
-            return out;
-        };
-        let name = after[..end].trim();
-        match value(name) {
-            Some(v) => out.push_str(&v),
-            None => out.push_str(&rest[start..start + 2 + end + 2]),
-        }
-        rest = &after[end + 2..];
-    }
-    out.push_str(rest);
-    out
 }
 
 /// Escapes text for HTML element content and quoted attribute values.
@@ -237,6 +176,7 @@ pub(crate) fn eta_text(p50: Option<u64>, p90: Option<u64>) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::config::check_template;
 
     fn view<'a>(message: &'a str, return_url: &'a str) -> PageView<'a> {
         PageView {
@@ -256,7 +196,7 @@ mod tests {
 
     #[test]
     fn builtin_page_uses_only_known_placeholders_and_escapes_values() {
-        check(BUILTIN).unwrap();
+        check_template(BUILTIN).unwrap();
         let html = Template::builtin().render(&view("<b>hi</b>", "/p?a=1&b=</script>"));
         assert!(html.contains("&lt;b&gt;hi&lt;/b&gt;"));
         assert!(!html.contains("<b>hi"));
@@ -264,13 +204,6 @@ mod tests {
         assert!(html.contains("aria-live"));
         assert!(!html.contains("{{"), "unfilled placeholder");
         assert!(html.contains("http-equiv=\"refresh\" content=\"2\""));
-    }
-
-    #[test]
-    fn unknown_placeholders_are_named() {
-        let err = check("<p>{{position}} {{ posiiton }}</p>").unwrap_err();
-        assert!(err.contains("{{posiiton}}"), "{err}");
-        assert_eq!(fill("a {{x}} {{y", |_| Some("1".into())), "a 1 {{y");
     }
 
     #[test]

@@ -6,12 +6,15 @@ use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::page::PageView;
-use crate::app::AppState;
-use crate::http::body::{cookie, full, Body};
+use crate::clock::now_ms;
+use crate::http::body::{full, Body};
+use crate::http::credentials::PeerAddr;
+use crate::http::credentials::{cookie, pass_from_cookie, ticket_cookie};
 use crate::http::error::ApiError;
 use crate::http::limits::Endpoint;
-use crate::http::queue::{self, PlaceState};
-use crate::http::PeerAddr;
+use crate::http::place::{place_cookies, respond};
+use crate::http::state::AppState;
+use crate::queue::place::{place_body, PlaceState, Presented};
 
 /// Longest return URL carried through the waiting page.
 const MAX_RETURN_URL: usize = 2048;
@@ -27,19 +30,35 @@ pub(crate) async fn admit_or_wait(
     peer: Option<PeerAddr>,
     return_to: &str,
 ) -> Result<Response<Body>, ApiError> {
-    let room = queue::room_or_404(state, room_id)?;
-    let ticket = cookie(headers, &format!("rg_ticket_{}", room.id));
+    let room = state.room(room_id)?;
+    let ticket = cookie(headers, &ticket_cookie(&room.id));
     let endpoint = if ticket.is_some() {
         Endpoint::Poll
     } else {
         Endpoint::Join
     };
     state.limits.check(endpoint, headers, peer, ticket)?;
-    let (status, place) = queue::enter(state, room, headers, None, false).await?;
+    let now = now_ms();
+    // The page's own ticket cookie only: a stale one is replaced by a new place.
+    let presented = ticket.map(|token| Presented {
+        token,
+        strict: false,
+    });
+    let pass = pass_from_cookie(headers, &room.id);
+    let entered = state
+        .places()
+        .enter(room, presented, pass, None, now)
+        .await?;
+    let place = entered.place;
     if wants_json(headers) {
-        return Ok(queue::respond(state, room, headers, status, place));
+        let status = if entered.created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
+        return Ok(respond(state, room, headers, status, place, now));
     }
-    let cookies = queue::place_cookies(state, room, headers, &place);
+    let cookies = place_cookies(state, room, headers, &place, now);
     let mut resp = if place.state == PlaceState::Admitted {
         let mut resp = Response::new(full(""));
         *resp.status_mut() = StatusCode::SEE_OTHER;
@@ -52,19 +71,12 @@ pub(crate) async fn admit_or_wait(
             .as_deref()
             .and_then(|t| state.tickets.verify(t).ok())
             .map_or(place.position, |c| c.pos);
-        let body = queue::place_body(room, &place);
+        let body = place_body(room, &place, now);
         let position_url = format!(
             "{}/v1/rooms/{}/position",
             state.config.server.api_prefix, room.id
         );
-        let state_name = match body.state {
-            PlaceState::Waiting => "waiting",
-            PlaceState::Admitted => "admitted",
-            PlaceState::SoldOut => "sold_out",
-            PlaceState::Closed => "closed",
-            PlaceState::Expired => "expired",
-            PlaceState::Prequeue => "prequeue",
-        };
+        let state_name = body.state.as_str();
         let html = state.proxy.page(room_id).render(&PageView {
             room: room.id.as_str(),
             state: state_name,

@@ -1,9 +1,11 @@
 //! Queue rooms: the cached per-node room state, position arithmetic, ETA, and the pacer loop
-//! that admits waiters through the store, and scheduled drops (timeline, pre-queue shuffle).
+//! that admits waiters through the store, scheduled drops (timeline, pre-queue shuffle), and
+//! the admission rules of a shopper's place (`place`).
 
 pub mod drops;
 mod eta;
 pub mod pacer;
+pub mod place;
 mod room;
 mod snapshot;
 

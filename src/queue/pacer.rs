@@ -11,6 +11,7 @@ use super::drops::{self, Phase, Schedule};
 use super::eta::EtaEstimator;
 use super::room::Room;
 use crate::clock::now_ms;
+use crate::config::WebhookEvent;
 use crate::store::{RoomStatus, Store, StoreError};
 use crate::webhooks::Webhooks;
 
@@ -98,7 +99,7 @@ fn announce(room: &Room, from: Phase, to: Phase, webhooks: &Webhooks) {
     });
     match (from, to) {
         (Phase::NotYetOpen, Phase::Prequeue) => webhooks.emit(
-            "room.prequeue_opened",
+            WebhookEvent::RoomPrequeueOpened,
             format!(
                 "room.prequeue_opened:{}:{}",
                 room.id,
@@ -107,7 +108,7 @@ fn announce(room: &Room, from: Phase, to: Phase, webhooks: &Webhooks) {
             data,
         ),
         (Phase::NotYetOpen | Phase::Prequeue, Phase::Open) => webhooks.emit(
-            "room.opened",
+            WebhookEvent::RoomOpened,
             format!("room.opened:{}:{}", room.id, schedule.opens_at.unwrap_or(0)),
             data,
         ),

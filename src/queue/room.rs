@@ -280,7 +280,7 @@ pub fn params_for(config: &RoomConfig) -> RoomParams {
     RoomParams {
         admit_per_minute: config.admit_per_minute,
         max_active: config.max_active,
-        burst: (config.admit_per_minute / 60).max(1),
+        burst: RoomParams::burst_for(config.admit_per_minute),
         idle_ms,
         interval_ms: (idle_ms / 10).max(100),
         session_ms: u64::from(config.session_seconds) * 1000,

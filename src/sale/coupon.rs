@@ -5,6 +5,60 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::config::CouponConfig;
+use crate::config::WebhookEvent;
+use crate::store::sale::{CouponOutcome, SaleStore};
+use crate::store::StoreError;
+use crate::webhooks::Webhooks;
+
+/// A coupon held by a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Coupon {
+    /// Its serial (1 = first issued).
+    pub serial: u64,
+    /// Its code ([`code`]).
+    pub code: String,
+    /// Whether this claim issued it (false: the user's earlier coupon, returned again).
+    pub created: bool,
+}
+
+/// Claims a coupon of `campaign` for `user`: first come, one per user, at most `limit` issued
+/// (one atomic store operation). `None` once the campaign is exhausted. Issuing the last one
+/// emits `coupon.exhausted`.
+pub async fn claim(
+    store: &dyn SaleStore,
+    webhooks: &Webhooks,
+    campaign: &CouponConfig,
+    user: &str,
+    secret: &[u8],
+    now: u64,
+) -> Result<Option<Coupon>, StoreError> {
+    let (serial, created) = match store
+        .claim_coupon(&campaign.id, user, campaign.limit, now)
+        .await?
+    {
+        CouponOutcome::New(serial) => {
+            if serial == campaign.limit {
+                webhooks.emit(
+                    WebhookEvent::CouponExhausted,
+                    format!("coupon.exhausted:{}", campaign.id),
+                    serde_json::json!({ "campaign": campaign.id, "limit": campaign.limit }),
+                );
+            }
+            metrics::counter!("rushgate_coupons_issued_total", "campaign" => campaign.id.clone())
+                .increment(1);
+            (serial, true)
+        }
+        CouponOutcome::Existing(serial) => (serial, false),
+        CouponOutcome::Exhausted => return Ok(None),
+    };
+    Ok(Some(Coupon {
+        serial,
+        code: code(secret, &campaign.id, serial),
+        created,
+    }))
+}
+
 /// Characters of a code's random part (Crockford base32: no I, L, O, U).
 const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 

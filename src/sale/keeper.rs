@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use super::Sale;
 use crate::clock::now_ms;
+use crate::config::WebhookEvent;
 use crate::queue::{Room, StockGate};
 use crate::store::sale::{SaleState, SaleStore};
 use crate::store::StoreError;
@@ -57,14 +58,14 @@ fn alert_transitions(sale: &Sale, before: &SaleState, now: &SaleState, webhooks:
     });
     if now.sold_out() && !before.sold_out() {
         webhooks.emit(
-            "sale.sold_out",
+            WebhookEvent::SaleSoldOut,
             format!("sale.sold_out:{id}:{}", now.total),
             data.clone(),
         );
     }
     if now.total > before.total {
         webhooks.emit(
-            "sale.restocked",
+            WebhookEvent::SaleRestocked,
             format!("sale.restocked:{id}:{}", now.total),
             data,
         );

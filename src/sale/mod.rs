@@ -4,6 +4,7 @@
 
 pub mod coupon;
 pub mod keeper;
+pub mod purchase;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -133,6 +134,12 @@ impl Sales {
     /// The sale with this id.
     pub fn get(&self, id: &str) -> Option<&Arc<Sale>> {
         self.by_id.get(id)
+    }
+
+    /// The sale a reservation id belongs to (`{sale}.{...}`: ids start with their sale's id).
+    pub fn of_reservation(&self, reservation: &str) -> Option<&Arc<Sale>> {
+        let (sale, _) = reservation.split_once('.')?;
+        self.by_id.get(sale)
     }
 
     /// The sale behind a room, if any.

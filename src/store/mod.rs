@@ -2,21 +2,11 @@
 //! claim, leave, mark_alive), with a Redis implementation (one Lua script per multi-key
 //! operation) and an embedded in-process twin with the same semantics.
 //!
-//! Room keys (Redis), all hash-tagged so a room lives in one cluster slot:
-//! `rg:{room}:meta` HASH (served, admitted, evicted, left, tokens, ts, state),
-//! `rg:{room}:seq` counter, `rg:{room}:q` ZSET identity → seq, `rg:{room}:active` ZSET
-//! identity → expiry ms, `rg:{room}:sess` HASH identity → session expiry ms,
-//! `rg:{room}:gone` BITMAP by seq (left or evicted), `rg:{room}:alive:<interval>` BITMAP by seq,
-//! `rg:{room}:buying` SET of admitted identities that have reserved stock (rooms with a sale),
-//! `rg:{room}:pre` SET of identities in a scheduled drop's pre-queue (kept 7 days after opening
-//! as the record the shuffle can be verified against), `rg:{room}:pre_left` SET of pre-queue
-//! identities that left while the opening was assigning places.
+//! Redis keys: the one table is [`keys`].
 
-mod batch;
+pub mod keys;
 mod memory;
-mod memory_sale;
 mod redis;
-mod redis_sale;
 pub mod sale;
 
 use async_trait::async_trait;
@@ -76,6 +66,12 @@ pub struct RoomParams {
 }
 
 impl RoomParams {
+    /// The token bucket's size for a rate: a second's worth of admissions, at least one. The
+    /// one Rust statement of the rule (the Lua prelude's `rg_settings` is its Redis twin).
+    pub fn burst_for(admit_per_minute: u32) -> u32 {
+        (admit_per_minute / 60).max(1)
+    }
+
     /// Index of the liveness interval that contains `now_ms`.
     pub fn interval_of(&self, now_ms: u64) -> u64 {
         now_ms / self.interval_ms

@@ -5,8 +5,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use reqwest::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, COOKIE};
 use reqwest::{Method, RequestBuilder};
-use rushgate::app::AppState;
-use rushgate::pass::{PassAlgorithm, PassClaims, PassIssuer, PassKeys, TicketClaims, TicketSigner};
+use rushgate::config::PassAlgorithm;
+use rushgate::http::AppState;
+use rushgate::pass::{PassClaims, PassIssuer, PassKeys, TicketClaims, TicketSigner};
 use serde_json::{json, Value};
 
 use super::{assert_problem, now_secs, raw_http};

@@ -7,7 +7,8 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use rushgate::pass::{PassAlgorithm, PassIssuer, PassKeys};
+use rushgate::config::PassAlgorithm;
+use rushgate::pass::{PassIssuer, PassKeys};
 use serde_json::Value;
 use tempfile::TempDir;
 

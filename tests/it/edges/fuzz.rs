@@ -11,7 +11,8 @@ use proptest::strategy::ValueTree as _;
 use proptest::test_runner::TestRunner;
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, COOKIE};
 use reqwest::Method;
-use rushgate::pass::{PassAlgorithm, PassIssuer, PassKeys, TicketClaims, TicketSigner, TokenError};
+use rushgate::config::PassAlgorithm;
+use rushgate::pass::{PassIssuer, PassKeys, TicketClaims, TicketSigner, TokenError};
 use serde_json::{json, Value};
 
 use super::{is_problem, now_secs, raw_http};

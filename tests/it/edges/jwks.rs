@@ -9,7 +9,8 @@ use jwt_simple::prelude::{
     ES256KeyPair, ES256PublicKey, Ed25519KeyPair, Ed25519PublicKey, EdDSAKeyPairLike as _,
     EdDSAPublicKeyLike as _, JWTClaims, Token, UnixTimeStamp, VerificationOptions,
 };
-use rushgate::pass::{PassAlgorithm, PassIssuer, PassKeys};
+use rushgate::config::PassAlgorithm;
+use rushgate::pass::{PassIssuer, PassKeys};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};

@@ -2,6 +2,8 @@
 //! `store/lua/`, for a single node with no Redis. Each operation runs under one mutex, which
 //! gives it the same all-or-nothing atomicity a Lua script has in Redis.
 
+mod sale;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 
@@ -18,8 +20,8 @@ use crate::id::RoomId;
 #[derive(Default)]
 pub struct MemoryStore {
     rooms: Mutex<HashMap<RoomId, RoomData>>,
-    /// Sales and coupons (see `memory_sale.rs`).
-    pub(super) sales: Mutex<super::memory_sale::SaleBook>,
+    /// Sales and coupons (see `sale.rs`).
+    sales: Mutex<sale::SaleBook>,
     /// `claim_once` keys → expiry ms.
     once: Mutex<HashMap<String, u64>>,
 }
@@ -126,7 +128,7 @@ impl RoomData {
         let mut p = *p;
         if let Some(rate) = self.set_rate {
             p.admit_per_minute = rate;
-            p.burst = (rate / 60).max(1);
+            p.burst = RoomParams::burst_for(rate);
         }
         if let Some(max) = self.set_max_active {
             p.max_active = max;

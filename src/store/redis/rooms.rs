@@ -1,26 +1,24 @@
-//! Redis store (fred): every multi-key operation is one Lua script from `store/lua/`, run with
-//! EVALSHA and reloaded on NOSCRIPT. This is the only file that names a fred type.
+//! The room side of the Redis store: [`Store`] on Redis. Every multi-key operation is one
+//! Lua script from `lua/` (keys: [`crate::store::keys`]), run with EVALSHA and reloaded on
+//! NOSCRIPT; joins of one room are coalesced into one script run per batch.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use dashmap::DashMap;
 use fred::prelude::*;
 use fred::types::scripts::Script;
 
-use crate::ops::metrics::{STORE_COMMANDS, STORE_ERRORS, STORE_LATENCY};
-
-use super::batch::Batcher;
-use super::redis_sale::PurchaseCall;
-use super::sale::PurchaseOutcome;
-use super::{
+use super::batch::{Batcher, JoinCall};
+use super::reply::{array, bad, int, text};
+use super::RedisStore;
+use crate::id::RoomId;
+use crate::store::keys::RoomKeys;
+use crate::store::{
     GoneBits, JoinOutcome, LeaveOutcome, Lookup, PrequeueState, RoomParams, RoomState, RoomStatus,
     Store, StoreError, MAX_HEAD_CHECKS,
 };
-use crate::id::RoomId;
 
 /// Members per page when reading a pre-queue, and per batch when assigning its seqs.
 const PREQUEUE_PAGE: usize = 5_000;
@@ -50,224 +48,21 @@ struct Scripts {
     open_prequeue: Script,
 }
 
-impl Scripts {
-    fn new() -> Self {
-        Self {
-            join: Script::from_lua(room_script!("join.lua")),
-            tick: Script::from_lua(room_script!("tick.lua")),
-            leave: Script::from_lua(include_str!("lua/leave.lua")),
-            claim: Script::from_lua(include_str!("lua/claim.lua")),
-            mark_alive: Script::from_lua(include_str!("lua/mark_alive.lua")),
-            mark_buying: Script::from_lua(include_str!("lua/mark_buying.lua")),
-            lookup: Script::from_lua(room_script!("lookup.lua")),
-            commit_seed: Script::from_lua(include_str!("lua/commit_seed.lua")),
-            freeze_prequeue: Script::from_lua(room_script!("freeze_prequeue.lua")),
-            pre_scan: Script::from_lua(include_str!("lua/pre_scan.lua")),
-            open_prequeue: Script::from_lua(room_script!("open_prequeue.lua")),
-        }
-    }
-}
-
-/// Redis-backed store. Clone is cheap; all clones share one connection pool.
-#[derive(Clone)]
-pub struct RedisStore {
-    pool: Pool,
-    scripts: Arc<Scripts>,
-    healthy: Arc<AtomicBool>,
-    batchers: Arc<Batchers>,
-}
-
-/// Most calls one coalesced script run takes: bounds a batch's time inside Redis (well under a
-/// millisecond) and the reply size.
-const MAX_BATCH: usize = 128;
-
-/// Batches of one room (or sale) in flight at once. Redis runs one script at a time, so a second
-/// batch would only wait inside Redis; holding it here instead lets it grow, and on a shared
-/// core that measured 20% more joins per second than one batch per pool connection.
-const IN_FLIGHT: usize = 1;
-
-/// One dispatcher per room for joins and per sale for purchases, made on first use (rooms and
-/// sales come from the config, so the maps stay small).
-#[derive(Default)]
-pub(super) struct Batchers {
-    joins: DashMap<RoomId, Arc<Batcher<JoinCall, JoinOutcome>>>,
-    pub(super) purchases: DashMap<String, Arc<Batcher<PurchaseCall, PurchaseOutcome>>>,
-}
-
-/// A join waiting for its batch.
-struct JoinCall {
-    identity: String,
-    minted: bool,
-    params: RoomParams,
-    now: u64,
-}
-
-/// Key names of one room.
-struct RoomKeys {
-    prefix: String,
-}
-
-impl RoomKeys {
-    fn new(room: &RoomId) -> Self {
-        Self {
-            prefix: format!("rg:{{{}}}:", room.as_str()),
-        }
-    }
-
-    fn key(&self, name: &str) -> String {
-        format!("{}{name}", self.prefix)
-    }
-}
+static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    join: Script::from_lua(room_script!("join.lua")),
+    tick: Script::from_lua(room_script!("tick.lua")),
+    leave: Script::from_lua(include_str!("lua/leave.lua")),
+    claim: Script::from_lua(include_str!("lua/claim.lua")),
+    mark_alive: Script::from_lua(include_str!("lua/mark_alive.lua")),
+    mark_buying: Script::from_lua(include_str!("lua/mark_buying.lua")),
+    lookup: Script::from_lua(room_script!("lookup.lua")),
+    commit_seed: Script::from_lua(include_str!("lua/commit_seed.lua")),
+    freeze_prequeue: Script::from_lua(room_script!("freeze_prequeue.lua")),
+    pre_scan: Script::from_lua(include_str!("lua/pre_scan.lua")),
+    open_prequeue: Script::from_lua(room_script!("open_prequeue.lua")),
+});
 
 impl RedisStore {
-    /// Builds the pool and starts connecting in the background. Never waits for Redis: a store
-    /// that is down at start makes the node unready, and it recovers when Redis comes up.
-    pub fn connect(
-        url: &str,
-        pool_size: usize,
-        command_timeout: Duration,
-    ) -> Result<Self, StoreError> {
-        let mut config = Config::from_url(url)
-            .map_err(|e| StoreError::Unavailable(format!("bad redis_url: {e}")))?;
-        config.fail_fast = false;
-        let pool = Builder::from_config(config)
-            .with_performance_config(|perf| {
-                perf.default_command_timeout = command_timeout;
-            })
-            .with_connection_config(|conn| {
-                conn.connection_timeout = command_timeout;
-                conn.internal_command_timeout = command_timeout;
-                // A write that may have run must not be replayed blindly on another connection.
-                conn.max_command_attempts = 1;
-            })
-            .set_policy(ReconnectPolicy::new_constant(0, 250))
-            .build_pool(pool_size)
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        // The handles end when the pool quits; reconnection runs inside them.
-        let _handles = pool.connect_pool();
-        Ok(Self {
-            pool,
-            scripts: Arc::new(Scripts::new()),
-            healthy: Arc::new(AtomicBool::new(false)),
-            batchers: Arc::default(),
-        })
-    }
-
-    /// Waits until every connection is up (or fails after `timeout`).
-    pub async fn wait_connected(&self, timeout: Duration) -> Result<(), StoreError> {
-        tokio::time::timeout(timeout, self.pool.wait_for_connect())
-            .await
-            .map_err(|_| StoreError::Unavailable("timed out connecting to redis".into()))?
-            .map_err(|e| self.fail(e))
-    }
-
-    /// Length of a stream (order events, coupon log).
-    pub(super) async fn stream_len(&self, key: &str) -> Result<u64, StoreError> {
-        self.run(self.pool.next().xlen::<u64, _>(key)).await
-    }
-
-    /// Sends one command: counts it, maps a failure to unavailable or protocol, and keeps the
-    /// readiness flag truthful. Every store call goes through here.
-    async fn run<T>(
-        &self,
-        command: impl std::future::Future<Output = Result<T, Error>>,
-    ) -> Result<T, StoreError> {
-        metrics::counter!(STORE_COMMANDS).increment(1);
-        let value = command.await.map_err(|e| self.fail(e))?;
-        self.healthy.store(true, Ordering::Relaxed);
-        Ok(value)
-    }
-
-    /// Sets fields of a room's meta hash (lifecycle state, live settings).
-    async fn hset_meta(
-        &self,
-        room: &RoomId,
-        fields: Vec<(&str, String)>,
-    ) -> Result<(), StoreError> {
-        let key = RoomKeys::new(room).key("meta");
-        self.run(self.pool.next().hset::<(), _, _>(key, fields))
-            .await
-    }
-
-    fn fail(&self, e: Error) -> StoreError {
-        // A command that found no connection to write to (the server just went away) fails with
-        // kind Unknown before the pool notices; `is_connected` is true while any pool client
-        // still reads connected, so it cannot be relied on to catch that case.
-        let unavailable = matches!(
-            e.kind(),
-            ErrorKind::IO
-                | ErrorKind::Timeout
-                | ErrorKind::Canceled
-                | ErrorKind::Backpressure
-                | ErrorKind::Routing
-        ) || e.details().starts_with("Failed to route command")
-            || !self.pool.is_connected();
-        if unavailable {
-            self.healthy.store(false, Ordering::Relaxed);
-            StoreError::Unavailable(e.to_string())
-        } else {
-            StoreError::Protocol(e.to_string())
-        }
-    }
-
-    pub(super) async fn eval(
-        &self,
-        script: &Script,
-        keys: Vec<String>,
-        args: Vec<String>,
-    ) -> Result<Value, StoreError> {
-        let started = std::time::Instant::now();
-        let result = self
-            .run(script.evalsha_with_reload::<Value, _, _>(self.pool.next(), keys, args))
-            .await;
-        metrics::histogram!(STORE_LATENCY).record(started.elapsed().as_secs_f64());
-        if result.is_err() {
-            metrics::counter!(STORE_ERRORS).increment(1);
-        }
-        result
-    }
-
-    /// A handle for a dispatcher task: same connections, but it does not hold the dispatchers
-    /// themselves (that would keep them, and their tasks, alive forever).
-    fn for_dispatcher(&self) -> RedisStore {
-        RedisStore {
-            batchers: Arc::default(),
-            ..self.clone()
-        }
-    }
-
-    /// The dispatcher of one room's (or sale's) calls of one operation, made on first use.
-    pub(super) fn batcher<K, Q, R, F, Fut>(
-        &self,
-        map: impl Fn(&Batchers) -> &DashMap<K, Arc<Batcher<Q, R>>>,
-        key: &K,
-        run: F,
-    ) -> Arc<Batcher<Q, R>>
-    where
-        K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
-        Q: Send + 'static,
-        R: Send + 'static,
-        F: Fn(RedisStore, K, Vec<Q>) -> Fut + Send + Sync + 'static,
-        Fut: std::future::Future<Output = Result<Vec<Result<R, StoreError>>, StoreError>>
-            + Send
-            + 'static,
-    {
-        let batchers = map(&self.batchers);
-        if let Some(b) = batchers.get(key) {
-            return b.clone();
-        }
-        batchers
-            .entry(key.clone())
-            .or_insert_with(|| {
-                let (store, key) = (self.for_dispatcher(), key.clone());
-                let run = Arc::new(run);
-                Arc::new(Batcher::spawn(MAX_BATCH, IN_FLIGHT, move |calls| {
-                    run(store.clone(), key.clone(), calls)
-                }))
-            })
-            .clone()
-    }
-
     fn join_batcher(&self, room: &RoomId) -> Arc<Batcher<JoinCall, JoinOutcome>> {
         self.batcher(
             |b| &b.joins,
@@ -317,48 +112,11 @@ impl RedisStore {
             args.extend([c.identity, flag(c.minted)]);
         }
         let reply = array(
-            self.eval(&self.scripts.join, keys, args).await?,
+            self.eval(&SCRIPTS.join, keys, args).await?,
             3 * n,
             "join reply",
         )?;
         Ok(reply.chunks(3).map(join_outcome).collect())
-    }
-}
-
-pub(super) fn int(v: &Value, what: &str) -> Result<u64, StoreError> {
-    match v {
-        Value::Integer(i) => u64::try_from(*i).map_err(|_| bad(what)),
-        Value::String(s) => s.parse::<u64>().map_err(|_| bad(what)),
-        _ => Err(bad(what)),
-    }
-}
-
-pub(super) fn text<'a>(v: &'a Value, what: &str) -> Result<&'a str, StoreError> {
-    v.as_str_ref().ok_or_else(|| bad(what))
-}
-
-trait AsStrRef {
-    fn as_str_ref(&self) -> Option<&str>;
-}
-
-impl AsStrRef for Value {
-    fn as_str_ref(&self) -> Option<&str> {
-        match self {
-            Value::String(s) => Some(s),
-            Value::Bytes(b) => std::str::from_utf8(b).ok(),
-            _ => None,
-        }
-    }
-}
-
-fn bad(what: &str) -> StoreError {
-    StoreError::Protocol(format!("cannot read {what}"))
-}
-
-pub(super) fn array(v: Value, len: usize, what: &str) -> Result<Vec<Value>, StoreError> {
-    match v {
-        Value::Array(items) if items.len() == len => Ok(items),
-        _ => Err(bad(what)),
     }
 }
 
@@ -447,7 +205,7 @@ impl Store for RedisStore {
             flag(p.hold),
         ];
         let r = array(
-            self.eval(&self.scripts.tick, keys, args).await?,
+            self.eval(&SCRIPTS.tick, keys, args).await?,
             18,
             "tick reply",
         )?;
@@ -508,7 +266,7 @@ impl Store for RedisStore {
             args.push(p.alive_expire_at(interval).to_string());
             args.extend(chunk.iter().map(u64::to_string));
             self.eval(
-                &self.scripts.mark_alive,
+                &SCRIPTS.mark_alive,
                 vec![k.key(&format!("alive:{interval}"))],
                 args,
             )
@@ -531,7 +289,7 @@ impl Store for RedisStore {
             now.to_string(),
             p.session_ms.to_string(),
         ];
-        match self.eval(&self.scripts.claim, keys, args).await? {
+        match self.eval(&SCRIPTS.claim, keys, args).await? {
             Value::Null => Ok(None),
             v => int(&v, "claim expiry").map(Some),
         }
@@ -546,7 +304,7 @@ impl Store for RedisStore {
         for chunk in identities.chunks(1_000) {
             let keys = vec![k.key("active"), k.key("buying")];
             let reply = self
-                .eval(&self.scripts.mark_buying, keys, chunk.to_vec())
+                .eval(&SCRIPTS.mark_buying, keys, chunk.to_vec())
                 .await?;
             n += int(&reply, "mark_buying reply")?;
         }
@@ -566,7 +324,7 @@ impl Store for RedisStore {
             k.key("pre_left"),
         ];
         let reply = self
-            .eval(&self.scripts.leave, keys, vec![identity.to_string()])
+            .eval(&SCRIPTS.leave, keys, vec![identity.to_string()])
             .await?;
         match text(&reply, "leave reply")? {
             "waiting" => Ok(LeaveOutcome::LeftQueue),
@@ -617,7 +375,7 @@ impl Store for RedisStore {
             p.idle_ms.to_string(),
         ];
         let reply = array(
-            self.eval(&self.scripts.lookup, keys, args).await?,
+            self.eval(&SCRIPTS.lookup, keys, args).await?,
             2,
             "lookup reply",
         )?;
@@ -636,7 +394,7 @@ impl Store for RedisStore {
         let k = RoomKeys::new(room);
         let reply = self
             .eval(
-                &self.scripts.commit_seed,
+                &SCRIPTS.commit_seed,
                 vec![k.key("meta")],
                 vec![seed_hex.to_string()],
             )
@@ -648,7 +406,7 @@ impl Store for RedisStore {
         let k = RoomKeys::new(room);
         let keys = vec![k.key("meta"), k.key("seq"), k.key("pre")];
         let r = array(
-            self.eval(&self.scripts.freeze_prequeue, keys, Vec::new())
+            self.eval(&SCRIPTS.freeze_prequeue, keys, Vec::new())
                 .await?,
             4,
             "freeze reply",
@@ -670,7 +428,7 @@ impl Store for RedisStore {
         loop {
             let page = array(
                 self.eval(
-                    &self.scripts.pre_scan,
+                    &SCRIPTS.pre_scan,
                     vec![key.clone()],
                     vec![cursor, PREQUEUE_PAGE.to_string()],
                 )
@@ -722,7 +480,7 @@ impl Store for RedisStore {
             start.to_string(),
         ]);
         args.extend(ids.iter().cloned());
-        let reply = self.eval(&self.scripts.open_prequeue, keys, args).await?;
+        let reply = self.eval(&SCRIPTS.open_prequeue, keys, args).await?;
         int(&reply, "pre-queue assigned")
     }
 

@@ -5,11 +5,12 @@ use std::collections::{BTreeSet, HashMap};
 
 use async_trait::async_trait;
 
-use super::sale::{
+use super::MemoryStore;
+use crate::store::sale::{
     purchase_reservation_id, CouponOutcome, PurchaseOutcome, Reservation, ReservationState,
     SaleParams, SaleState, SaleStore, SettleOutcome,
 };
-use super::{MemoryStore, StoreError};
+use crate::store::StoreError;
 
 /// Sales and coupon campaigns of the embedded store.
 #[derive(Default)]

@@ -12,12 +12,16 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use super::StoreError;
+use dashmap::DashMap;
+
+use crate::id::RoomId;
+use crate::store::sale::{PurchaseOutcome, SaleParams};
+use crate::store::{JoinOutcome, RoomParams, StoreError};
 
 type Reply<R> = oneshot::Sender<Result<R, StoreError>>;
 
 /// Hands queued calls of type `Q` to a batch runner and routes its answers `R` back.
-pub(super) struct Batcher<Q, R> {
+pub(crate) struct Batcher<Q, R> {
     calls: mpsc::UnboundedSender<(Q, Reply<R>)>,
 }
 
@@ -81,6 +85,33 @@ impl<Q: Send + 'static, R: Send + 'static> Batcher<Q, R> {
             .await
             .map_err(|_| StoreError::Unavailable("store batch was dropped".into()))?
     }
+}
+
+/// One dispatcher per room for joins and per sale for purchases, made on first use (rooms and
+/// sales come from the config, so the maps stay small).
+#[derive(Default)]
+pub(super) struct Batchers {
+    pub(super) joins: DashMap<RoomId, Arc<Batcher<JoinCall, JoinOutcome>>>,
+    pub(super) purchases: DashMap<String, Arc<Batcher<PurchaseCall, PurchaseOutcome>>>,
+}
+
+/// A join waiting for its batch.
+pub(super) struct JoinCall {
+    pub(super) identity: String,
+    pub(super) minted: bool,
+    pub(super) params: RoomParams,
+    pub(super) now: u64,
+}
+
+/// A purchase waiting for its batch.
+pub(super) struct PurchaseCall {
+    pub(super) user: String,
+    pub(super) quantity: u64,
+    /// The buyer sent an idempotency key (`id` is then [`crate::store::sale::keyed_reservation_id`]).
+    pub(super) keyed: bool,
+    pub(super) id: String,
+    pub(super) params: SaleParams,
+    pub(super) now: u64,
 }
 
 #[cfg(test)]

@@ -6,12 +6,15 @@ use async_trait::async_trait;
 use fred::prelude::*;
 use fred::types::scripts::Script;
 
-use super::redis::{array, int, text};
-use super::sale::{
+use super::batch::PurchaseCall;
+use super::reply::{array, int, text};
+use super::RedisStore;
+use crate::store::keys::sale_key as key;
+use crate::store::sale::{
     purchase_reservation_id, CouponOutcome, PurchaseOutcome, Reservation, ReservationState,
     SaleParams, SaleState, SaleStore, SettleOutcome,
 };
-use super::{RedisStore, StoreError};
+use crate::store::StoreError;
 
 struct SaleScripts {
     init: Script,
@@ -33,10 +36,6 @@ static SCRIPTS: LazyLock<SaleScripts> = LazyLock::new(|| SaleScripts {
     claim_coupon: Script::from_lua(include_str!("lua/claim_coupon.lua")),
 });
 
-fn key(id: &str, name: &str) -> String {
-    format!("rg:{{{id}}}:{name}")
-}
-
 /// stock, buyers, rsv, rsv_exp, orders: the keys purchase.lua, settle.lua and sweep.lua take.
 fn settle_keys(sale: &str) -> Vec<String> {
     ["stock", "buyers", "rsv", "rsv_exp", "orders"]
@@ -48,17 +47,6 @@ fn settle_keys(sale: &str) -> Vec<String> {
 fn state_of(v: &Value) -> Result<ReservationState, StoreError> {
     ReservationState::parse(text(v, "reservation state")?)
         .ok_or_else(|| StoreError::Protocol("unknown reservation state".into()))
-}
-
-/// A purchase waiting for its batch.
-pub(super) struct PurchaseCall {
-    user: String,
-    quantity: u64,
-    /// The buyer sent an idempotency key (`id` is then [`super::sale::keyed_reservation_id`]).
-    keyed: bool,
-    id: String,
-    params: SaleParams,
-    now: u64,
 }
 
 impl RedisStore {

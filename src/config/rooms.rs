@@ -1,0 +1,218 @@
+//! `[[rooms]]`: the waiting rooms, their pacing, schedule and proxy fields, and [`RoomMode`].
+//! Room ids follow the one id rule of [`crate::id`]; the proxy fields' value rules live in
+//! `config/proxy.rs`.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::{proxy, Problem};
+use crate::id::is_valid_id;
+
+/// One `[[rooms]]` entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomConfig {
+    /// Room id: `[a-z0-9_-]{1,64}`; appears in URLs, cookie names and store keys.
+    pub id: String,
+    /// Pacing: admissions per minute across all nodes.
+    #[serde(default = "defaults::admit_per_minute")]
+    pub admit_per_minute: u32,
+    /// Admitted sessions alive at once across all nodes.
+    #[serde(default = "defaults::max_active")]
+    pub max_active: u32,
+    /// Pass lifetime.
+    #[serde(default = "defaults::session_seconds")]
+    pub session_seconds: u32,
+    /// A waiter who stops polling this long loses the place.
+    #[serde(default = "defaults::idle_timeout_seconds")]
+    pub idle_timeout_seconds: u32,
+    /// Message shown to waiters (operator note).
+    #[serde(default)]
+    pub message: String,
+    /// The shop behind this room, for the reverse proxy: `http://host:port`, or `builtin:demo`
+    /// for the small demo shop served by rushgate itself. Absent: no proxying (API and gate only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// Paths that need a pass of this room: prefixes (`/products/drop` covers `/products/drop/…`)
+    /// and simple globs where `*` matches any characters (`/checkout/*`).
+    #[serde(default)]
+    pub protect: Vec<String>,
+    /// Paths forwarded without queueing even when `protect` matches them (`*.css`, `/health`).
+    #[serde(default)]
+    pub bypass: Vec<String>,
+    /// The shop's own waiting-page template (HTML with `{{placeholders}}`, see README); absent
+    /// means the built-in page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_template: Option<PathBuf>,
+    /// How arrivals are let in while the room is open (default `safety_net`).
+    #[serde(default)]
+    pub mode: RoomMode,
+    /// Scheduled drop: when the room opens (RFC 3339). Before it (and before the pre-queue)
+    /// joins are answered `closed` with the opening time.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub opens_at: Option<time::OffsetDateTime>,
+    /// Scheduled drop: when the pre-queue opens (RFC 3339, before `opens_at`). Arrivals from
+    /// then until `opens_at` wait on a countdown and are shuffled into a verifiable random
+    /// order at opening.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub prequeue_opens_at: Option<time::OffsetDateTime>,
+    /// Scheduled drop: from this time (RFC 3339) no new places are made; places already held
+    /// are still served.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub closes_at: Option<time::OffsetDateTime>,
+}
+
+/// How a room lets arrivals in while it is open.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoomMode {
+    /// Everyone queues, even when the shop has room: no instant admission.
+    Queue,
+    /// Admit at once while under `max_active` and nobody waits; queue only when over.
+    #[default]
+    SafetyNet,
+    /// Admit everyone at once: no queue, no store call (the waiting room is switched off).
+    Passthrough,
+    /// No joins and no admissions.
+    Closed,
+}
+
+impl RoomMode {
+    /// The config / JSON name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoomMode::Queue => "queue",
+            RoomMode::SafetyNet => "safety_net",
+            RoomMode::Passthrough => "passthrough",
+            RoomMode::Closed => "closed",
+        }
+    }
+}
+
+mod defaults {
+    pub fn admit_per_minute() -> u32 {
+        600
+    }
+    pub fn max_active() -> u32 {
+        100
+    }
+    pub fn session_seconds() -> u32 {
+        600
+    }
+    pub fn idle_timeout_seconds() -> u32 {
+        60
+    }
+}
+
+impl RoomConfig {
+    /// A room with every optional key set, so env overrides can name keys a file left out
+    /// (`RUSHGATE_ROOMS_DROP_OPENS_AT=2026-11-24T12:00:00Z`).
+    pub(super) fn env_template() -> Self {
+        Self {
+            upstream: Some(String::new()),
+            page_template: Some(PathBuf::new()),
+            opens_at: Some(time::OffsetDateTime::UNIX_EPOCH),
+            prequeue_opens_at: Some(time::OffsetDateTime::UNIX_EPOCH),
+            closes_at: Some(time::OffsetDateTime::UNIX_EPOCH),
+            ..Self::with_id("x")
+        }
+    }
+
+    /// A room with default settings (used for env-override key discovery and tests).
+    pub fn with_id(id: &str) -> Self {
+        Self {
+            id: id.to_string(),
+            admit_per_minute: defaults::admit_per_minute(),
+            max_active: defaults::max_active(),
+            session_seconds: defaults::session_seconds(),
+            idle_timeout_seconds: defaults::idle_timeout_seconds(),
+            message: String::new(),
+            upstream: None,
+            protect: Vec::new(),
+            bypass: Vec::new(),
+            page_template: None,
+            mode: RoomMode::default(),
+            opens_at: None,
+            prequeue_opens_at: None,
+            closes_at: None,
+        }
+    }
+
+    /// Pacing, schedule and proxy-field rules of the room at `index` (its id is checked by
+    /// [`validate_rooms`], which sees every room).
+    pub(super) fn validate(&self, index: usize, problems: &mut Vec<Problem>) {
+        let mut field = |name: &str, msg: &str| {
+            problems.push(Problem::new(format!("rooms[{index}].{name}"), msg))
+        };
+        if self.admit_per_minute == 0 {
+            field("admit_per_minute", "must be greater than 0");
+        }
+        if self.max_active == 0 {
+            field("max_active", "must be greater than 0");
+        }
+        if self.session_seconds == 0 {
+            field("session_seconds", "must be greater than 0");
+        }
+        if self.idle_timeout_seconds < 2 {
+            field("idle_timeout_seconds", "must be at least 2");
+        }
+        if let Some(pre) = self.prequeue_opens_at {
+            match self.opens_at {
+                None => field("prequeue_opens_at", "needs opens_at"),
+                Some(opens) if pre >= opens => {
+                    field("prequeue_opens_at", "must be before opens_at")
+                }
+                Some(_) => {}
+            }
+            if matches!(self.mode, RoomMode::Passthrough | RoomMode::Closed) {
+                field(
+                    "prequeue_opens_at",
+                    "needs mode queue or safety_net (a pre-queue queues)",
+                );
+            }
+        }
+        if let Some(closes) = self.closes_at {
+            let start = self.opens_at.or(self.prequeue_opens_at);
+            if start.is_some_and(|start| closes <= start) {
+                field("closes_at", "must be after opens_at");
+            }
+        }
+        for (name, problem) in proxy::check_room(self) {
+            field(&name, &problem);
+        }
+    }
+}
+
+/// Every room's rules, room by room: first its id (the id rule, then unique among rooms), then
+/// [`RoomConfig::validate`].
+pub(super) fn validate_rooms(rooms: &[RoomConfig], problems: &mut Vec<Problem>) {
+    let mut seen = HashSet::new();
+    for (i, room) in rooms.iter().enumerate() {
+        if !is_valid_id(&room.id) {
+            problems.push(Problem::new(
+                format!("rooms[{i}].id"),
+                "must be 1-64 characters of a-z, 0-9, '-' or '_'",
+            ));
+        } else if !seen.insert(room.id.as_str()) {
+            problems.push(Problem::new(
+                format!("rooms[{i}].id"),
+                "is used by another room",
+            ));
+        }
+        room.validate(i, problems);
+    }
+}

@@ -1,0 +1,131 @@
+//! What every request runs on: [`AppState`], the cheap handles of one configuration, and
+//! [`LiveState`], the cell a hot reload swaps it in. The reload request itself travels through
+//! [`ReloadHandle`] to the supervisor, which owns the loops and builds the next state.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use super::error::ApiError;
+use super::limits::Limits;
+use crate::config::Config;
+use crate::pass::{PassIssuer, TicketSigner};
+use crate::proxy::Proxy;
+use crate::queue::place::Places;
+use crate::queue::{Room, Rooms};
+use crate::sale::{Coupons, Sale, Sales};
+use crate::store::{SaleStore, Store};
+use crate::webhooks::Webhooks;
+
+/// Cheap handles every request needs. Clone freely.
+#[derive(Clone)]
+pub struct AppState {
+    /// The running configuration.
+    pub config: Arc<Config>,
+    /// Rooms with their cached state.
+    pub rooms: Rooms,
+    /// Room storage.
+    pub store: Arc<dyn Store>,
+    /// Sale and coupon storage (the same store as `store`).
+    pub sale_store: Arc<dyn SaleStore>,
+    /// Sales with their cached stock.
+    pub sales: Sales,
+    /// Coupon campaigns.
+    pub coupons: Coupons,
+    /// Pass signer / verifier.
+    pub passes: PassIssuer,
+    /// Ticket signer / verifier.
+    pub tickets: TicketSigner,
+    /// Prometheus renderer.
+    pub metrics: PrometheusHandle,
+    /// The reverse proxy to the shop (routes, page templates, pooled upstream client).
+    pub proxy: Proxy,
+    /// Per-client rate limits.
+    pub limits: Limits,
+    /// Operator alerts.
+    pub webhooks: Webhooks,
+    /// Asks the supervisor for a hot reload (`None` before the server runs).
+    pub reload: Option<ReloadHandle>,
+}
+
+/// The state every new request starts from; swapped whole on reload.
+pub type LiveState = Arc<ArcSwap<AppState>>;
+
+/// What a successful reload did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReloadReport {
+    /// Rooms added.
+    pub added_rooms: Vec<String>,
+    /// Rooms whose settings changed.
+    pub changed_rooms: Vec<String>,
+    /// Rooms no longer in the file, now draining.
+    pub draining_rooms: Vec<String>,
+    /// Sales added, changed or removed (by id).
+    pub sales: Vec<String>,
+    /// Settings that changed in the file but need a restart (their old values stay).
+    pub needs_restart: Vec<String>,
+}
+
+/// Why a reload changed nothing.
+#[derive(Debug, Clone, Serialize, thiserror::Error)]
+#[error("reload refused: {}", problems.join("; "))]
+pub struct ReloadRefused {
+    /// Every problem found.
+    pub problems: Vec<String>,
+}
+
+/// Where the supervisor sends the outcome of one reload request.
+pub type ReloadReply = oneshot::Sender<Result<ReloadReport, ReloadRefused>>;
+
+/// Asks the supervisor to reload. Cheap to clone; lives in [`AppState`]; the supervisor holds the receiving end.
+#[derive(Clone)]
+pub struct ReloadHandle {
+    tx: mpsc::Sender<ReloadReply>,
+}
+
+impl ReloadHandle {
+    /// A handle and the receiving end the supervisor consumes.
+    pub fn channel() -> (ReloadHandle, mpsc::Receiver<ReloadReply>) {
+        let (tx, rx) = mpsc::channel(8);
+        (ReloadHandle { tx }, rx)
+    }
+
+    /// Reloads the config file and waits for the outcome.
+    pub async fn reload(&self) -> Result<ReloadReport, ReloadRefused> {
+        let (reply, answer) = oneshot::channel();
+        let gone = || ReloadRefused {
+            problems: vec!["the server is shutting down".into()],
+        };
+        self.tx.send(reply).await.map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+}
+
+impl AppState {
+    /// The room `id`, or the `404 unknown-room` problem (the id echoed at most 64 chars).
+    pub fn room(&self, id: &str) -> Result<&Arc<Room>, ApiError> {
+        self.rooms
+            .get(id)
+            .ok_or_else(|| ApiError::UnknownRoom(id.chars().take(64).collect()))
+    }
+
+    /// The configured sale `id`, or the `404 unknown-sale` problem naming it.
+    pub fn sale(&self, id: &str) -> Result<&Arc<Sale>, ApiError> {
+        self.sales
+            .get(id)
+            .ok_or_else(|| ApiError::UnknownSale(id.chars().take(64).collect()))
+    }
+
+    /// The admission rules over this state's store, signers and store-outage rule.
+    pub fn places(&self) -> Places<'_> {
+        Places {
+            store: &*self.store,
+            tickets: &self.tickets,
+            passes: &self.passes,
+            on_store_error: self.config.store.on_store_error,
+        }
+    }
+}

@@ -1,0 +1,585 @@
+//! A shopper's place in a room: join, locate a ticket, resolve a pre-queue ticket at the
+//! opening, claim an admitted session and sign its pass, the fail-open rule, and what a place
+//! answer says (ETA, countdown, poll interval, remaining stock) and what the public room status
+//! reveals (the drop's seed only once the opening froze the pre-queue).
+//!
+//! Functions of the room, the store and one `now` read per request; no HTTP type. The JSON
+//! API, the proxy's waiting page and its auto-join all go through [`Places`].
+//!
+//! A poll of a waiting ticket is answered from the room's cached snapshot: verify the ticket's
+//! HMAC, locate its sequence number, buffer a seen-record. Only a ticket at or past the serving
+//! watermark (admitted, or evicted at the head) asks the store, once, to claim its session.
+
+use serde::Serialize;
+
+use super::drops::{self, Phase, Schedule};
+use super::room::{Eta, Room};
+use super::snapshot::Located;
+use crate::config::{OnStoreError, RoomMode};
+use crate::pass::{KeyError, PassIssuer, TicketClaims, TicketSigner, TokenError};
+use crate::store::{JoinOutcome, LeaveOutcome, Lookup, RoomStatus, Store, StoreError};
+
+/// A ticket older than this is refused even with a valid signature: a place is not held for
+/// days. Also the ticket cookie's lifetime.
+pub const TICKET_MAX_AGE_SECS: u64 = 24 * 3600;
+
+/// Why a place could not be worked out. Outcomes a shopper may meet (closed, expired, sold
+/// out) are [`PlaceState`]s, not errors.
+#[derive(Debug, thiserror::Error)]
+pub enum PlaceError {
+    /// The ticket presented is forged, for another room, or too old.
+    #[error("invalid ticket: {0}")]
+    BadTicket(#[from] TokenError),
+    /// The store failed and the room's rule says not to fail open.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The pass could not be signed.
+    #[error("signing a pass: {0}")]
+    Pass(#[from] KeyError),
+}
+
+/// State of a place, as the JSON contract names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlaceState {
+    /// In line.
+    Waiting,
+    /// Admitted: the place carries a pass.
+    Admitted,
+    /// The place is gone (left, evicted, session over).
+    Expired,
+    /// The room takes nobody now.
+    Closed,
+    /// The sale behind the room has nothing left and nothing that could come back.
+    SoldOut,
+    /// In a scheduled drop's pre-queue: waits on a countdown; the place in line is drawn at
+    /// opening.
+    Prequeue,
+}
+
+impl PlaceState {
+    /// The JSON name of the state.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlaceState::Waiting => "waiting",
+            PlaceState::Admitted => "admitted",
+            PlaceState::SoldOut => "sold_out",
+            PlaceState::Closed => "closed",
+            PlaceState::Expired => "expired",
+            PlaceState::Prequeue => "prequeue",
+        }
+    }
+}
+
+/// What the rules decided about one place, before it is rendered.
+#[derive(Debug)]
+pub struct Place {
+    /// Where the place stands.
+    pub state: PlaceState,
+    /// The (re-)signed ticket of the place, when it has one.
+    pub ticket: Option<String>,
+    /// Position in line (1 = next), 0 when not waiting.
+    pub position: u64,
+    /// The pass and its expiry (unix seconds), once admitted.
+    pub pass: Option<(String, u64)>,
+}
+
+impl Place {
+    fn without_ticket(state: PlaceState) -> Self {
+        Place {
+            state,
+            ticket: None,
+            position: 0,
+            pass: None,
+        }
+    }
+
+    fn with_ticket(state: PlaceState, ticket: String) -> Self {
+        Place {
+            state,
+            ticket: Some(ticket),
+            position: 0,
+            pass: None,
+        }
+    }
+}
+
+/// A place found or made by [`Places::enter`].
+#[derive(Debug)]
+pub struct Entered {
+    /// The place.
+    pub place: Place,
+    /// Whether this call made it (a new place in line or an instant admission).
+    pub created: bool,
+}
+
+/// The ticket a request presented to [`Places::enter`].
+#[derive(Debug, Clone, Copy)]
+pub struct Presented<'a> {
+    /// The ticket token.
+    pub token: &'a str,
+    /// Whether an invalid token is an error (a bearer token the client chose to send) or is
+    /// simply replaced by a new place (a stale cookie).
+    pub strict: bool,
+}
+
+/// Eta of nothing to wait for.
+const NO_ETA: Eta = Eta {
+    p50: None,
+    p90: None,
+};
+
+/// The ETA pair of a place answer.
+#[derive(Debug, Serialize)]
+pub struct EtaBody {
+    /// Median seconds to admission.
+    pub p50: Option<u64>,
+    /// 90th-percentile seconds to admission.
+    pub p90: Option<u64>,
+}
+
+/// The answer of join and position (field names are the API contract).
+#[derive(Debug, Serialize)]
+pub struct PlaceBody {
+    room: String,
+    ticket: Option<String>,
+    /// Where the place stands.
+    pub state: PlaceState,
+    /// Position in line (1 = next).
+    pub position: u64,
+    /// People ahead.
+    pub ahead: u64,
+    /// ETA range in seconds.
+    pub eta_seconds: EtaBody,
+    /// When to poll again.
+    pub poll_after_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pass: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pass_expires_at: Option<u64>,
+    /// Units of the room's sale still available (absent for a room that sells nothing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remaining: Option<u64>,
+    /// The room's message to waiters.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// Scheduled drop, before the opening (pre-queue, or closed until then): when it opens
+    /// (RFC 3339) and how long until then by the server's clock.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub opens_at: Option<String>,
+    /// Milliseconds until the opening.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub opens_in_ms: Option<u64>,
+}
+
+/// The admission rules with what they need: the store, the ticket and pass signers, and the
+/// store-outage rule. Cheap to build per request from borrowed handles.
+pub struct Places<'a> {
+    /// Room storage.
+    pub store: &'a dyn Store,
+    /// Ticket signer / verifier.
+    pub tickets: &'a TicketSigner,
+    /// Pass signer / verifier.
+    pub passes: &'a PassIssuer,
+    /// What a join or claim does when the store is unavailable.
+    pub on_store_error: OnStoreError,
+}
+
+impl Places<'_> {
+    /// Verifies a ticket for `room`: signature, room, age.
+    pub fn verify_ticket(
+        &self,
+        room: &Room,
+        token: &str,
+        now_secs: u64,
+    ) -> Result<TicketClaims, TokenError> {
+        let claims = self.tickets.verify(token)?;
+        if claims.room != room.id.as_str() {
+            return Err(TokenError::WrongRoom(claims.room));
+        }
+        if now_secs.saturating_sub(claims.iat) > TICKET_MAX_AGE_SECS {
+            return Err(TokenError::Expired);
+        }
+        Ok(claims)
+    }
+
+    /// Gives up the place of a (verified) ticket: leaves the line or ends the session.
+    pub async fn leave(
+        &self,
+        room: &Room,
+        claims: &TicketClaims,
+    ) -> Result<LeaveOutcome, PlaceError> {
+        Ok(self.store.leave(&room.id, &claims.id).await?)
+    }
+
+    /// Finds or makes the place of a shopper: the place of the ticket presented (a strict one
+    /// must be valid; an invalid lenient one is replaced), or a new place for `identity` (a
+    /// random one when `None`). `pass` is the pass the shopper already holds for the room.
+    pub async fn enter(
+        &self,
+        room: &Room,
+        presented: Option<Presented<'_>>,
+        pass: Option<&str>,
+        identity: Option<String>,
+        now: u64,
+    ) -> Result<Entered, PlaceError> {
+        let now_secs = now / 1000;
+        let existing = |place| Entered {
+            place,
+            created: false,
+        };
+        let phase = Schedule::of(&room.config).phase(now);
+        if matches!(phase, Phase::Closed | Phase::NotYetOpen) {
+            return Ok(existing(Place::without_ticket(PlaceState::Closed)));
+        }
+        if identity.is_none() {
+            let claims = match presented {
+                Some(p) if p.strict => Some(self.verify_ticket(room, p.token, now_secs)?),
+                Some(p) => self.verify_ticket(room, p.token, now_secs).ok(),
+                None => None,
+            };
+            if let Some(claims) = claims {
+                let token = self.sign(room, &claims.id, claims.seq, claims.iat, claims.pos);
+                let place = self.locate(room, &claims, token, pass, now).await?;
+                if place.state != PlaceState::Expired {
+                    return Ok(existing(place));
+                }
+            }
+        }
+
+        if phase == Phase::Ended {
+            // Places already held were answered above; no new ones after closes_at.
+            return Ok(existing(Place::without_ticket(PlaceState::Closed)));
+        }
+        if room.stock_gate().is_some_and(|g| g.sold_out) {
+            // Nothing to queue for: no place is made (a restock reopens joining).
+            return Ok(existing(Place::without_ticket(PlaceState::SoldOut)));
+        }
+        let minted = identity.is_none();
+        let identity = identity.unwrap_or_else(TicketSigner::anonymous_identity);
+        if room.config.mode == RoomMode::Passthrough {
+            let place = self.passthrough(room, &identity, now)?;
+            return Ok(Entered {
+                place,
+                created: true,
+            });
+        }
+        let outcome = match self
+            .store
+            .join(&room.id, &identity, minted, &room.params_now(), now)
+            .await
+        {
+            Ok(outcome) => outcome,
+            Err(e) => return self.store_failed_join(room, &identity, e, now),
+        };
+        let (place, created) = match outcome {
+            JoinOutcome::Closed => (Place::without_ticket(PlaceState::Closed), false),
+            JoinOutcome::Prequeue { created } => {
+                // No seq yet: the first poll after the opening learns it from the store.
+                let ticket = self.sign(room, &identity, 0, now_secs, 0);
+                (Place::with_ticket(PlaceState::Prequeue, ticket), created)
+            }
+            JoinOutcome::Waiting { seq, created } => {
+                let position = match room.locate(seq) {
+                    Located::Waiting { position } => position,
+                    _ => 1,
+                };
+                room.record_seen(seq, now);
+                let ticket = self.sign(room, &identity, seq, now_secs, position);
+                let place = Place {
+                    position,
+                    ..Place::with_ticket(PlaceState::Waiting, ticket)
+                };
+                (place, created)
+            }
+            JoinOutcome::Admitted { seq, created } => {
+                room.note_admitted(seq);
+                let ticket = self.sign(room, &identity, seq, now_secs, 1);
+                let place = self.admitted(room, &identity, ticket, 1, now).await?;
+                (place, created)
+            }
+        };
+        Ok(Entered { place, created })
+    }
+
+    /// Where a verified ticket stands now; asks the store only for a ticket past the serving
+    /// watermark whose holder has no valid pass (`pass`) yet, or a pre-queue ticket after the
+    /// opening.
+    pub async fn locate(
+        &self,
+        room: &Room,
+        claims: &TicketClaims,
+        ticket: String,
+        pass: Option<&str>,
+        now: u64,
+    ) -> Result<Place, PlaceError> {
+        match room.config.mode {
+            RoomMode::Closed => return Ok(Place::without_ticket(PlaceState::Closed)),
+            RoomMode::Passthrough => return self.passthrough(room, &claims.id, now),
+            RoomMode::Queue | RoomMode::SafetyNet => {}
+        }
+        if claims.seq == 0 {
+            if let Some(opens) = room.params.prequeue_until_ms {
+                if now < opens && !room.snapshot().state.prequeue.frozen {
+                    // Before the opening a pre-queue ticket is answered from the cache.
+                    return Ok(Place::with_ticket(PlaceState::Prequeue, ticket));
+                }
+                return self.resolve_prequeue(room, claims, pass, now).await;
+            }
+        }
+        match room.locate(claims.seq) {
+            Located::Waiting { position } => {
+                if room.snapshot().state.status == RoomStatus::Closed {
+                    return Ok(Place::without_ticket(PlaceState::Closed));
+                }
+                room.record_seen(claims.seq, now);
+                let sold_out = room.stock_gate().is_some_and(|g| g.sold_out);
+                // A sold-out waiter keeps its place: a restock puts it back in line.
+                let state = if sold_out {
+                    PlaceState::SoldOut
+                } else {
+                    PlaceState::Waiting
+                };
+                Ok(Place {
+                    position,
+                    ..Place::with_ticket(state, ticket)
+                })
+            }
+            Located::Gone => Ok(Place::with_ticket(PlaceState::Expired, ticket)),
+            Located::PastHead => match self.held_pass(room, pass, &claims.id, ticket) {
+                Ok(place) => Ok(place),
+                Err(ticket) => {
+                    self.admitted(room, &claims.id, ticket, claims.pos, now)
+                        .await
+                }
+            },
+        }
+    }
+
+    /// A pre-queue ticket (no seq) from the opening on: asks the store where its identity
+    /// stands (one call) and re-issues the ticket with its seq, so later polls are answered
+    /// from the cache.
+    async fn resolve_prequeue(
+        &self,
+        room: &Room,
+        claims: &TicketClaims,
+        pass: Option<&str>,
+        now: u64,
+    ) -> Result<Place, PlaceError> {
+        let same = || self.sign(room, &claims.id, 0, claims.iat, 0);
+        match self
+            .store
+            .lookup(&room.id, &claims.id, &room.params, now)
+            .await?
+        {
+            Lookup::Prequeue => Ok(Place::with_ticket(PlaceState::Prequeue, same())),
+            Lookup::Absent => Ok(Place::with_ticket(PlaceState::Expired, same())),
+            Lookup::Admitted => match self.held_pass(room, pass, &claims.id, same()) {
+                Ok(place) => Ok(place),
+                Err(ticket) => self.admitted(room, &claims.id, ticket, 0, now).await,
+            },
+            Lookup::Waiting { seq } => {
+                let position = match room.locate(seq) {
+                    Located::Waiting { position } => position,
+                    _ => 1,
+                };
+                room.record_seen(seq, now);
+                let ticket = self.sign(room, &claims.id, seq, claims.iat, position);
+                Ok(Place {
+                    position,
+                    ..Place::with_ticket(PlaceState::Waiting, ticket)
+                })
+            }
+        }
+    }
+
+    /// The admitted place of a shopper whose pass (already held) is valid for this room and
+    /// names `identity`; otherwise the ticket back, for a store claim.
+    fn held_pass(
+        &self,
+        room: &Room,
+        pass: Option<&str>,
+        identity: &str,
+        ticket: String,
+    ) -> Result<Place, String> {
+        let Some(pass) = pass else {
+            return Err(ticket);
+        };
+        match self.passes.verify_for_room(pass, room.id.as_str()) {
+            Ok(c) if c.sub == identity => Ok(Place {
+                pass: Some((pass.to_string(), c.exp)),
+                ..Place::with_ticket(PlaceState::Admitted, ticket)
+            }),
+            _ => Err(ticket),
+        }
+    }
+
+    /// Mode `passthrough`: admitted at once with a pass, no queue and no store call.
+    fn passthrough(&self, room: &Room, identity: &str, now: u64) -> Result<Place, PlaceError> {
+        let exp = (now + room.params.session_ms) / 1000;
+        let pass = self
+            .passes
+            .issue(room.id.as_str(), identity, 0, now / 1000, exp)?;
+        let ticket = self.sign(room, identity, 0, now / 1000, 0);
+        Ok(Place {
+            pass: Some((pass, exp)),
+            ..Place::with_ticket(PlaceState::Admitted, ticket)
+        })
+    }
+
+    /// Claims the session of an admitted identity and signs its pass; expired when the store
+    /// says the admission is gone. Fails open (a pass for one session) when the store is
+    /// unavailable and the rule is `fail_open`.
+    async fn admitted(
+        &self,
+        room: &Room,
+        identity: &str,
+        ticket: String,
+        pos: u64,
+        now: u64,
+    ) -> Result<Place, PlaceError> {
+        let expiry_ms = match self
+            .store
+            .claim(&room.id, identity, &room.params, now)
+            .await
+        {
+            Ok(Some(expiry)) => expiry,
+            Ok(None) => return Ok(Place::with_ticket(PlaceState::Expired, ticket)),
+            Err(StoreError::Unavailable(_)) if self.on_store_error == OnStoreError::FailOpen => {
+                now + room.params.session_ms
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let exp = expiry_ms / 1000;
+        let pass = self
+            .passes
+            .issue(room.id.as_str(), identity, pos, now / 1000, exp)?;
+        Ok(Place {
+            pass: Some((pass, exp)),
+            ..Place::with_ticket(PlaceState::Admitted, ticket)
+        })
+    }
+
+    /// A join the store could not take: fail closed (the error), or fail open by admitting
+    /// directly.
+    fn store_failed_join(
+        &self,
+        room: &Room,
+        identity: &str,
+        error: StoreError,
+        now: u64,
+    ) -> Result<Entered, PlaceError> {
+        if !matches!(error, StoreError::Unavailable(_))
+            || self.on_store_error == OnStoreError::FailClosed
+        {
+            return Err(error.into());
+        }
+        tracing::warn!(room = %room.id, "store unavailable: failing open, admitting without queueing");
+        let place = self.passthrough(room, identity, now)?;
+        Ok(Entered {
+            place,
+            created: true,
+        })
+    }
+
+    fn sign(&self, room: &Room, id: &str, seq: u64, iat: u64, pos: u64) -> String {
+        self.tickets.sign(&TicketClaims {
+            room: room.id.as_str().to_string(),
+            id: id.to_string(),
+            seq,
+            iat,
+            pos,
+        })
+    }
+}
+
+/// What the place answer says about `place` at `now`: ETA, poll interval (a countdown polls
+/// about when the room opens), remaining stock, message.
+pub fn place_body(room: &Room, place: &Place, now: u64) -> PlaceBody {
+    let eta = match place.state {
+        PlaceState::Waiting => room.eta(place.position),
+        // Nothing is being sold to wait for: no estimate until a restock.
+        PlaceState::SoldOut | PlaceState::Prequeue => NO_ETA,
+        _ => Eta {
+            p50: Some(0),
+            p90: Some(0),
+        },
+    };
+    let opens_at = Schedule::of(&room.config)
+        .opens_at
+        .filter(|&o| place.state == PlaceState::Prequeue || now < o);
+    let opens_in_ms = opens_at.map(|o| o.saturating_sub(now));
+    let poll_after_ms = match opens_in_ms {
+        // Countdown: poll about when the room opens (every node answers this from its cache).
+        Some(ms) if place.state == PlaceState::Prequeue => {
+            let until = ms.div_ceil(1000);
+            room.poll_after_ms(&Eta {
+                p50: Some(until),
+                p90: Some(until),
+            })
+            .min(ms.max(1000))
+        }
+        _ => room.poll_after_ms(&eta),
+    };
+    PlaceBody {
+        room: room.id.as_str().to_string(),
+        ticket: place.ticket.clone(),
+        state: place.state,
+        position: place.position,
+        ahead: place.position.saturating_sub(1),
+        eta_seconds: EtaBody {
+            p50: eta.p50,
+            p90: eta.p90,
+        },
+        poll_after_ms,
+        pass: place.pass.as_ref().map(|(p, _)| p.clone()),
+        pass_expires_at: place.pass.as_ref().map(|(_, exp)| *exp),
+        remaining: room.stock_gate().map(|g| g.remaining),
+        message: room.config.message.clone(),
+        opens_at: opens_at.and_then(drops::rfc3339),
+        opens_in_ms,
+    }
+}
+
+/// The public status of a room, from the cache: counts, settings in force, schedule phase,
+/// stock, and the drop's seed commitment (the seed itself only once the opening froze the
+/// pre-queue, so nobody can pick an identity that sorts first).
+pub fn room_status(room: &Room, now: u64) -> serde_json::Value {
+    let snap = room.snapshot();
+    let s = &snap.state;
+    let eta = room.eta(s.waiting.max(1));
+    let gate = room.stock_gate();
+    let (admit_per_minute, max_active) = room.settings_in_force(s);
+    let schedule = Schedule::of(&room.config);
+    let pre = s.prequeue;
+    let opening_started = pre.frozen && schedule.opens_at.is_some_and(|o| now >= o);
+    let phase = match schedule.phase(now) {
+        Phase::Open if schedule.prequeue_opens_at.is_some() && !pre.opened() => "opening",
+        other => other.as_str(),
+    };
+    serde_json::json!({
+        "room": room.id.as_str(),
+        "state": s.status.as_str(),
+        "waiting": s.waiting,
+        "active": s.active,
+        "admit_per_minute": admit_per_minute,
+        "max_active": max_active,
+        "serving": s.served,
+        "last_number": s.last_seq,
+        "admitted_total": s.admitted_total,
+        "admission_rate_per_minute": (snap.rates.p50 * 60.0).round(),
+        "eta_seconds_for_last": eta.p50,
+        "sold_out": gate.is_some_and(|g| g.sold_out),
+        "remaining": gate.map(|g| g.remaining),
+        "message": room.config.message,
+        "mode": room.config.mode.as_str(),
+        "phase": phase,
+        "prequeue_opens_at": schedule.prequeue_opens_at.and_then(drops::rfc3339),
+        "opens_at": schedule.opens_at.and_then(drops::rfc3339),
+        "closes_at": schedule.closes_at.and_then(drops::rfc3339),
+        "prequeue_waiting": pre.waiting,
+        "prequeue_count": pre.frozen.then_some(pre.count),
+        "seed_sha256": s.seed.as_deref().and_then(drops::seed_commitment),
+        "seed": s.seed.as_deref().filter(|_| opening_started),
+    })
+}
