@@ -13,11 +13,11 @@ use tokio::task::JoinSet;
 
 use crate::config::Config;
 use crate::http::limits::{self, Limits};
+use crate::http::proxy::{Proxy, ProxyError};
 use crate::http::state::{AppState, LiveState, ReloadHandle};
 use crate::http::{serve, Listener};
 use crate::ops::metrics;
 use crate::pass::{KeyError, PassIssuer, PassKeys, TicketSigner};
-use crate::proxy::{Proxy, ProxyError};
 use crate::queue::{Rooms, StockGate};
 use crate::sale::{Coupons, Sales};
 use crate::store::{MemoryStore, RedisStore, SaleStore, Store, StoreError};

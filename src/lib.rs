@@ -9,9 +9,8 @@
 //! - [`queue`]: rooms on a node: cached state, position arithmetic, ETA, the pacer loop.
 //! - [`sale`]: sales (cached stock, expiry sweeper) and coupon campaigns.
 //! - [`pass`]: admission passes (Ed25519/ES256 JWT, JWKS) and queue tickets (HMAC).
-//! - [`http`]: the hyper service: router, handlers, problem+json errors, accept loop.
-//! - [`proxy`]: the reverse proxy to the shop: protect/bypass rules, forwarding, waiting page,
-//!   gate endpoint, built-in demo shop.
+//! - [`http`]: the hyper service: router, handlers, problem+json errors, accept loop, and the
+//!   reverse proxy to the shop (`http::proxy`: rules, forwarding, waiting page, gate, demo shop).
 //! - [`ops`]: metrics and other operating concerns.
 //! - [`supervisor`]: the room and sale loops, and hot reload.
 
@@ -23,7 +22,6 @@ pub mod http;
 pub mod id;
 pub mod ops;
 pub mod pass;
-pub mod proxy;
 pub mod queue;
 pub mod sale;
 pub mod store;

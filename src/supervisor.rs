@@ -21,8 +21,8 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Config, ProcessEnv};
 use crate::http::limits::{self, Limits};
+use crate::http::proxy::Proxy;
 use crate::http::state::{AppState, LiveState, ReloadRefused, ReloadReply, ReloadReport};
-use crate::proxy::Proxy;
 use crate::queue::{pacer, Room, Rooms, StockGate};
 use crate::sale::{keeper, Coupons, Sale, Sales};
 use crate::store::RoomStatus;

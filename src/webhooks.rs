@@ -43,7 +43,7 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// One event.
 #[derive(Debug, Clone)]
 pub struct Event {
-    /// Event type: the name of a [`WebhookEvent`](crate::config::WebhookEvent) (its `as_str`).
+    /// Event type.
     pub kind: WebhookEvent,
     /// Deterministic id: every node observing the same transition computes the same id.
     pub id: String,

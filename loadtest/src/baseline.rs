@@ -112,7 +112,7 @@ pub async fn redis_lua(
 
 /// `baseline hyper-proxy`: bare hyper forwarding every request to `upstream` with hyper-util's
 /// pooled client, nothing checked or rewritten: what a proxy on the required stack costs with the
-/// stock client (rushgate forwards with its own leaner pool, `src/proxy/pool.rs`).
+/// stock client (rushgate forwards with its own leaner pool, `src/http/proxy/pool.rs`).
 pub async fn hyper_proxy(listen: SocketAddr, upstream: SocketAddr) -> anyhow::Result<()> {
     use hyper_util::client::legacy::Client;
     let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();

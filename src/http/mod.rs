@@ -10,12 +10,12 @@ pub mod limits;
 mod pass;
 pub mod place;
 mod probes;
+pub mod proxy;
 pub(crate) mod queue;
 pub mod router;
 mod sale;
 mod serve;
 pub mod state;
 
-pub use credentials::PeerAddr;
 pub use serve::{serve, Listener};
 pub use state::AppState;

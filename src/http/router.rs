@@ -78,7 +78,10 @@ async fn route_public(
         // Boxed, as are join and purchase: hyper moves each request's future whole, and inline
         // these made every request's future 6 KB (3 KB with the proxy boxed, 2.4 KB now); the
         // copies showed as ~2.5% of a purchase's CPU in `perf`.
-        return ("proxy", Box::pin(crate::proxy::handle(state, req)).await);
+        return (
+            "proxy",
+            Box::pin(crate::http::proxy::handle(state, req)).await,
+        );
     };
     let Some(rest) = under_api.strip_prefix("/v1/") else {
         return ("unknown", Err(ApiError::NotFound(truncate(&path))));
@@ -106,8 +109,10 @@ async fn route_public(
         (["rooms", room, "leave"], Method::POST) => {
             ("leave", queue::leave(state, room, &req).await)
         }
-        (["rooms", room, "gate"], _) => ("gate", crate::proxy::gate(state, room, req.headers())),
-        (["rooms", room, "wait"], _) => ("wait", crate::proxy::wait(state, room, &req).await),
+        (["rooms", room, "gate"], _) => {
+            ("gate", crate::http::proxy::gate(state, room, req.headers()))
+        }
+        (["rooms", room, "wait"], _) => ("wait", crate::http::proxy::wait(state, room, &req).await),
         (["passes", "verify"], Method::POST) => ("pass_verify", pass::verify(state, req).await),
         (["sales", sale, "purchase"], Method::POST) => (
             "purchase",

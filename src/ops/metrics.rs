@@ -4,7 +4,9 @@
 //! Every metric name is a constant of this file, described once in [`install`] with its unit.
 //! Counters and histograms are recorded where things happen (router, store, sale handlers,
 //! proxy, limiter); room and sale gauges are copied from each node's cached state by
-//! [`observe`] right before a scrape renders, so a scrape never waits for the store.
+//! `Room::observe_metrics` and `Sale::observe_metrics` right before a scrape renders (the
+//! `/metrics` probe calls them), so a scrape never waits for the store. This file imports
+//! nothing of the crate: it is the leaf every layer records through.
 //!
 //! Room and sale totals (admitted, joins, evictions, leaves, stock) are the store's shared
 //! values: every node reports the same number, so dashboards aggregate them with `max by (room)`,

@@ -7,6 +7,7 @@ mod eta;
 pub mod pacer;
 pub mod place;
 mod room;
+pub mod schedule;
 mod snapshot;
 
 pub use eta::EtaEstimator;

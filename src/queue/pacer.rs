@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::drops::{self, Phase, Schedule};
+use super::drops;
 use super::eta::EtaEstimator;
 use super::room::Room;
+use super::schedule::{rfc3339, Phase, Schedule};
 use crate::clock::now_ms;
 use crate::config::WebhookEvent;
 use crate::store::{RoomStatus, Store, StoreError};
@@ -94,7 +95,7 @@ fn announce(room: &Room, from: Phase, to: Phase, webhooks: &Webhooks) {
     let commitment = snap.state.seed.as_deref().and_then(drops::seed_commitment);
     let data = serde_json::json!({
         "room": room.id.as_str(),
-        "opens_at": schedule.opens_at.and_then(drops::rfc3339),
+        "opens_at": schedule.opens_at.and_then(rfc3339),
         "seed_sha256": commitment,
     });
     match (from, to) {

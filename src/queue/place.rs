@@ -12,8 +12,9 @@
 
 use serde::Serialize;
 
-use super::drops::{self, Phase, Schedule};
+use super::drops;
 use super::room::{Eta, Room};
+use super::schedule::{rfc3339, Phase, Schedule};
 use super::snapshot::Located;
 use crate::config::{OnStoreError, RoomMode};
 use crate::pass::{KeyError, PassIssuer, TicketClaims, TicketSigner, TokenError};
@@ -536,7 +537,7 @@ pub fn place_body(room: &Room, place: &Place, now: u64) -> PlaceBody {
         pass_expires_at: place.pass.as_ref().map(|(_, exp)| *exp),
         remaining: room.stock_gate().map(|g| g.remaining),
         message: room.config.message.clone(),
-        opens_at: opens_at.and_then(drops::rfc3339),
+        opens_at: opens_at.and_then(rfc3339),
         opens_in_ms,
     }
 }
@@ -574,9 +575,9 @@ pub fn room_status(room: &Room, now: u64) -> serde_json::Value {
         "message": room.config.message,
         "mode": room.config.mode.as_str(),
         "phase": phase,
-        "prequeue_opens_at": schedule.prequeue_opens_at.and_then(drops::rfc3339),
-        "opens_at": schedule.opens_at.and_then(drops::rfc3339),
-        "closes_at": schedule.closes_at.and_then(drops::rfc3339),
+        "prequeue_opens_at": schedule.prequeue_opens_at.and_then(rfc3339),
+        "opens_at": schedule.opens_at.and_then(rfc3339),
+        "closes_at": schedule.closes_at.and_then(rfc3339),
         "prequeue_waiting": pre.waiting,
         "prequeue_count": pre.frozen.then_some(pre.count),
         "seed_sha256": s.seed.as_deref().and_then(drops::seed_commitment),

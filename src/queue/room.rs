@@ -285,9 +285,9 @@ pub fn params_for(config: &RoomConfig) -> RoomParams {
         interval_ms: (idle_ms / 10).max(100),
         session_ms: u64::from(config.session_seconds) * 1000,
         admit_cap: None,
-        prequeue_until_ms: super::drops::Schedule::of(config)
+        prequeue_until_ms: super::schedule::Schedule::of(config)
             .prequeue_opens_at
-            .and(config.opens_at.map(super::drops::unix_ms)),
+            .and(config.opens_at.map(super::schedule::unix_ms)),
         instant: config.mode != crate::config::RoomMode::Queue,
         hold: config.mode == crate::config::RoomMode::Closed,
     }

@@ -1,26 +1,45 @@
-//! The one table of Redis keys. Every key of a room, sale or campaign carries its id as a
-//! hash tag, `rg:{id}:name`, so all keys of one room (or sale) live in one Redis Cluster slot and
-//! each Lua script stays single-slot. The Lua scripts receive the prefix `rg:{id}:` (or the
-//! full keys) from here; their headers point to this table instead of restating it.
+//! The one table of Redis keys. Every key of a room, sale or campaign carries its id as a hash
+//! tag, `rg:{id}:name`, so all keys of one room (or sale) live in one Redis Cluster slot and each
+//! Lua script stays single-slot. Scripts receive the prefix `rg:{id}:` or the full keys from
+//! here; their headers name the keys and point to this table instead of restating it.
 //!
-//! Room (`rg:{room}:...`):
-//! - `meta` HASH: served, admitted, evicted, left, tokens, ts, state (lifecycle), live settings
-//! - `seq` counter: sequence numbers, FIFO across nodes
-//! - `q` ZSET identity → seq (one place per identity)
-//! - `active` ZSET identity → expiry ms (admitted sessions, counted against `max_active`)
-//! - `sess` HASH identity → session expiry ms
-//! - `gone` BITMAP by seq: left or evicted
-//! - `alive:<interval>` BITMAP by seq: seen during that liveness interval
-//! - `buying` SET: admitted identities that have reserved stock (rooms with a sale)
-//! - `pre` SET: identities in a scheduled drop's pre-queue (kept 7 days after opening as the
-//!   record the shuffle can be verified against)
-//! - `pre_left` SET: pre-queue identities that left while the opening was assigning places
+//! Room, `rg:{room}:...`:
+//! - `seq` counter: FIFO sequence numbers for every node.
+//! - `q` ZSET identity → seq: the waiters. The member is the identity (shop user key hashed with
+//!   the ticket secret, or a random ticket id), so one identity has at most one place.
+//! - `active` ZSET identity → expiry ms: admitted sessions (claim deadline until the pass is
+//!   picked up, then session expiry); `sess` HASH identity → session expiry of claimed ones.
+//! - `meta` HASH: `served` watermark, `admitted`/`evicted`/`left` totals, token bucket
+//!   (`tokens`, `ts`), `state` (open / paused / closed / draining), live settings from the admin
+//!   API (`set_rate`, `set_max_active`) that every node's next tick applies; a drop's `seed`
+//!   (committed with HSETNX, first node wins) and `pre_frozen` / `pre_base` / `pre_count` /
+//!   `pre_assigned`.
+//! - `buying` SET: admitted identities that reserved stock (rooms with a sale); the stock-aware
+//!   admission cap counts admitted sessions not in it.
+//! - `pre` SET: a scheduled drop's pre-queue (identities without a seq). At opening it freezes,
+//!   seqs `base+1…base+count` are reserved, and `open_prequeue.lua` queues members in the order
+//!   `SHA-256(seed ‖ id)` in batches (applied only at `start == pre_assigned`, so racing nodes
+//!   cannot double-assign). Kept 7 days as the record the shuffle can be verified against.
+//! - `pre_left` SET: pre-queue members that left while the opening was assigning places.
+//! - `gone` BITMAP by seq: left or evicted waiters.
+//! - `alive:<interval>` BITMAP by seq, one per liveness interval (idle timeout / 10), expiring on
+//!   its own: a waiter is alive when its bit is set in any interval of the last idle timeout.
 //!
-//! Sale (`rg:{sale}:...`): `stock` HASH (available, reserved, confirmed, total, ...), `buyers`
-//! HASH user → units held, `rsv` HASH reservation id → reservation, `rsv_exp` ZSET of purchase
-//! batches by expiry, `orders` STREAM. Coupon campaign (`rg:{campaign}:...`): `issued` counter,
-//! `claimed` HASH user → serial, `log` STREAM. Webhooks: `rg:{hooks}:<event id>`, the claim
-//! that one node delivers an event.
+//! Sale, `rg:{sale}:...`:
+//! - `stock` HASH available / reserved / confirmed / total.
+//! - `buyers` HASH user → units held.
+//! - `rsv` HASH reservation id → `state|user|qty|expires_ms`. A purchase with an idempotency key
+//!   is named `{sale}.` + 32 hex digits of SHA-256(sale, user, key)
+//!   ([`keyed_reservation_id`](super::sale::keyed_reservation_id)), so a retry finds it here.
+//! - `rsv_exp` ZSET of expiry entries, one per purchase batch (its reservation ids, space
+//!   separated, scored by their common expiry); settling leaves the id there and the sweep passes
+//!   over reservations no longer `reserved`.
+//! - `orders` STREAM of every transition.
+//!
+//! Coupon campaign, `rg:{campaign}:...`: `issued` counter (INCR), `claimed` HASH user → serial,
+//! `log` STREAM.
+//!
+//! Webhooks: `rg:{hooks}:<event id>`, the claim that one node delivers an event.
 
 use crate::id::RoomId;
 

@@ -10,5 +10,6 @@ mod api;
 mod conformance;
 mod crowd;
 mod edges;
+mod layers;
 mod ops;
 mod proxy;

@@ -1,5 +1,5 @@
 -- add_stock.lua: add units to a sale (or remove unsold ones with a negative count).
--- KEYS:  1 stock, 2 orders
+-- KEYS:  1 stock, 2 orders (rg:{id}:<name>; what each holds: src/store/keys.rs)
 -- ARGV:  1 units (may be negative), 2 now ms
 -- Returns {applied, available_after}; a removal never takes more than is available, so
 -- reserved and confirmed units are never touched.

@@ -1,5 +1,5 @@
 -- claim.lua: an admitted identity picks up its pass; the session clock starts at the first claim.
--- KEYS:  1 active (ZSET identity -> expiry ms), 2 sess (HASH identity -> session expiry ms)
+-- KEYS:  1 active, 2 sess (rg:{id}:<name>; what each holds: src/store/keys.rs)
 -- ARGV:  1 identity, 2 now ms, 3 session length ms
 -- Returns the session expiry in ms, the same on every later claim (polling again never extends a
 -- session), or nil when the identity holds no live admission (never admitted, left, evicted, or

@@ -1,5 +1,5 @@
 -- claim_coupon.lua: issue the next coupon serial to a user, once per user, never past the limit.
--- KEYS:  1 issued (INCR counter), 2 claimed (HASH user -> serial), 3 log (STREAM)
+-- KEYS:  1 issued, 2 claimed, 3 log (rg:{id}:<name>; what each holds: src/store/keys.rs)
 -- ARGV:  1 user, 2 limit, 3 now ms
 -- Returns {'new', serial} | {'existing', serial} | {'exhausted', issued}.
 -- The check `issued >= limit` comes before INCR in the same atomic step, so at most `limit`

@@ -1,8 +1,6 @@
 -- join.lua: give an identity a place in the room, or return the place it already holds.
--- KEYS:  1 meta (HASH), 2 q (ZSET identity -> seq), 3 active (ZSET identity -> expiry ms),
---        4 sess (HASH identity -> session expiry ms), 5 seq (INCR counter),
---        6 buying (SET of admitted identities holding a reservation),
---        7 pre (SET: the pre-queue of a scheduled drop)
+-- KEYS:  1 meta, 2 q, 3 active, 4 sess, 5 seq, 6 buying, 7 pre (rg:{id}:<name>; what each holds:
+--        src/store/keys.rs)
 -- ARGV:  1 key prefix "rg:{room}:", 2 now ms, 3 liveness interval ms, 4 idle ms,
 --        5 admit per minute, 6 max active, 7 bucket burst,
 --        8 admission cap of a room with a sale (-1: no sale),

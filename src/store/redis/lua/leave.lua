@@ -1,6 +1,6 @@
 -- leave.lua: give a place up (waiting) or end an admitted session early.
--- KEYS:  1 meta, 2 q, 3 active, 4 sess, 5 gone, 6 buying, 7 pre (SET: pre-queue),
---        8 pre_left (SET: pre-queue members that left during the opening)
+-- KEYS:  1 meta, 2 q, 3 active, 4 sess, 5 gone, 6 buying, 7 pre, 8 pre_left (rg:{id}:<name>; what
+--        each holds: src/store/keys.rs)
 -- ARGV:  1 identity
 -- Returns 'waiting' (place given up; its gone bit set so positions behind it fall; a pre-queue
 --         member leaves the pre-queue, or, once it is frozen, is recorded in pre_left and gets

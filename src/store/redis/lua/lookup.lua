@@ -1,6 +1,5 @@
 -- lookup.lua: where an identity stands, without making a place (a pre-queue ticket's poll).
--- KEYS:  1 meta, 2 q (ZSET identity -> seq), 3 active (ZSET identity -> expiry ms),
---        4 pre (SET: the pre-queue of a scheduled drop)
+-- KEYS:  1 meta, 2 q, 3 active, 4 pre (rg:{id}:<name>; what each holds: src/store/keys.rs)
 -- ARGV:  1 key prefix "rg:{room}:", 2 identity, 3 now ms, 4 liveness interval ms, 5 idle ms
 -- Returns {status, seq}: 'waiting' with its seq (marked seen now), 'admitted' (a live admission),
 -- 'prequeue' (in the pre-queue, no seq yet), or 'absent'; seq 0 unless waiting.

@@ -1,5 +1,6 @@
 -- mark_alive.lua: record a batch of waiters seen during one liveness interval.
--- KEYS:  1 the interval's bitmap "rg:{room}:alive:<interval>"
+-- KEYS:  1 alive:<interval>, the interval's bitmap (rg:{id}:<name>; what each holds:
+--        src/store/keys.rs)
 -- ARGV:  1 expire-at ms for the bitmap, 2.. sequence numbers seen
 -- Returns the number of sequence numbers recorded.
 -- One BITFIELD per 1,000 seqs instead of one SETBIT each: a flush of a busy room costs a handful

@@ -1,7 +1,7 @@
 -- mark_buying.lua: admitted shoppers reserved stock; they stop counting against the room's
 -- stock-aware admission cap (see rg_free_slots in room_prelude.lua). Nodes batch these per
 -- refresh, so one call usually carries every buyer of the last refresh.
--- KEYS:  1 active (ZSET identity -> expiry ms), 2 buying (SET)
+-- KEYS:  1 active, 2 buying (rg:{id}:<name>; what each holds: src/store/keys.rs)
 -- ARGV:  identities
 -- Returns how many of them hold an admission (recorded, or already recorded); the others are
 -- ignored.

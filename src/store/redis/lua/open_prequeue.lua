@@ -1,6 +1,6 @@
 -- open_prequeue.lua: give the next batch of a frozen pre-queue, in shuffled order, its seqs.
--- KEYS:  1 meta, 2 q (ZSET identity -> seq), 3 pre (SET: the pre-queue), 4 pre_left (SET:
---        members that left during the opening), 5 gone (BITMAP seq -> left or evicted)
+-- KEYS:  1 meta, 2 q, 3 pre, 4 pre_left, 5 gone (rg:{id}:<name>; what each holds:
+--        src/store/keys.rs)
 -- ARGV:  1 key prefix "rg:{room}:", 2 now ms, 3 liveness interval ms, 4 idle ms,
 --        5 start (how many members of the shuffled order the caller believes are done),
 --        6.. the members at positions start, start+1, ... of the shuffled order

@@ -1,8 +1,8 @@
 -- purchase.lua: reserve units atomically: idempotency, per-user limit, stock, then decrement,
 -- record the reservation with its expiry and append the order event. All or nothing per
 -- purchase (and per batch: a script runs whole or not at all).
--- KEYS:  1 stock (HASH), 2 buyers (HASH user -> units held), 3 rsv (HASH id -> record),
---        4 rsv_exp (ZSET: space-separated reservation ids -> their expiry ms), 5 orders (STREAM)
+-- KEYS:  1 stock, 2 buyers, 3 rsv, 4 rsv_exp, 5 orders (rg:{id}:<name>; what each holds:
+--        src/store/keys.rs)
 -- ARGV:  1 now ms, 2 expiry of reservations made now (ms), 3 per-user limit, then 4 per
 --        purchase, in arrival order:
 --        user, quantity (integer >= 1, checked by the caller too), keyed ('1' when the buyer

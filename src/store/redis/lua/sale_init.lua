@@ -1,5 +1,5 @@
 -- sale_init.lua: create a sale's stock record the first time any node starts with it.
--- KEYS:  1 stock (HASH available, reserved, confirmed, total)
+-- KEYS:  1 stock (rg:{id}:<name>; what each holds: src/store/keys.rs)
 -- ARGV:  1 initial stock
 -- Returns 1 when this call created the record, 0 when it existed (config changes never reset
 -- live stock; use add_stock).

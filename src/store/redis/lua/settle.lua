@@ -1,7 +1,8 @@
 -- settle.lua: move one reservation out of `reserved`: confirm (paid), release (given back by
 -- the shop) or expire (swept). Exactly-once: a reservation leaves `reserved` one time only.
--- KEYS:  1 stock, 2 buyers, 3 rsv, 4 rsv_exp (unused: its entry stays, the sweep skips a
---        reservation that is no longer reserved), 5 orders
+-- KEYS:  1 stock, 2 buyers, 3 rsv, 4 rsv_exp, 5 orders (rg:{id}:<name>; what each holds:
+--        src/store/keys.rs). rsv_exp is unused: its entry stays, the sweep skips a reservation
+--        that is no longer reserved.
 -- ARGV:  1 reservation id, 2 target 'confirmed' | 'released' | 'expired', 3 now ms
 -- Returns {outcome, state_after, quantity}: outcome 'done' (transition made), 'already' (it is
 -- already in the target state), 'conflict' (it is in another final state), 'unknown'.

@@ -1,7 +1,8 @@
 -- sweep.lua: expire reservations whose time ran out, returning their units to stock. Safe to
 -- run on every node at once: each expiry entry is taken out of rsv_exp in the same atomic step
 -- that returns its units, so the units come back exactly once.
--- KEYS:  1 stock, 2 buyers, 3 rsv, 4 rsv_exp, 5 orders
+-- KEYS:  1 stock, 2 buyers, 3 rsv, 4 rsv_exp, 5 orders (rg:{id}:<name>; what each holds:
+--        src/store/keys.rs)
 -- ARGV:  1 now ms, 2 most reservations per call
 -- rsv_exp holds one entry per purchase batch: the batch's reservation ids, space separated,
 -- scored by their common expiry (an entry written before batching holds one id: the same).

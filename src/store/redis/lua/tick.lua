@@ -1,6 +1,6 @@
 -- tick.lua: expire sessions, admit waiters in sequence order at the paced rate, report state.
--- KEYS:  1 meta, 2 q, 3 active, 4 sess, 5 gone (BITMAP seq -> left or evicted), 6 seq,
---        7 buying (SET of admitted identities holding a reservation), 8 pre (SET: pre-queue)
+-- KEYS:  1 meta, 2 q, 3 active, 4 sess, 5 gone, 6 seq, 7 buying, 8 pre (rg:{id}:<name>; what each
+--        holds: src/store/keys.rs)
 -- ARGV:  1 key prefix "rg:{room}:", 2 now ms, 3 liveness interval ms, 4 idle ms,
 --        5 admit per minute, 6 max active, 7 bucket burst,
 --        8 departures the caller already knows (-1: always send the bitmap),

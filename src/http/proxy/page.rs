@@ -7,13 +7,13 @@
 use std::path::Path;
 use std::sync::Arc;
 
-pub(crate) use crate::config::fill;
+use crate::config::fill;
 use crate::config::read_template;
 
 /// The built-in waiting page.
-const BUILTIN: &str = include_str!("../../web/waiting.html");
+const BUILTIN: &str = include_str!("../../../web/waiting.html");
 /// The polling script every page gets through `{{script}}`.
-const SCRIPT: &str = include_str!("../../web/waiting.js");
+const SCRIPT: &str = include_str!("../../../web/waiting.js");
 
 /// A waiting-page template, checked when loaded.
 #[derive(Debug, Clone)]

@@ -5,17 +5,18 @@
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::page::{escape, fill};
+use super::page::escape;
 use crate::clock::now_ms;
+use crate::config::fill;
 use crate::http::body::{full, Body};
 use crate::http::error::ApiError;
 use crate::http::state::AppState;
 use crate::pass::PassClaims;
 
-const HOME: &str = include_str!("../../web/demo/home.html");
-const PRODUCT: &str = include_str!("../../web/demo/product.html");
-const ORDER: &str = include_str!("../../web/demo/order.html");
-const CSS: &str = include_str!("../../web/demo/shop.css");
+const HOME: &str = include_str!("../../../web/demo/home.html");
+const PRODUCT: &str = include_str!("../../../web/demo/product.html");
+const ORDER: &str = include_str!("../../../web/demo/order.html");
+const CSS: &str = include_str!("../../../web/demo/shop.css");
 
 /// Answers one request of the demo shop for `room`. `pass` is the verified pass when the path
 /// is protected (the demo trusts it: the proxy checked it).

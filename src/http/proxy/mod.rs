@@ -2,19 +2,20 @@
 //! the rooms' `protect` and `bypass` rules, whether the request needs a pass, then forwards it to
 //! the room's upstream (`http://…` or the built-in demo shop) or sends the shopper to the queue.
 //!
-//! - [`rules`]: path normalization (the `protect`/`bypass` patterns are parsed by config).
-//! - [`forward`]: header rewriting, streaming, timeouts.
-//! - [`pool`]: kept-alive connections to each upstream.
-//! - [`waiting`]: auto-join, the waiting page / JSON body / redirect once admitted.
-//! - [`page`]: the waiting-page template (built-in or the shop's own).
-//! - [`gate`]: the `gate` endpoint for nginx `auth_request` and Envoy `ext_authz`.
-//! - [`demo`]: the `builtin:demo` shop.
+//! - `rules`: path normalization (the `protect`/`bypass` patterns are parsed by config).
+//! - `forward`: header rewriting, streaming, timeouts.
+//! - `pool`: kept-alive connections to each upstream.
+//! - `waiting`: auto-join, the waiting page / JSON body / redirect once admitted.
+//! - `page`: the waiting-page template (built-in or the shop's own).
+//! - `gate`: the `gate` endpoint for nginx `auth_request` and Envoy `ext_authz`.
+//! - `demo`: the `builtin:demo` shop.
 //!
 //! A request with a pass is checked locally (signature, expiry, room): no store call.
 
 mod demo;
 mod forward;
 mod gate;
+mod handle;
 mod page;
 mod pool;
 mod rules;
@@ -23,26 +24,14 @@ mod waiting;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use http::{HeaderMap, HeaderValue, Request, Response};
-use hyper::body::Incoming;
-
 pub use forward::PASS_HEADER;
 pub use gate::gate;
+pub use handle::handle;
 pub use waiting::wait;
 
 use crate::config::{self, Config, Pattern};
-use crate::http::body::Body;
-use crate::http::credentials::cookie;
-use crate::http::credentials::PeerAddr;
-use crate::http::error::ApiError;
-use crate::http::state::AppState;
-use crate::ops::request_id::RequestId;
-use crate::pass::PassClaims;
-use forward::{Forwarding, Target};
+use forward::Target;
 use page::Template;
-
-/// The value of `upstream` that selects the built-in demo shop.
-pub use crate::config::DEMO_UPSTREAM;
 
 /// Largest total size of request headers (names + values) the proxy passes on; larger is 431.
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
@@ -165,73 +154,6 @@ impl Proxy {
         {
             Some(r) => Decision::Forward(r),
             None => Decision::Nowhere,
-        }
-    }
-}
-
-/// Handles a request outside the API prefix: forward, queue, or 404 when no room proxies.
-pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    let header_bytes: usize = req
-        .headers()
-        .iter()
-        .map(|(k, v)| k.as_str().len() + v.len() + 4)
-        .sum();
-    if header_bytes > MAX_HEADER_BYTES {
-        return Err(ApiError::HeadersTooLarge {
-            limit: MAX_HEADER_BYTES,
-        });
-    }
-    let path = rules::normalize(req.uri().path());
-    match state.proxy.decide(&path) {
-        Decision::Nowhere => Err(ApiError::NotFound(path.chars().take(128).collect())),
-        Decision::Forward(route) => send(state, route, req, None).await,
-        Decision::Protected(route) => match valid_pass(state, route, req.headers()) {
-            Some(pass) => send(state, route, req, Some(pass)).await,
-            None => {
-                let return_to = req
-                    .uri()
-                    .path_and_query()
-                    .map(|p| p.as_str())
-                    .filter(|u| waiting::is_local_path(u))
-                    .unwrap_or("/")
-                    .to_string();
-                let peer = req.extensions().get::<PeerAddr>().copied();
-                waiting::admit_or_wait(state, &route.room, req.headers(), peer, &return_to).await
-            }
-        },
-    }
-}
-
-/// The room's pass cookie when it verifies locally (signature, issuer, audience, time, room).
-/// Returned as the `Rushgate-Pass` value the shop gets, and the claims.
-fn valid_pass(
-    state: &AppState,
-    route: &Route,
-    headers: &HeaderMap,
-) -> Option<(HeaderValue, Arc<PassClaims>)> {
-    let token = cookie(headers, &route.pass_cookie)?;
-    let claims = state.passes.verify_for_room(token, &route.room).ok()?;
-    Some((HeaderValue::from_str(token).ok()?, claims))
-}
-
-async fn send(
-    state: &AppState,
-    route: &Route,
-    req: Request<Incoming>,
-    pass: Option<(HeaderValue, Arc<PassClaims>)>,
-) -> Result<Response<Body>, ApiError> {
-    match &route.upstream {
-        Upstream::Demo => demo::serve(state, &route.room, &req, pass.as_ref().map(|(_, c)| &**c)),
-        Upstream::Http(target) => {
-            let extra = Forwarding {
-                peer: req.extensions().get::<PeerAddr>().map(|p| p.0.ip()),
-                pass: pass.map(|(value, _)| value),
-                request_id: req
-                    .extensions()
-                    .get::<RequestId>()
-                    .map(RequestId::header_value),
-            };
-            target.forward(req, extra).await
         }
     }
 }

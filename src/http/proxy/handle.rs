@@ -1,0 +1,83 @@
+//! One request outside the API prefix: decided by the rooms' rules, then forwarded (with the
+//! pass the shopper holds, checked locally), or sent to the queue, or 404 when no room proxies.
+
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderValue, Request, Response};
+use hyper::body::Incoming;
+
+use super::forward::Forwarding;
+use super::{demo, rules, waiting, Decision, Route, Upstream, MAX_HEADER_BYTES};
+use crate::http::body::Body;
+use crate::http::credentials::{cookie, PeerAddr};
+use crate::http::error::ApiError;
+use crate::http::state::AppState;
+use crate::ops::request_id::RequestId;
+use crate::pass::PassClaims;
+
+/// Handles a request outside the API prefix: forward, queue, or 404 when no room proxies.
+pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        return Err(ApiError::HeadersTooLarge {
+            limit: MAX_HEADER_BYTES,
+        });
+    }
+    let path = rules::normalize(req.uri().path());
+    match state.proxy.decide(&path) {
+        Decision::Nowhere => Err(ApiError::NotFound(path.chars().take(128).collect())),
+        Decision::Forward(route) => send(state, route, req, None).await,
+        Decision::Protected(route) => match valid_pass(state, route, req.headers()) {
+            Some(pass) => send(state, route, req, Some(pass)).await,
+            None => {
+                let return_to = req
+                    .uri()
+                    .path_and_query()
+                    .map(|p| p.as_str())
+                    .filter(|u| waiting::is_local_path(u))
+                    .unwrap_or("/")
+                    .to_string();
+                let peer = req.extensions().get::<PeerAddr>().copied();
+                waiting::admit_or_wait(state, &route.room, req.headers(), peer, &return_to).await
+            }
+        },
+    }
+}
+
+/// The room's pass cookie when it verifies locally (signature, issuer, audience, time, room).
+/// Returned as the `Rushgate-Pass` value the shop gets, and the claims.
+fn valid_pass(
+    state: &AppState,
+    route: &Route,
+    headers: &HeaderMap,
+) -> Option<(HeaderValue, Arc<PassClaims>)> {
+    let token = cookie(headers, &route.pass_cookie)?;
+    let claims = state.passes.verify_for_room(token, &route.room).ok()?;
+    Some((HeaderValue::from_str(token).ok()?, claims))
+}
+
+async fn send(
+    state: &AppState,
+    route: &Route,
+    req: Request<Incoming>,
+    pass: Option<(HeaderValue, Arc<PassClaims>)>,
+) -> Result<Response<Body>, ApiError> {
+    match &route.upstream {
+        Upstream::Demo => demo::serve(state, &route.room, &req, pass.as_ref().map(|(_, c)| &**c)),
+        Upstream::Http(target) => {
+            let extra = Forwarding {
+                peer: req.extensions().get::<PeerAddr>().map(|p| p.0.ip()),
+                pass: pass.map(|(value, _)| value),
+                request_id: req
+                    .extensions()
+                    .get::<RequestId>()
+                    .map(RequestId::header_value),
+            };
+            target.forward(req, extra).await
+        }
+    }
+}
