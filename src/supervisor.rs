@@ -19,7 +19,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, ProcessEnv};
+use crate::config::{Config, Problem, ProcessEnv};
 use crate::http::limits::{self, Limits};
 use crate::http::proxy::Proxy;
 use crate::http::state::{AppState, LiveState, ReloadRefused, ReloadReply, ReloadReport};
@@ -129,20 +129,20 @@ impl Supervisor {
     async fn reload(&mut self) -> Result<ReloadReport, ReloadRefused> {
         let refused = |problems| ReloadRefused { problems };
         let Some(path) = &self.path else {
-            return Err(refused(vec![
-                "this server was not started from a config file".into(),
-            ]));
+            return Err(ReloadRefused::because(
+                "this server was not started from a config file",
+            ));
         };
         let mut next = Config::load(path, &ProcessEnv).map_err(|e| {
             refused(match e {
                 crate::config::ConfigError::Invalid(problems) => problems,
-                other => vec![other.to_string()],
+                other => vec![Problem::general(other.to_string())],
             })
         })?;
         let old = self.live.load_full();
         let mut report = ReloadReport::default();
         keep_restart_only(&old.config, &mut next, &mut report);
-        let proxy = Proxy::from_config(&next).map_err(|e| refused(vec![e.to_string()]))?;
+        let proxy = Proxy::from_config(&next).map_err(|e| refused(vec![e.problem]))?;
 
         // Rooms: keep unchanged objects, replace changed ones, drain removed ones.
         let mut rooms: HashMap<String, Arc<Room>> = HashMap::new();
@@ -176,9 +176,9 @@ impl Supervisor {
         for room in old.rooms.iter() {
             if !rooms.contains_key(room.id.as_str()) {
                 if let Err(e) = old.store.set_status(&room.id, RoomStatus::Draining).await {
-                    return Err(refused(vec![format!(
-                        "rooms: cannot drain removed room `{}`: {e}",
-                        room.id
+                    return Err(refused(vec![Problem::new(
+                        "rooms",
+                        format!("cannot drain removed room `{}`: {e}", room.id),
                     )]));
                 }
                 report.draining_rooms.push(room.id.as_str().to_string());

@@ -110,6 +110,12 @@ pub struct Problem {
 }
 
 impl Problem {
+    /// A problem of the whole configuration rather than of one field (a reload refused because
+    /// the server was started without a file, say). Displays as the message alone.
+    pub fn general(message: impl Into<String>) -> Self {
+        Self::new(String::new(), message)
+    }
+
     /// A problem with `field`.
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
@@ -121,7 +127,18 @@ impl Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.message)
+        if self.field.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.field, self.message)
+        }
+    }
+}
+
+/// A problem serializes as its text (`field: message`), the form API answers list.
+impl Serialize for Problem {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
     }
 }
 
@@ -144,17 +161,18 @@ pub enum ConfigError {
         /// Parser message with line and column.
         message: String,
     },
-    /// Fields with wrong types, unknown names or values that fail validation: each a
-    /// [`Problem`] as text (`field: message`).
-    #[error("{}", .0.join("\n"))]
-    Invalid(Vec<String>),
+    /// Fields with wrong types, unknown names or values that fail validation, every one.
+    #[error("{}", lines(.0))]
+    Invalid(Vec<Problem>),
 }
 
-impl ConfigError {
-    /// [`ConfigError::Invalid`] listing `problems`.
-    fn invalid(problems: Vec<Problem>) -> Self {
-        ConfigError::Invalid(problems.iter().map(Problem::to_string).collect())
-    }
+/// Problems one per line.
+fn lines(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(Problem::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 impl Config {
@@ -179,15 +197,18 @@ impl Config {
                     path: origin.to_path_buf(),
                     message: e.to_string().trim().to_string(),
                 })?;
-        env::apply_env_overrides(&mut value, env).map_err(ConfigError::invalid)?;
+        env::apply_env_overrides(&mut value, env).map_err(ConfigError::Invalid)?;
         let config: Config =
             serde_path_to_error::deserialize(toml::Value::Table(value)).map_err(|e| {
-                ConfigError::invalid(vec![Problem::new(
+                ConfigError::Invalid(vec![Problem::new(
                     e.path().to_string(),
                     e.inner().to_string(),
                 )])
             })?;
-        config.validate().map_err(ConfigError::Invalid)?;
+        let problems = config.problems();
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid(problems));
+        }
         Ok(config)
     }
 
@@ -271,6 +292,7 @@ mod tests {
         let Err(ConfigError::Invalid(problems)) = parse(text, &[]) else {
             panic!("expected invalid");
         };
+        let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
         assert!(problems.contains(&"rooms[1].admit_per_minute: must be greater than 0".into()));
         assert!(problems.contains(&"rooms[1].max_active: must be greater than 0".into()));
     }

@@ -1,10 +1,11 @@
-//! The operator's admin API under `/admin/v1` on the admin listener: room controls (pause,
+//! The operator's admin API under `/admin/v1` on the admin listener (routed by
+//! [`super::router`]): room controls (pause,
 //! resume, drain, close, open, live rate and cap), sale stock, reservations, and a status view.
 //!
 //! Every change is written to the shared store, so it reaches every node on the same store at
 //! its next refresh (well within one second at the default `store.refresh_ms`).
 
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::{HeaderMap, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -13,71 +14,24 @@ use super::body::Body;
 use super::credentials::bearer_is;
 use super::error::ApiError;
 use super::json::{json, parse_json, read_limited};
-use super::sale::settle_reservation;
 use crate::clock::now_ms;
-use crate::config::WebhookEvent;
 use crate::http::state::AppState;
-use crate::queue::Room;
-use crate::store::sale::ReservationState;
+use crate::queue::{control, Room};
 use crate::store::RoomStatus;
 
 /// Checks `Authorization: Bearer <admin.token>` in constant time. Without a configured token
 /// the API is open (config validation allows that only on a loopback admin listener).
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+pub fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     match state.config.admin.token() {
         Some(expected) if !bearer_is(headers, expected) => Err(ApiError::AdminUnauthorized),
         _ => Ok(()),
     }
 }
 
-/// Routes `/admin/v1/...` (`rest` is the part after `/admin/v1/`). Returns the route label
-/// for metrics with the result.
-pub async fn route(
-    state: &AppState,
-    rest: &str,
-    req: Request<Incoming>,
-) -> (&'static str, Result<Response<Body>, ApiError>) {
-    if let Err(e) = authorize(state, req.headers()) {
-        return ("admin", Err(e));
-    }
-    let segments: Vec<&str> = rest.split('/').collect();
-    let method = req.method().clone();
-    match (segments.as_slice(), method) {
-        (["status"], Method::GET) => ("admin_status", Ok(status(state))),
-        (["reload"], Method::POST) => ("admin_reload", reload(state).await),
-        (["rooms", room], Method::GET) => (
-            "admin_room",
-            state
-                .room(room)
-                .map(|r| json(StatusCode::OK, &room_stats(state, r))),
-        ),
-        (
-            ["rooms", room, action @ ("pause" | "resume" | "open" | "close" | "drain")],
-            Method::POST,
-        ) => ("admin_room_state", set_status(state, room, action).await),
-        (["rooms", room, "settings"], Method::POST) => {
-            ("admin_room_settings", settings(state, room, req).await)
-        }
-        (["sales", sale], Method::GET) => ("admin_sale", sale_stats(state, sale).await),
-        (["sales", sale, "stock"], Method::POST) => {
-            ("admin_sale_stock", stock(state, sale, req).await)
-        }
-        (["reservations", id, action @ ("confirm" | "release")], Method::POST) => {
-            let target = if *action == "confirm" {
-                ReservationState::Confirmed
-            } else {
-                ReservationState::Released
-            };
-            ("admin_settle", settle_reservation(state, id, target).await)
-        }
-        _ => (
-            "admin",
-            Err(ApiError::NotFound(format!(
-                "/admin/v1/{}",
-                rest.chars().take(96).collect::<String>()
-            ))),
-        ),
-    }
+/// `GET /admin/v1/rooms/{room}`: the room's figures from this node's cache.
+pub fn room(state: &AppState, room: &str) -> Result<Response<Body>, ApiError> {
+    let room = state.room(room)?;
+    Ok(json(StatusCode::OK, &room_stats(state, room)))
 }
 
 /// A room's figures from this node's cache (refreshed every `store.refresh_ms`).
@@ -111,7 +65,7 @@ fn room_stats(state: &AppState, room: &Room) -> Value {
 }
 
 /// `GET /admin/v1/status`: every room and sale, from this node's caches.
-fn status(state: &AppState) -> Response<Body> {
+pub fn status(state: &AppState) -> Response<Body> {
     let mut rooms: Vec<Value> = state.rooms.iter().map(|r| room_stats(state, r)).collect();
     rooms.sort_by(|a, b| a["room"].as_str().cmp(&b["room"].as_str()));
     let mut sales: Vec<Value> = state
@@ -134,7 +88,7 @@ fn status(state: &AppState) -> Response<Body> {
     json(StatusCode::OK, &json!({ "rooms": rooms, "sales": sales }))
 }
 
-async fn set_status(
+pub async fn set_status(
     state: &AppState,
     room: &str,
     action: &str,
@@ -146,15 +100,7 @@ async fn set_status(
         "drain" => RoomStatus::Draining,
         _ => RoomStatus::Open, // resume, open
     };
-    state.store.set_status(&room.id, status).await?;
-    tracing::info!(room = %room.id, state = status.as_str(), "room state changed by operator");
-    if status == RoomStatus::Paused {
-        state.webhooks.emit(
-            WebhookEvent::RoomPaused,
-            format!("room.paused:{}:{}", room.id, now_ms()),
-            json!({ "room": room.id.as_str() }),
-        );
-    }
+    control::set_status(&*state.store, &state.webhooks, room, status, now_ms()).await?;
     Ok(json(
         StatusCode::OK,
         &json!({ "room": room.id.as_str(), "state": status.as_str() }),
@@ -170,7 +116,7 @@ struct SettingsBody {
 
 /// `POST /admin/v1/rooms/{room}/settings` `{"admit_per_minute"?, "max_active"?}`: live on
 /// every node from its next tick.
-async fn settings(
+pub async fn settings(
     state: &AppState,
     room: &str,
     req: Request<Incoming>,
@@ -194,11 +140,7 @@ async fn settings(
             problem: "give admit_per_minute, max_active or both",
         });
     }
-    state
-        .store
-        .set_settings(&room.id, body.admit_per_minute, body.max_active)
-        .await?;
-    tracing::info!(room = %room.id, admit_per_minute = ?body.admit_per_minute, max_active = ?body.max_active, "room settings changed by operator");
+    control::set_settings(&*state.store, room, body.admit_per_minute, body.max_active).await?;
     Ok(json(
         StatusCode::OK,
         &json!({
@@ -210,7 +152,7 @@ async fn settings(
 }
 
 /// `GET /admin/v1/sales/{sale}`: counters read from the store now.
-async fn sale_stats(state: &AppState, sale: &str) -> Result<Response<Body>, ApiError> {
+pub async fn sale_stats(state: &AppState, sale: &str) -> Result<Response<Body>, ApiError> {
     let sale = state.sale(sale)?;
     let s = state.sale_store.sale_state(&sale.config.id).await?;
     let events = state.sale_store.order_events(&sale.config.id).await?;
@@ -237,7 +179,7 @@ struct StockBody {
 
 /// `POST /admin/v1/sales/{sale}/stock` `{"units": n}`: adds (or, negative, removes unsold)
 /// units; a sold-out room reopens on every node at its next refresh.
-async fn stock(
+pub async fn stock(
     state: &AppState,
     sale: &str,
     req: Request<Incoming>,
@@ -264,7 +206,7 @@ async fn stock(
 
 /// `POST /admin/v1/reload`: 200 with what changed, or 422 listing every problem (the running
 /// configuration stays).
-async fn reload(state: &AppState) -> Result<Response<Body>, ApiError> {
+pub async fn reload(state: &AppState) -> Result<Response<Body>, ApiError> {
     let Some(handle) = &state.reload else {
         return Err(ApiError::Internal("reload is not available".into()));
     };

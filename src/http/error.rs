@@ -4,6 +4,8 @@
 use http::{header, HeaderValue, Response, StatusCode};
 
 use super::body::{full, Body};
+use super::state::joined;
+use crate::config::Problem;
 use crate::pass::TokenError;
 use crate::queue::place::PlaceError;
 use crate::store::StoreError;
@@ -81,8 +83,8 @@ pub enum ApiError {
         retry_after: u64,
     },
     /// A configuration reload found problems; the running configuration stays.
-    #[error("reload refused, the running configuration stays: {}", .0.join("; "))]
-    ReloadRefused(Vec<String>),
+    #[error("reload refused, the running configuration stays: {}", joined(.0))]
+    ReloadRefused(Vec<Problem>),
     /// Missing or wrong admin token.
     #[error("missing or wrong admin token (Authorization: Bearer <admin.token>)")]
     AdminUnauthorized,

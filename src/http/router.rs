@@ -52,11 +52,63 @@ pub async fn admin(state: Arc<AppState>, req: Request<Incoming>) -> Response<Bod
         (Method::GET, "/readyz" | "/healthz") => ("readyz", Ok(probes::readyz(&state))),
         (Method::GET, "/metrics") => ("metrics", Ok(probes::metrics(&state))),
         (_, p) if p.starts_with("/admin/v1/") => {
-            admin::route(&state, &p["/admin/v1/".len()..], req).await
+            route_admin(&state, &p["/admin/v1/".len()..], req).await
         }
         (_, p) => ("unknown", Err(ApiError::NotFound(truncate(p)))),
     };
     finish(route, started, result)
+}
+
+/// Routes `/admin/v1/...` (`rest` is the part after `/admin/v1/`). Returns the route label
+/// for metrics with the result.
+async fn route_admin(
+    state: &AppState,
+    rest: &str,
+    req: Request<Incoming>,
+) -> (&'static str, Result<Response<Body>, ApiError>) {
+    if let Err(e) = admin::authorize(state, req.headers()) {
+        return ("admin", Err(e));
+    }
+    let segments: Vec<&str> = rest.split('/').collect();
+    let method = req.method().clone();
+    match (segments.as_slice(), method) {
+        (["status"], Method::GET) => ("admin_status", Ok(admin::status(state))),
+        (["reload"], Method::POST) => ("admin_reload", admin::reload(state).await),
+        (["rooms", room], Method::GET) => ("admin_room", admin::room(state, room)),
+        (
+            ["rooms", room, action @ ("pause" | "resume" | "open" | "close" | "drain")],
+            Method::POST,
+        ) => (
+            "admin_room_state",
+            admin::set_status(state, room, action).await,
+        ),
+        (["rooms", room, "settings"], Method::POST) => (
+            "admin_room_settings",
+            admin::settings(state, room, req).await,
+        ),
+        (["sales", sale], Method::GET) => ("admin_sale", admin::sale_stats(state, sale).await),
+        (["sales", sale, "stock"], Method::POST) => {
+            ("admin_sale_stock", admin::stock(state, sale, req).await)
+        }
+        (["reservations", id, action @ ("confirm" | "release")], Method::POST) => {
+            let target = if *action == "confirm" {
+                ReservationState::Confirmed
+            } else {
+                ReservationState::Released
+            };
+            (
+                "admin_settle",
+                sale::settle_reservation(state, id, target).await,
+            )
+        }
+        _ => (
+            "admin",
+            Err(ApiError::NotFound(format!(
+                "/admin/v1/{}",
+                rest.chars().take(96).collect::<String>()
+            ))),
+        ),
+    }
 }
 
 async fn route_public(

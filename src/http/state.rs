@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::error::ApiError;
 use super::limits::Limits;
-use crate::config::Config;
+use crate::config::{Config, Problem};
 use crate::http::proxy::Proxy;
 use crate::pass::{PassIssuer, TicketSigner};
 use crate::queue::place::Places;
@@ -71,10 +71,28 @@ pub struct ReloadReport {
 
 /// Why a reload changed nothing.
 #[derive(Debug, Clone, Serialize, thiserror::Error)]
-#[error("reload refused: {}", problems.join("; "))]
+#[error("reload refused: {}", joined(problems))]
 pub struct ReloadRefused {
-    /// Every problem found.
-    pub problems: Vec<String>,
+    /// Every problem found (serialized as their text, `field: message`).
+    pub problems: Vec<Problem>,
+}
+
+impl ReloadRefused {
+    /// A reload refused for one reason of the whole configuration.
+    pub fn because(message: impl Into<String>) -> Self {
+        Self {
+            problems: vec![Problem::general(message)],
+        }
+    }
+}
+
+/// Problems as one line, `; ` between them.
+pub fn joined(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(Problem::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Where the supervisor sends the outcome of one reload request.
@@ -96,9 +114,7 @@ impl ReloadHandle {
     /// Reloads the config file and waits for the outcome.
     pub async fn reload(&self) -> Result<ReloadReport, ReloadRefused> {
         let (reply, answer) = oneshot::channel();
-        let gone = || ReloadRefused {
-            problems: vec!["the server is shutting down".into()],
-        };
+        let gone = || ReloadRefused::because("the server is shutting down");
         self.tx.send(reply).await.map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
     }

@@ -2,6 +2,7 @@
 //! that admits waiters through the store, scheduled drops (timeline, pre-queue shuffle), and
 //! the admission rules of a shopper's place (`place`).
 
+pub mod control;
 pub mod drops;
 mod eta;
 pub mod pacer;

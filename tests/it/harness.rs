@@ -5,6 +5,7 @@ use std::future::Future;
 use std::net::TcpListener as StdListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -63,8 +64,34 @@ pub struct RedisServer {
     extra: Vec<String>,
 }
 
-/// A port nothing listens on right now.
+/// A port nothing listens on right now, for a server the test starts in another process
+/// (redis-server, nginx, Prometheus, the rushgate binary). It is taken below the kernel's
+/// ephemeral range: every suite runs in this one binary, and the crowd tests' thousands of
+/// client connections take their source ports from that range, so a port handed out from it
+/// could be taken by a client before the server that asked for it binds it. Ports are handed
+/// out in turn from a per-process random start, so two callers never get the same one.
 pub fn free_port() -> u16 {
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let (first, span) = (
+        low.saturating_sub(12_000).max(1024),
+        12_000.min(low.saturating_sub(1024)),
+    );
+    if span > 0 {
+        let start = u32::from(std::process::id() as u16) % span;
+        let _ = NEXT.compare_exchange(u32::MAX, start, Ordering::Relaxed, Ordering::Relaxed);
+        for _ in 0..span {
+            let port = first + NEXT.fetch_add(1, Ordering::Relaxed) % span;
+            if let Ok(port) = u16::try_from(port) {
+                if StdListener::bind(("127.0.0.1", port)).is_ok() {
+                    return port;
+                }
+            }
+        }
+    }
     StdListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -29,20 +29,20 @@ pub use gate::gate;
 pub use handle::handle;
 pub use waiting::wait;
 
-use crate::config::{self, Config, Pattern};
+use crate::config::{self, Config, Pattern, Problem};
 use forward::Target;
 use page::Template;
 
 /// Largest total size of request headers (names + values) the proxy passes on; larger is 431.
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 
-/// Why the proxy could not be set up from a (validated) config.
+/// Why the proxy could not be set up from a (validated) config: the room field at fault (a page
+/// template that became unreadable since validation, say).
 #[derive(Debug, thiserror::Error)]
-#[error("rooms[{index}].{field}: {problem}")]
+#[error("{problem}")]
 pub struct ProxyError {
-    index: usize,
-    field: &'static str,
-    problem: String,
+    /// The field (`rooms[i].page_template`) and what is wrong with it.
+    pub problem: Problem,
 }
 
 /// The proxy: routes of every room, each with its upstream's connections. Cloning is cheap.
@@ -88,10 +88,8 @@ impl Proxy {
         let mut routes = Vec::new();
         let mut pages = HashMap::new();
         for (index, room) in config.rooms.iter().enumerate() {
-            let err = |field, problem: String| ProxyError {
-                index,
-                field,
-                problem,
+            let err = |field: &str, message: String| ProxyError {
+                problem: Problem::new(format!("rooms[{index}].{field}"), message),
             };
             if let Some(path) = &room.page_template {
                 pages.insert(

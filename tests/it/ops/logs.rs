@@ -174,7 +174,7 @@ fn log_section_is_validated_and_overridable_from_env() {
     let json = parse("", &[("RUSHGATE_LOG_FORMAT", "json")]).expect("env override");
     assert_eq!(json.log.format, LogFormat::Json);
     let problems = |text: &str| match parse(text, &[]) {
-        Err(ConfigError::Invalid(p)) => p.join("\n"),
+        Err(e @ ConfigError::Invalid(_)) => e.to_string(),
         other => panic!("{text:?} accepted: {other:?}"),
     };
     assert!(problems("[log]\nformat = \"yaml\"\n").contains("log.format"));

@@ -1,0 +1,44 @@
+//! An operator's control of a room, applied through the store so every node follows from its
+//! next tick: the lifecycle state (pause, resume, close, drain) and live pacing settings.
+//! Pausing a room announces it to the operators' webhooks.
+
+use super::room::Room;
+use crate::config::WebhookEvent;
+use crate::store::{RoomStatus, Store, StoreError};
+use crate::webhooks::Webhooks;
+
+/// Moves `room` to `status` for every node; a pause emits `room.paused` (one event per pause,
+/// named by `now`).
+pub async fn set_status(
+    store: &dyn Store,
+    webhooks: &Webhooks,
+    room: &Room,
+    status: RoomStatus,
+    now: u64,
+) -> Result<(), StoreError> {
+    store.set_status(&room.id, status).await?;
+    tracing::info!(room = %room.id, state = status.as_str(), "room state changed by operator");
+    if status == RoomStatus::Paused {
+        webhooks.emit(
+            WebhookEvent::RoomPaused,
+            format!("room.paused:{}:{now}", room.id),
+            serde_json::json!({ "room": room.id.as_str() }),
+        );
+    }
+    Ok(())
+}
+
+/// Sets the live admission rate and/or session cap of `room` for every node (`None` keeps the
+/// value in force). Both must be greater than 0; the caller checks.
+pub async fn set_settings(
+    store: &dyn Store,
+    room: &Room,
+    admit_per_minute: Option<u32>,
+    max_active: Option<u32>,
+) -> Result<(), StoreError> {
+    store
+        .set_settings(&room.id, admit_per_minute, max_active)
+        .await?;
+    tracing::info!(room = %room.id, admit_per_minute = ?admit_per_minute, max_active = ?max_active, "room settings changed by operator");
+    Ok(())
+}
