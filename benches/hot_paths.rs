@@ -125,7 +125,8 @@ fn store(c: &mut Criterion) {
             }
         })
     });
-    rt.block_on(store.init_sale("bench-sale", u64::from(u32::MAX)))
+    let sale_id = rushgate::id::SaleId::parse("bench-sale").unwrap();
+    rt.block_on(store.init_sale(&sale_id, u64::from(u32::MAX)))
         .unwrap();
     let sale = SaleParams {
         per_user_limit: u32::MAX,
@@ -136,18 +137,10 @@ fn store(c: &mut Criterion) {
         b.to_async(&rt).iter(|| {
             k += 1;
             let (key, id) = (format!("k{k}"), format!("bench-sale.r{k}"));
-            let store = &store;
+            let (store, sale_id) = (&store, &sale_id);
             async move {
                 store
-                    .purchase(
-                        "bench-sale",
-                        "buyer",
-                        1,
-                        &key,
-                        &sale,
-                        &id,
-                        1_795_000_000_000,
-                    )
+                    .purchase(sale_id, "buyer", 1, &key, &sale, &id, 1_795_000_000_000)
                     .await
                     .unwrap()
             }

@@ -23,6 +23,7 @@ use crate::config::{Config, Problem, ProcessEnv};
 use crate::http::limits::{self, Limits};
 use crate::http::proxy::Proxy;
 use crate::http::state::{AppState, LiveState, ReloadRefused, ReloadReply, ReloadReport};
+use crate::id::SaleId;
 use crate::queue::{pacer, Room, Rooms, StockGate};
 use crate::sale::{keeper, Coupons, Sale, Sales};
 use crate::store::RoomStatus;
@@ -195,7 +196,10 @@ impl Supervisor {
                     sales.insert(cfg.id.clone(), sale.clone());
                 }
                 existing => {
-                    let fresh = Arc::new(Sale::new(cfg.clone()));
+                    let Some(id) = SaleId::parse(&cfg.id) else {
+                        continue;
+                    };
+                    let fresh = Arc::new(Sale::new(id, cfg.clone()));
                     if let Some(state) = existing.and_then(|s| s.cached_state()) {
                         fresh.publish(state);
                     }

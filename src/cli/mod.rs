@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use crate::clock::now_ms;
 use crate::config::PassAlgorithm;
 use crate::config::{Config, ConfigError, ProcessEnv};
+use crate::id::SaleId;
 use crate::pass::{PassIssuer, PassKeys};
 use crate::store::{RedisStore, SaleStore as _};
 
@@ -222,7 +223,9 @@ pub fn sale_add_stock(config_path: &Path, sale: &str, units: i64) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let Some(initial) = config.sales.iter().find(|s| s.id == sale).map(|s| s.stock) else {
+    // The config's sale ids all follow the id rule, so an id that does not is simply not there.
+    let found = config.sales.iter().find(|s| s.id == sale);
+    let Some((sale, initial)) = found.and_then(|s| Some((SaleId::parse(&s.id)?, s.stock))) else {
         eprintln!("error: no sale `{sale}` in {}", config_path.display());
         return ExitCode::from(EXIT_BAD_CONFIG);
     };
@@ -243,9 +246,9 @@ pub fn sale_add_stock(config_path: &Path, sale: &str, units: i64) -> ExitCode {
         let store = RedisStore::connect(&url, 1, timeout)?;
         store.wait_connected(timeout * 5).await?;
         // Before any server ran, the sale starts from its configured stock (a no-op after).
-        store.init_sale(sale, initial).await?;
-        let applied = store.add_stock(sale, units, now_ms()).await?;
-        let state = store.sale_state(sale).await?;
+        store.init_sale(&sale, initial).await?;
+        let applied = store.add_stock(&sale, units, now_ms()).await?;
+        let state = store.sale_state(&sale).await?;
         Ok::<_, crate::store::StoreError>((applied, state))
     });
     match result {

@@ -162,17 +162,17 @@ pub enum ConfigError {
         message: String,
     },
     /// Fields with wrong types, unknown names or values that fail validation, every one.
-    #[error("{}", lines(.0))]
+    #[error("{}", join_problems(.0, "\n"))]
     Invalid(Vec<Problem>),
 }
 
-/// Problems one per line.
-fn lines(problems: &[Problem]) -> String {
+/// Problems as one text (each `field: message`), `separator` between them.
+pub fn join_problems(problems: &[Problem], separator: &str) -> String {
     problems
         .iter()
         .map(Problem::to_string)
         .collect::<Vec<_>>()
-        .join("\n")
+        .join(separator)
 }
 
 impl Config {

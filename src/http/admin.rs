@@ -154,8 +154,8 @@ pub async fn settings(
 /// `GET /admin/v1/sales/{sale}`: counters read from the store now.
 pub async fn sale_stats(state: &AppState, sale: &str) -> Result<Response<Body>, ApiError> {
     let sale = state.sale(sale)?;
-    let s = state.sale_store.sale_state(&sale.config.id).await?;
-    let events = state.sale_store.order_events(&sale.config.id).await?;
+    let s = state.sale_store.sale_state(&sale.id).await?;
+    let events = state.sale_store.order_events(&sale.id).await?;
     Ok(json(
         StatusCode::OK,
         &json!({
@@ -195,7 +195,7 @@ pub async fn stock(
     }
     let (applied, available) = state
         .sale_store
-        .add_stock(&sale.config.id, body.units, now_ms())
+        .add_stock(&sale.id, body.units, now_ms())
         .await?;
     tracing::info!(sale = %sale.config.id, applied, available, "stock changed by operator");
     Ok(json(

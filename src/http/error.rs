@@ -4,8 +4,7 @@
 use http::{header, HeaderValue, Response, StatusCode};
 
 use super::body::{full, Body};
-use super::state::joined;
-use crate::config::Problem;
+use crate::config::{join_problems, Problem};
 use crate::pass::TokenError;
 use crate::queue::place::PlaceError;
 use crate::store::StoreError;
@@ -83,7 +82,7 @@ pub enum ApiError {
         retry_after: u64,
     },
     /// A configuration reload found problems; the running configuration stays.
-    #[error("reload refused, the running configuration stays: {}", joined(.0))]
+    #[error("reload refused, the running configuration stays: {}", join_problems(.0, "; "))]
     ReloadRefused(Vec<Problem>),
     /// Missing or wrong admin token.
     #[error("missing or wrong admin token (Authorization: Bearer <admin.token>)")]

@@ -191,7 +191,7 @@ async fn route_public(
         (["coupons", id, "claim"], Method::POST) => (
             "coupon_claim",
             async {
-                let room = state.coupons.get(id).and_then(|c| c.room.as_deref());
+                let room = state.coupons.get(id).and_then(|c| c.config.room.as_deref());
                 limited(
                     state,
                     &req,

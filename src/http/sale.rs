@@ -17,6 +17,7 @@ use super::error::ApiError;
 use super::json::{json, parse_json, parse_optional_json, read_limited};
 use crate::clock::now_ms;
 use crate::http::state::AppState;
+use crate::id::ReservationId;
 use crate::pass::PassClaims;
 use crate::sale::coupon;
 use crate::sale::purchase::{self, Order};
@@ -184,11 +185,10 @@ pub async fn settle_reservation(
     target: ReservationState,
 ) -> Result<Response<Body>, ApiError> {
     let unknown = || ApiError::UnknownReservation(reservation.chars().take(128).collect());
-    let sale = state
-        .sales
-        .of_reservation(reservation)
-        .ok_or_else(unknown)?;
-    let outcome = purchase::settle(&*state.sale_store, sale, reservation, target, now_ms()).await?;
+    // A malformed id names no reservation: the same 404 as an unknown one.
+    let id = ReservationId::parse(reservation).ok_or_else(unknown)?;
+    let sale = state.sales.of_reservation(&id).ok_or_else(unknown)?;
+    let outcome = purchase::settle(&*state.sale_store, sale, &id, target, now_ms()).await?;
     use crate::store::sale::SettleOutcome::*;
     let (status, reached) = match outcome {
         Done(s) => (StatusCode::OK, s),
@@ -224,7 +224,7 @@ pub async fn claim_coupon(
         .get(campaign_id)
         .ok_or_else(|| ApiError::UnknownCoupon(campaign_id.chars().take(64).collect()))?;
     let (parts, body) = req.into_parts();
-    let user = match &campaign.room {
+    let user = match &campaign.config.room {
         Some(room) => require_pass(state, room, &parts.headers)?.sub.clone(),
         None => {
             let bytes = read_limited(&parts.headers, body).await?;
@@ -257,7 +257,7 @@ pub async fn claim_coupon(
     };
     Ok(json(
         status,
-        &serde_json::json!({ "campaign": campaign.id, "code": coupon.code, "serial": coupon.serial }),
+        &serde_json::json!({ "campaign": campaign.id.as_str(), "code": coupon.code, "serial": coupon.serial }),
     ))
 }
 

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::error::ApiError;
 use super::limits::Limits;
-use crate::config::{Config, Problem};
+use crate::config::{join_problems, Config, Problem};
 use crate::http::proxy::Proxy;
 use crate::pass::{PassIssuer, TicketSigner};
 use crate::queue::place::Places;
@@ -71,7 +71,7 @@ pub struct ReloadReport {
 
 /// Why a reload changed nothing.
 #[derive(Debug, Clone, Serialize, thiserror::Error)]
-#[error("reload refused: {}", joined(problems))]
+#[error("reload refused: {}", join_problems(problems, "; "))]
 pub struct ReloadRefused {
     /// Every problem found (serialized as their text, `field: message`).
     pub problems: Vec<Problem>,
@@ -84,15 +84,6 @@ impl ReloadRefused {
             problems: vec![Problem::general(message)],
         }
     }
-}
-
-/// Problems as one line, `; ` between them.
-pub fn joined(problems: &[Problem]) -> String {
-    problems
-        .iter()
-        .map(Problem::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 /// Where the supervisor sends the outcome of one reload request.

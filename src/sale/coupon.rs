@@ -5,7 +5,7 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::config::CouponConfig;
+use super::Campaign;
 use crate::config::WebhookEvent;
 use crate::store::sale::{CouponOutcome, SaleStore};
 use crate::store::StoreError;
@@ -28,24 +28,24 @@ pub struct Coupon {
 pub async fn claim(
     store: &dyn SaleStore,
     webhooks: &Webhooks,
-    campaign: &CouponConfig,
+    campaign: &Campaign,
     user: &str,
     secret: &[u8],
     now: u64,
 ) -> Result<Option<Coupon>, StoreError> {
     let (serial, created) = match store
-        .claim_coupon(&campaign.id, user, campaign.limit, now)
+        .claim_coupon(&campaign.id, user, campaign.config.limit, now)
         .await?
     {
         CouponOutcome::New(serial) => {
-            if serial == campaign.limit {
+            if serial == campaign.config.limit {
                 webhooks.emit(
                     WebhookEvent::CouponExhausted,
                     format!("coupon.exhausted:{}", campaign.id),
-                    serde_json::json!({ "campaign": campaign.id, "limit": campaign.limit }),
+                    serde_json::json!({ "campaign": campaign.id.as_str(), "limit": campaign.config.limit }),
                 );
             }
-            metrics::counter!("rushgate_coupons_issued_total", "campaign" => campaign.id.clone())
+            metrics::counter!("rushgate_coupons_issued_total", "campaign" => campaign.id.to_string())
                 .increment(1);
             (serial, true)
         }
@@ -54,7 +54,7 @@ pub async fn claim(
     };
     Ok(Some(Coupon {
         serial,
-        code: code(secret, &campaign.id, serial),
+        code: code(secret, campaign.id.as_str(), serial),
         created,
     }))
 }

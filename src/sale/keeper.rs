@@ -31,9 +31,9 @@ pub async fn step(
     sweep: bool,
 ) -> Result<(), StoreError> {
     if sweep {
-        while store.sweep(&sale.config.id, now_ms(), SWEEP_BATCH).await? == SWEEP_BATCH {}
+        while store.sweep(&sale.id, now_ms(), SWEEP_BATCH).await? == SWEEP_BATCH {}
     }
-    let state = store.sale_state(&sale.config.id).await?;
+    let state = store.sale_state(&sale.id).await?;
     if let Some(before) = sale.cached_state() {
         alert_transitions(sale, &before, &state, webhooks);
     }
@@ -92,7 +92,7 @@ pub async fn run(
             _ = shutdown.changed() => return,
         }
         if !initialized {
-            match store.init_sale(&sale.config.id, sale.config.stock).await {
+            match store.init_sale(&sale.id, sale.config.stock).await {
                 Ok(created) => {
                     initialized = true;
                     if created {

@@ -14,6 +14,7 @@ use arc_swap::ArcSwapOption;
 use metrics::Counter;
 
 use crate::config::{CouponConfig, SaleConfig};
+use crate::id::{CampaignId, ReservationId, SaleId};
 use crate::ops::metrics::{
     Handles, PURCHASES, SALE_AVAILABLE, SALE_CONFIRMED, SALE_RESERVED, SALE_TOTAL,
 };
@@ -21,6 +22,8 @@ use crate::store::sale::{SaleParams, SaleState};
 
 /// One sale on this node.
 pub struct Sale {
+    /// Its id (the config's, parsed).
+    pub id: SaleId,
     /// Its settings.
     pub config: SaleConfig,
     /// Store parameters derived from the settings.
@@ -32,12 +35,13 @@ pub struct Sale {
 
 impl Sale {
     /// A sale whose state is unknown until the keeper's first refresh.
-    pub fn new(config: SaleConfig) -> Self {
+    pub fn new(id: SaleId, config: SaleConfig) -> Self {
         let params = SaleParams {
             per_user_limit: config.per_user_limit,
             reservation_ms: u64::from(config.reservation_seconds) * 1000,
         };
         Self {
+            id,
             config,
             params,
             state: ArcSwapOption::empty(),
@@ -97,11 +101,12 @@ pub struct Sales {
 }
 
 impl Sales {
-    /// Builds the sales of a validated configuration.
+    /// Builds the sales of a validated configuration (ids that fail to parse are skipped; the
+    /// config's validation has refused them already).
     pub fn new(configs: &[SaleConfig]) -> Self {
         let sales: Vec<Arc<Sale>> = configs
             .iter()
-            .map(|c| Arc::new(Sale::new(c.clone())))
+            .filter_map(|c| Some(Arc::new(Sale::new(SaleId::parse(&c.id)?, c.clone()))))
             .collect();
         Self {
             by_id: Arc::new(
@@ -136,10 +141,9 @@ impl Sales {
         self.by_id.get(id)
     }
 
-    /// The sale a reservation id belongs to (`{sale}.{...}`: ids start with their sale's id).
-    pub fn of_reservation(&self, reservation: &str) -> Option<&Arc<Sale>> {
-        let (sale, _) = reservation.split_once('.')?;
-        self.by_id.get(sale)
+    /// The sale a reservation belongs to (its id starts with the sale's).
+    pub fn of_reservation(&self, reservation: &ReservationId) -> Option<&Arc<Sale>> {
+        self.by_id.get(reservation.sale())
     }
 
     /// The sale behind a room, if any.
@@ -153,22 +157,44 @@ impl Sales {
     }
 }
 
+/// One coupon campaign on this node.
+#[derive(Debug, Clone)]
+pub struct Campaign {
+    /// Its id (the config's, parsed).
+    pub id: CampaignId,
+    /// Its settings.
+    pub config: CouponConfig,
+}
+
 /// Every coupon campaign by id.
 #[derive(Clone, Default)]
 pub struct Coupons {
-    by_id: Arc<HashMap<String, CouponConfig>>,
+    by_id: Arc<HashMap<String, Campaign>>,
 }
 
 impl Coupons {
-    /// Builds the campaigns of a validated configuration.
+    /// Builds the campaigns of a validated configuration (ids that fail to parse are skipped).
     pub fn new(configs: &[CouponConfig]) -> Self {
+        let by_id = configs
+            .iter()
+            .filter_map(|c| {
+                let id = CampaignId::parse(&c.id)?;
+                Some((
+                    c.id.clone(),
+                    Campaign {
+                        id,
+                        config: c.clone(),
+                    },
+                ))
+            })
+            .collect();
         Self {
-            by_id: Arc::new(configs.iter().map(|c| (c.id.clone(), c.clone())).collect()),
+            by_id: Arc::new(by_id),
         }
     }
 
     /// The campaign with this id.
-    pub fn get(&self, id: &str) -> Option<&CouponConfig> {
+    pub fn get(&self, id: &str) -> Option<&Campaign> {
         self.by_id.get(id)
     }
 }

@@ -4,6 +4,7 @@
 //! release of a reservation. Functions of the sale, the store and one `now`; no HTTP type.
 
 use super::Sale;
+use crate::id::ReservationId;
 use crate::queue::Room;
 use crate::store::sale::{PurchaseOutcome, ReservationState, SaleStore, SettleOutcome};
 use crate::store::StoreError;
@@ -39,7 +40,7 @@ pub async fn purchase(
     };
     let outcome = store
         .purchase(
-            &sale.config.id,
+            &sale.id,
             order.buyer,
             order.quantity,
             order.idempotency_key,
@@ -63,9 +64,9 @@ pub async fn purchase(
 pub async fn settle(
     store: &dyn SaleStore,
     sale: &Sale,
-    id: &str,
+    id: &ReservationId,
     target: ReservationState,
     now: u64,
 ) -> Result<SettleOutcome, StoreError> {
-    store.settle(&sale.config.id, id, target, now).await
+    store.settle(&sale.id, id.as_str(), target, now).await
 }

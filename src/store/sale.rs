@@ -17,6 +17,7 @@ use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
 use super::StoreError;
+use crate::id::{CampaignId, SaleId};
 
 /// The id a purchase's new reservation gets: `new_id` without an idempotency key, else
 /// [`keyed_reservation_id`]. Both stores name reservations through this.
@@ -24,7 +25,7 @@ pub(crate) fn purchase_reservation_id(sale: &str, user: &str, key: &str, new_id:
     if key.is_empty() {
         new_id.to_string()
     } else {
-        keyed_reservation_id(sale, user, key)
+        keyed_id(sale, user, key)
     }
 }
 
@@ -33,7 +34,11 @@ pub(crate) fn purchase_reservation_id(sale: &str, user: &str, key: &str, new_id:
 /// id (on every node, across restarts), different ones practically never, so the reservation
 /// itself records that the key was used. Never the id of a purchase without a key (those are
 /// random).
-pub fn keyed_reservation_id(sale: &str, user: &str, key: &str) -> String {
+pub fn keyed_reservation_id(sale: &SaleId, user: &str, key: &str) -> String {
+    keyed_id(sale.as_str(), user, key)
+}
+
+fn keyed_id(sale: &str, user: &str, key: &str) -> String {
     let digest = Sha256::new()
         .chain_update(sale)
         .chain_update([0])
@@ -187,16 +192,16 @@ pub enum CouponOutcome {
     Exhausted,
 }
 
-/// Storage of sales and coupons. Ids are validated config ids; `user` is the store identity
+/// Storage of sales and coupons. Ids are typed (parsed at the edge); `user` is the store identity
 /// of the buyer (pass `sub`). Every method is atomic across nodes.
 #[async_trait]
 pub trait SaleStore: Send + Sync + 'static {
     /// Creates the sale's stock record with `stock` units unless it exists. Returns whether it
     /// created it.
-    async fn init_sale(&self, sale: &str, stock: u64) -> Result<bool, StoreError>;
+    async fn init_sale(&self, sale: &SaleId, stock: u64) -> Result<bool, StoreError>;
 
     /// The sale's counters.
-    async fn sale_state(&self, sale: &str) -> Result<SaleState, StoreError>;
+    async fn sale_state(&self, sale: &SaleId) -> Result<SaleState, StoreError>;
 
     /// Reserves `quantity` units for `user` (see `lua/purchase.lua`). An empty
     /// `idempotency_key` means none, and a new reservation is named `new_id`; with a key it is
@@ -205,7 +210,7 @@ pub trait SaleStore: Send + Sync + 'static {
     #[allow(clippy::too_many_arguments)]
     async fn purchase(
         &self,
-        sale: &str,
+        sale: &SaleId,
         user: &str,
         quantity: u64,
         idempotency_key: &str,
@@ -217,7 +222,7 @@ pub trait SaleStore: Send + Sync + 'static {
     /// Moves a reservation to `target` (Confirmed, Released or Expired).
     async fn settle(
         &self,
-        sale: &str,
+        sale: &SaleId,
         reservation: &str,
         target: ReservationState,
         now_ms: u64,
@@ -227,12 +232,12 @@ pub trait SaleStore: Send + Sync + 'static {
     /// expire fewer than `max` while more are due when it had to pass over many settled
     /// reservations (the Redis store looks at most 8 × `max` expiry entries' ids per call);
     /// the keeper calls again on its next round, so nothing due is left for long.
-    async fn sweep(&self, sale: &str, now_ms: u64, max: u64) -> Result<u64, StoreError>;
+    async fn sweep(&self, sale: &SaleId, now_ms: u64, max: u64) -> Result<u64, StoreError>;
 
     /// Adds (or, negative, removes unsold) units; returns (units applied, available after).
     async fn add_stock(
         &self,
-        sale: &str,
+        sale: &SaleId,
         units: i64,
         now_ms: u64,
     ) -> Result<(i64, u64), StoreError>;
@@ -240,15 +245,15 @@ pub trait SaleStore: Send + Sync + 'static {
     /// Issues the next coupon serial to `user` unless it has one or `limit` are issued.
     async fn claim_coupon(
         &self,
-        campaign: &str,
+        campaign: &CampaignId,
         user: &str,
         limit: u64,
         now_ms: u64,
     ) -> Result<CouponOutcome, StoreError>;
 
     /// Events on the sale's order stream (for audits and tests).
-    async fn order_events(&self, sale: &str) -> Result<u64, StoreError>;
+    async fn order_events(&self, sale: &SaleId) -> Result<u64, StoreError>;
 
     /// Entries on the campaign's coupon log.
-    async fn coupon_log_len(&self, campaign: &str) -> Result<u64, StoreError>;
+    async fn coupon_log_len(&self, campaign: &CampaignId) -> Result<u64, StoreError>;
 }

@@ -56,6 +56,16 @@ macro_rules! both_stores {
     };
 }
 
+/// `id` as a sale id, for calls on the sale store (test ids always follow the id rule).
+pub fn typed_sale(id: &str) -> rushgate::id::SaleId {
+    rushgate::id::SaleId::parse(id).expect("valid sale id")
+}
+
+/// `id` as a coupon-campaign id, for calls on the sale store.
+pub fn typed_campaign(id: &str) -> rushgate::id::CampaignId {
+    rushgate::id::CampaignId::parse(id).expect("valid campaign id")
+}
+
 /// A private redis-server for one test.
 pub struct RedisServer {
     pub port: u16,

@@ -6,6 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 use async_trait::async_trait;
 
 use super::MemoryStore;
+use crate::id::{CampaignId, SaleId};
 use crate::store::sale::{
     purchase_reservation_id, CouponOutcome, PurchaseOutcome, Reservation, ReservationState,
     SaleParams, SaleState, SaleStore, SettleOutcome,
@@ -89,7 +90,8 @@ impl MemoryStore {
 
 #[async_trait]
 impl SaleStore for MemoryStore {
-    async fn init_sale(&self, sale: &str, stock: u64) -> Result<bool, StoreError> {
+    async fn init_sale(&self, sale: &SaleId, stock: u64) -> Result<bool, StoreError> {
+        let sale = sale.as_str();
         Ok(self.with_sales(|b| {
             let data = b.sales.entry(sale.to_string()).or_default();
             if data.stock.is_some() {
@@ -104,13 +106,14 @@ impl SaleStore for MemoryStore {
         }))
     }
 
-    async fn sale_state(&self, sale: &str) -> Result<SaleState, StoreError> {
+    async fn sale_state(&self, sale: &SaleId) -> Result<SaleState, StoreError> {
+        let sale = sale.as_str();
         Ok(self.with_sales(|b| b.sales.get(sale).and_then(|s| s.stock).unwrap_or_default()))
     }
 
     async fn purchase(
         &self,
-        sale: &str,
+        sale: &SaleId,
         user: &str,
         quantity: u64,
         idempotency_key: &str,
@@ -118,6 +121,7 @@ impl SaleStore for MemoryStore {
         new_id: &str,
         now: u64,
     ) -> Result<PurchaseOutcome, StoreError> {
+        let sale = sale.as_str();
         if quantity < 1 {
             return Err(StoreError::Protocol(
                 "quantity must be a positive integer".into(),
@@ -182,11 +186,12 @@ impl SaleStore for MemoryStore {
 
     async fn settle(
         &self,
-        sale: &str,
+        sale: &SaleId,
         reservation: &str,
         target: ReservationState,
         now: u64,
     ) -> Result<SettleOutcome, StoreError> {
+        let sale = sale.as_str();
         Ok(self.with_sales(|b| {
             let Some(s) = b.sales.get_mut(sale) else {
                 return SettleOutcome::Unknown;
@@ -218,7 +223,8 @@ impl SaleStore for MemoryStore {
         }))
     }
 
-    async fn sweep(&self, sale: &str, now: u64, max: u64) -> Result<u64, StoreError> {
+    async fn sweep(&self, sale: &SaleId, now: u64, max: u64) -> Result<u64, StoreError> {
+        let sale = sale.as_str();
         Ok(self.with_sales(|b| {
             let Some(s) = b.sales.get_mut(sale) else {
                 return 0;
@@ -242,7 +248,13 @@ impl SaleStore for MemoryStore {
         }))
     }
 
-    async fn add_stock(&self, sale: &str, units: i64, _now: u64) -> Result<(i64, u64), StoreError> {
+    async fn add_stock(
+        &self,
+        sale: &SaleId,
+        units: i64,
+        _now: u64,
+    ) -> Result<(i64, u64), StoreError> {
+        let sale = sale.as_str();
         Ok(self.with_sales(|b| {
             let s = b.sales.entry(sale.to_string()).or_default();
             let available = s.stock.map_or(0, |st| st.available);
@@ -260,11 +272,12 @@ impl SaleStore for MemoryStore {
 
     async fn claim_coupon(
         &self,
-        campaign: &str,
+        campaign: &CampaignId,
         user: &str,
         limit: u64,
         _now: u64,
     ) -> Result<CouponOutcome, StoreError> {
+        let campaign = campaign.as_str();
         Ok(self.with_sales(|b| {
             let c = b.coupons.entry(campaign.to_string()).or_default();
             if let Some(&serial) = c.claimed.get(user) {
@@ -280,11 +293,13 @@ impl SaleStore for MemoryStore {
         }))
     }
 
-    async fn order_events(&self, sale: &str) -> Result<u64, StoreError> {
+    async fn order_events(&self, sale: &SaleId) -> Result<u64, StoreError> {
+        let sale = sale.as_str();
         Ok(self.with_sales(|b| b.sales.get(sale).map_or(0, |s| s.events)))
     }
 
-    async fn coupon_log_len(&self, campaign: &str) -> Result<u64, StoreError> {
+    async fn coupon_log_len(&self, campaign: &CampaignId) -> Result<u64, StoreError> {
+        let campaign = campaign.as_str();
         Ok(self.with_sales(|b| b.coupons.get(campaign).map_or(0, |c| c.log)))
     }
 }

@@ -9,6 +9,7 @@ use fred::types::scripts::Script;
 use super::batch::PurchaseCall;
 use super::reply::{array, int, text};
 use super::RedisStore;
+use crate::id::{CampaignId, SaleId};
 use crate::store::keys::sale_key as key;
 use crate::store::sale::{
     purchase_reservation_id, CouponOutcome, PurchaseOutcome, Reservation, ReservationState,
@@ -144,7 +145,8 @@ fn existing_reservation(id: String, text: &str, available: u64) -> Result<Reserv
 
 #[async_trait]
 impl SaleStore for RedisStore {
-    async fn init_sale(&self, sale: &str, stock: u64) -> Result<bool, StoreError> {
+    async fn init_sale(&self, sale: &SaleId, stock: u64) -> Result<bool, StoreError> {
+        let sale = sale.as_str();
         let v = self
             .eval(
                 &SCRIPTS.init,
@@ -155,7 +157,8 @@ impl SaleStore for RedisStore {
         Ok(int(&v, "sale init")? == 1)
     }
 
-    async fn sale_state(&self, sale: &str) -> Result<SaleState, StoreError> {
+    async fn sale_state(&self, sale: &SaleId) -> Result<SaleState, StoreError> {
+        let sale = sale.as_str();
         let v = array(
             self.eval(&SCRIPTS.state, vec![key(sale, "stock")], vec![])
                 .await?,
@@ -172,7 +175,7 @@ impl SaleStore for RedisStore {
 
     async fn purchase(
         &self,
-        sale: &str,
+        sale: &SaleId,
         user: &str,
         quantity: u64,
         idempotency_key: &str,
@@ -180,6 +183,7 @@ impl SaleStore for RedisStore {
         new_id: &str,
         now: u64,
     ) -> Result<PurchaseOutcome, StoreError> {
+        let sale = sale.as_str();
         let call = PurchaseCall {
             user: user.to_string(),
             quantity,
@@ -199,11 +203,12 @@ impl SaleStore for RedisStore {
 
     async fn settle(
         &self,
-        sale: &str,
+        sale: &SaleId,
         reservation: &str,
         target: ReservationState,
         now: u64,
     ) -> Result<SettleOutcome, StoreError> {
+        let sale = sale.as_str();
         let args = vec![
             reservation.to_string(),
             target.as_str().to_string(),
@@ -223,7 +228,8 @@ impl SaleStore for RedisStore {
         }
     }
 
-    async fn sweep(&self, sale: &str, now: u64, max: u64) -> Result<u64, StoreError> {
+    async fn sweep(&self, sale: &SaleId, now: u64, max: u64) -> Result<u64, StoreError> {
+        let sale = sale.as_str();
         let v = self
             .eval(
                 &SCRIPTS.sweep,
@@ -234,7 +240,13 @@ impl SaleStore for RedisStore {
         int(&v, "sweep count")
     }
 
-    async fn add_stock(&self, sale: &str, units: i64, now: u64) -> Result<(i64, u64), StoreError> {
+    async fn add_stock(
+        &self,
+        sale: &SaleId,
+        units: i64,
+        now: u64,
+    ) -> Result<(i64, u64), StoreError> {
+        let sale = sale.as_str();
         let keys = vec![key(sale, "stock"), key(sale, "orders")];
         let v = array(
             self.eval(
@@ -255,11 +267,12 @@ impl SaleStore for RedisStore {
 
     async fn claim_coupon(
         &self,
-        campaign: &str,
+        campaign: &CampaignId,
         user: &str,
         limit: u64,
         now: u64,
     ) -> Result<CouponOutcome, StoreError> {
+        let campaign = campaign.as_str();
         let keys = vec![
             key(campaign, "issued"),
             key(campaign, "claimed"),
@@ -279,11 +292,13 @@ impl SaleStore for RedisStore {
         }
     }
 
-    async fn order_events(&self, sale: &str) -> Result<u64, StoreError> {
+    async fn order_events(&self, sale: &SaleId) -> Result<u64, StoreError> {
+        let sale = sale.as_str();
         self.stream_len(&key(sale, "orders")).await
     }
 
-    async fn coupon_log_len(&self, campaign: &str) -> Result<u64, StoreError> {
+    async fn coupon_log_len(&self, campaign: &CampaignId) -> Result<u64, StoreError> {
+        let campaign = campaign.as_str();
         self.stream_len(&key(campaign, "log")).await
     }
 }

@@ -95,7 +95,11 @@ async fn claim(app: &TestApp, campaign: &str, user: &str) -> Reply {
 
 async fn sale_state(app: &TestApp, sale: &str) -> SaleState {
     let state = &app.app.as_ref().expect("running").state;
-    state.sale_store.sale_state(sale).await.expect("sale state")
+    state
+        .sale_store
+        .sale_state(&typed_sale(sale))
+        .await
+        .expect("sale state")
 }
 
 fn assert_problem(r: &Reply, status: StatusCode, slug: &str) {
@@ -355,7 +359,11 @@ async fn coupons_first_come(kind: StoreKind) {
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     let state = &app.app.as_ref().expect("running").state;
     assert_eq!(
-        state.sale_store.coupon_log_len(&open).await.expect("log"),
+        state
+            .sale_store
+            .coupon_log_len(&typed_campaign(&open))
+            .await
+            .expect("log"),
         3
     );
     app.stop().await;
@@ -445,7 +453,7 @@ async fn sold_out_reaches_waiters_and_restock_reopens(kind: StoreKind) {
     let state = &app.app.as_ref().expect("running").state;
     state
         .sale_store
-        .add_stock(&sale_id, 3, rushgate::clock::now_ms())
+        .add_stock(&typed_sale(&sale_id), 3, rushgate::clock::now_ms())
         .await
         .expect("add");
     let (a, t, rid2) = (&app, ticket.clone(), room_id.clone());
@@ -493,7 +501,7 @@ fn watch_invariant(
         let mut seen = 0;
         while !stop.load(Ordering::Relaxed) {
             // An overloaded machine may time a read out; the next one observes again.
-            let Ok(s) = store.sale_state(&sale).await else {
+            let Ok(s) = store.sale_state(&typed_sale(&sale)).await else {
                 continue;
             };
             assert_eq!(
@@ -578,7 +586,10 @@ async fn twenty_thousand_purchases_never_oversell(kind: StoreKind) {
     assert_eq!((s.available, s.reserved, s.confirmed), (0, 1_000, 0));
     let store = &apps[0].app.as_ref().expect("running").state.sale_store;
     assert_eq!(
-        store.order_events(&sale_id).await.expect("events"),
+        store
+            .order_events(&typed_sale(&sale_id))
+            .await
+            .expect("events"),
         ids.len() as u64
     );
     for app in apps {
@@ -685,7 +696,13 @@ async fn twenty_thousand_coupon_claims(kind: StoreKind) {
     assert_eq!(serials.len(), 10_000);
     assert_eq!(serials, (1..=10_000).collect::<HashSet<u64>>());
     let store = &apps[0].app.as_ref().expect("running").state.sale_store;
-    assert_eq!(store.coupon_log_len(&campaign).await.expect("log"), 10_000);
+    assert_eq!(
+        store
+            .coupon_log_len(&typed_campaign(&campaign))
+            .await
+            .expect("log"),
+        10_000
+    );
     for app in apps {
         app.stop().await;
     }
@@ -738,13 +755,16 @@ async fn expiry_swept_by_every_node_returns_units_once(kind: StoreKind) {
         .state
         .sale_store
         .clone();
-    let events_after_expiry = store.order_events(&sale_id).await.expect("events");
+    let events_after_expiry = store
+        .order_events(&typed_sale(&sale_id))
+        .await
+        .expect("events");
     let sid = sale_id.clone();
     let st = store.clone();
     wait_until(Duration::from_secs(10), "every node swept again", || {
         let (sid, st) = (sid.clone(), st.clone());
         async move {
-            st.sweep(&sid, rushgate::clock::now_ms(), 1000)
+            st.sweep(&typed_sale(&sid), rushgate::clock::now_ms(), 1000)
                 .await
                 .expect("sweep")
                 == 0
@@ -756,7 +776,13 @@ async fn expiry_swept_by_every_node_returns_units_once(kind: StoreKind) {
     assert_invariant(&s, 50);
     // 20 reserved + 20 expired events, never more.
     assert_eq!(events_after_expiry, 40);
-    assert_eq!(store.order_events(&sale_id).await.expect("events"), 40);
+    assert_eq!(
+        store
+            .order_events(&typed_sale(&sale_id))
+            .await
+            .expect("events"),
+        40
+    );
     // The idempotency key still names the (now expired) reservation: no second take.
     let pass = mint_pass(&apps[0], &room_id, "e0");
     let r = purchase(

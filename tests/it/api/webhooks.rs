@@ -152,7 +152,7 @@ async fn each_event_is_delivered_once_with_a_valid_signature_from_two_nodes() {
     // Restock through the store; pause through node b's admin API; exhaust the coupons on node a.
     let store = a.app.as_ref().expect("running").state.sale_store.clone();
     store
-        .add_stock(&sale_id, 5, rushgate::clock::now_ms())
+        .add_stock(&typed_sale(&sale_id), 5, rushgate::clock::now_ms())
         .await
         .expect("restock");
     wait_until(Duration::from_secs(5), "sale.restocked arrives", || async {

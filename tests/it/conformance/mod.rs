@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rushgate::id::RoomId;
+use rushgate::id::{CampaignId, RoomId, SaleId};
 use rushgate::store::{MemoryStore, RedisStore, SaleStore, Store};
 
 use crate::harness;
@@ -84,7 +84,12 @@ pub fn room_id() -> RoomId {
     RoomId::parse(&harness::room_id()).expect("valid room id")
 }
 
-/// A fresh sale or campaign id.
-pub fn sale_id() -> String {
-    harness::room_id()
+/// A fresh sale id.
+pub fn sale_id() -> SaleId {
+    SaleId::parse(&harness::room_id()).expect("valid sale id")
+}
+
+/// A fresh coupon-campaign id.
+pub fn campaign_id() -> CampaignId {
+    CampaignId::parse(&harness::room_id()).expect("valid campaign id")
 }

@@ -11,7 +11,9 @@ use rushgate::store::sale::{
 };
 use rushgate::store::StoreError;
 
-use super::{sale_id, t0};
+use rushgate::id::SaleId;
+
+use super::{campaign_id, sale_id, t0};
 use crate::both_stores;
 
 /// How long a reservation holds its units.
@@ -44,7 +46,7 @@ fn rsv(id: &str, quantity: u64, expires_ms: u64, available: u64) -> Reservation 
 }
 
 /// Reads the counters, checks the invariant and that they are `want`.
-async fn check(s: &dyn SaleStore, sale: &str, want: SaleState) {
+async fn check(s: &dyn SaleStore, sale: &SaleId, want: SaleState) {
     let st = s.sale_state(sale).await.unwrap();
     assert_eq!(
         st.available + st.reserved + st.confirmed,
@@ -57,7 +59,7 @@ async fn check(s: &dyn SaleStore, sale: &str, want: SaleState) {
 #[allow(clippy::too_many_arguments)]
 async fn buy(
     s: &dyn SaleStore,
-    sale: &str,
+    sale: &SaleId,
     user: &str,
     quantity: u64,
     key: &str,
@@ -72,7 +74,7 @@ async fn buy(
 
 async fn settle(
     s: &dyn SaleStore,
-    sale: &str,
+    sale: &SaleId,
     id: &str,
     target: ReservationState,
     now: u64,
@@ -730,7 +732,7 @@ async fn unknown_sale_is_empty_until_initialised(s: Arc<dyn SaleStore>) {
 
 async fn coupons_issue_each_serial_once(s: Arc<dyn SaleStore>) {
     let s = &*s;
-    let c = sale_id();
+    let c = campaign_id();
     let t = t0();
     assert_eq!(s.coupon_log_len(&c).await.unwrap(), 0);
     let claim = |user: &'static str, limit: u64| {
@@ -751,13 +753,13 @@ async fn coupons_issue_each_serial_once(s: Arc<dyn SaleStore>) {
     assert_eq!(claim("u5", 4).await, CouponOutcome::Exhausted);
     assert_eq!(s.coupon_log_len(&c).await.unwrap(), 4);
     // Campaigns are independent; a limit of zero issues nothing.
-    let none = sale_id();
+    let none = campaign_id();
     assert_eq!(
         s.claim_coupon(&none, "u1", 0, t).await.unwrap(),
         CouponOutcome::Exhausted
     );
     assert_eq!(s.coupon_log_len(&none).await.unwrap(), 0);
-    let other = sale_id();
+    let other = campaign_id();
     assert_eq!(
         s.claim_coupon(&other, "u4", 2, t).await.unwrap(),
         CouponOutcome::New(1)
@@ -842,7 +844,7 @@ async fn concurrent_purchases_sell_exactly_the_stock(s: Arc<dyn SaleStore>) {
 
 async fn concurrent_coupon_claims_issue_each_serial_once(s: Arc<dyn SaleStore>) {
     const LIMIT: u64 = 1_000;
-    let c = sale_id();
+    let c = campaign_id();
     let t = t0();
     let tasks: Vec<_> = (0..3_000u64)
         .map(|i| {
