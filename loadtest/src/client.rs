@@ -5,10 +5,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, StatusCode};
+use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{handshake, SendRequest};
 use hyper_util::rt::TokioIo;
+use serde_json::Value;
 use tokio::net::TcpStream;
 
 /// How long one request may take before it counts as an error (and the connection is redone).
@@ -98,4 +99,13 @@ pub fn request(
         b = b.header(http::header::CONTENT_TYPE, "application/json");
     }
     Ok(b.body(Full::new(body))?)
+}
+
+/// GETs a JSON document (status endpoints).
+pub async fn get_json(addr: SocketAddr, path: &str) -> anyhow::Result<Value> {
+    let mut conn = Conn::new(addr);
+    let a = conn
+        .send(request(Method::GET, addr, path, &[], Bytes::new())?)
+        .await?;
+    Ok(serde_json::from_slice(&a.body)?)
 }

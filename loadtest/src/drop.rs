@@ -20,10 +20,10 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
-use crate::client::{request, Answer, Conn};
-use crate::runs::{get_json, Target};
+use crate::client::{get_json, request, Answer, Conn};
 use crate::scenario::{DropPlan, Scenario};
 use crate::stats::{Live, Recorder};
+use crate::target::Target;
 
 /// Connections shared by every shopper: a shopper borrows one per request.
 struct Pool {

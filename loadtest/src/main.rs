@@ -19,6 +19,7 @@ mod redis_info;
 mod runs;
 mod scenario;
 mod stats;
+mod target;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

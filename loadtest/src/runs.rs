@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::Args;
-use fred::prelude::Pool;
 use http::Method;
 use rushgate::app::App;
 use rushgate::clock::now_ms;
@@ -20,10 +19,11 @@ use rushgate::queue::params_for;
 use rushgate::store::{JoinOutcome, RedisStore, RoomStatus, Store};
 use serde_json::{json, Value};
 
-use crate::client::{request, Conn};
+use crate::client::{get_json, request};
 use crate::load::{self, MakeRequest, Plan};
 use crate::scenario::{Kind, Scenario};
 use crate::stats::Summary;
+use crate::target::Target;
 
 /// Options of `run`.
 #[derive(Args)]
@@ -61,49 +61,6 @@ pub struct RunArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
-}
-
-/// What a scenario runs against.
-pub struct Target {
-    /// Public listener.
-    pub addr: SocketAddr,
-    /// Admin listener.
-    pub admin: SocketAddr,
-    /// The node's config, when given.
-    pub config: Option<Config>,
-    /// The store the node uses (bulk joins), when known.
-    pub store: Option<Arc<dyn Store>>,
-    /// The node's Redis, for readings.
-    pub redis: Option<Pool>,
-    /// Pass issuer with the node's key (purchase, coupon, proxy).
-    pub passes: Option<PassIssuer>,
-    /// The node's process id (RSS readings).
-    pub pid: Option<u32>,
-    /// Processes whose CPU time per request is reported, by name.
-    pub cpu: Vec<(String, u32)>,
-    /// No progress bars.
-    pub quiet: bool,
-}
-
-impl Target {
-    fn config(&self) -> anyhow::Result<&Config> {
-        self.config
-            .as_ref()
-            .ok_or_else(|| anyhow::anyhow!("this scenario needs --config (the node's config)"))
-    }
-
-    fn passes(&self) -> anyhow::Result<&PassIssuer> {
-        self.passes
-            .as_ref()
-            .ok_or_else(|| anyhow::anyhow!("this scenario needs --config (the pass key)"))
-    }
-
-    /// A pass of `room` for a new random identity, valid for an hour.
-    pub fn mint_pass(&self, room: &str) -> anyhow::Result<String> {
-        let now = now_ms() / 1000;
-        let sub = TicketSigner::anonymous_identity();
-        Ok(self.passes()?.issue(room, &sub, 1, now, now + 3600)?)
-    }
 }
 
 /// Runs the scenario of `args`; `Ok(false)` when the drop found correctness problems.
@@ -318,15 +275,6 @@ fn cpu_per_request(before: &[Option<(f64, f64)>], t: &Target, requests: u64) -> 
         }
     }
     Value::Object(out)
-}
-
-/// GETs a JSON document (status endpoints).
-pub async fn get_json(addr: SocketAddr, path: &str) -> anyhow::Result<Value> {
-    let mut conn = Conn::new(addr);
-    let a = conn
-        .send(request(Method::GET, addr, path, &[], Bytes::new())?)
-        .await?;
-    Ok(serde_json::from_slice(&a.body)?)
 }
 
 /// Runs an endpoint scenario; returns its JSON report.
