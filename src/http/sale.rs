@@ -130,18 +130,10 @@ pub async fn purchase(
     let room = state.rooms.get(&sale.config.room).map(|r| &**r);
     let outcome = purchase::purchase(&*state.sale_store, sale, room, order, now_ms()).await?;
     match outcome {
-        PurchaseOutcome::Reserved(r) => {
-            if let Some(room) = state.rooms.get(&sale.config.room) {
-                room.note_sold(r.available, sale.admit_cap_for(r.available));
-                // The buyer stops counting against the stock-aware admission cap once the
-                // pacer records it (batched, before its next tick): no extra store round trip.
-                room.note_buyer(&claims.sub);
-            }
-            Ok(json(
-                StatusCode::CREATED,
-                &reservation_body(&sale.config.id, &r),
-            ))
-        }
+        PurchaseOutcome::Reserved(r) => Ok(json(
+            StatusCode::CREATED,
+            &reservation_body(&sale.config.id, &r),
+        )),
         PurchaseOutcome::Existing(r) => {
             Ok(json(StatusCode::OK, &reservation_body(&sale.config.id, &r)))
         }
