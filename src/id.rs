@@ -55,6 +55,53 @@ config_id!(
     CampaignId
 );
 
+/// Length of a shopper identity.
+pub const IDENTITY_LEN: usize = 16;
+
+/// A shopper's identity in a room: the store's queue member, a ticket's `id` and a pass's
+/// `sub`. Exactly [`IDENTITY_LEN`] characters of `[A-Za-z0-9_-]` (cookie- and ticket-safe: never
+/// the ticket's `.` separator). Minted by `pass::TicketSigner` (an HMAC of the shop's user key,
+/// or random) or read back from a verified ticket; it reads as its text (`&str`) where the store
+/// takes one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Identity(String);
+
+impl Identity {
+    /// Parses an identity; `None` unless it is exactly [`IDENTITY_LEN`] of `[A-Za-z0-9_-]`.
+    pub fn parse(text: &str) -> Option<Identity> {
+        let ok = text.len() == IDENTITY_LEN
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        ok.then(|| Identity(text.to_string()))
+    }
+
+    /// The identity text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// An identity made by rushgate itself (the ticket signer), which guarantees the rule.
+    pub(crate) fn minted(text: String) -> Identity {
+        debug_assert!(Identity::parse(&text).is_some(), "minted identity {text:?}");
+        Identity(text)
+    }
+}
+
+impl std::ops::Deref for Identity {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// Longest accepted part of a reservation id after its sale's id.
 const MAX_RESERVATION_SUFFIX: usize = 64;
 
@@ -111,6 +158,20 @@ mod tests {
             assert!(SaleId::parse(bad).is_none(), "{bad:?}");
         }
         assert!(is_valid_id(&"a".repeat(64)));
+    }
+
+    #[test]
+    fn identities_are_sixteen_ticket_safe_characters() {
+        assert!(Identity::parse("aBc-_0123456789x").is_some());
+        for bad in [
+            "",
+            "short",
+            "aBc-_0123456789xy",
+            "aBc.-0123456789x",
+            "aBc -0123456789x",
+        ] {
+            assert!(Identity::parse(bad).is_none(), "{bad:?}");
+        }
     }
 
     #[test]

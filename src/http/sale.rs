@@ -228,7 +228,7 @@ pub async fn claim_coupon(
                     problem: "required (1 to 256 bytes) for a campaign without a room",
                 });
             }
-            state.tickets.user_identity(user)
+            state.tickets.user_identity(user).to_string()
         }
     };
     let secret = state.config.passes.ticket_secret.0.as_bytes();

@@ -30,7 +30,7 @@ use std::path::PathBuf;
 
 pub use issuer::{PassClaims, PassIssuer, MAX_PASS_LEN, PASS_LEEWAY_SECS};
 pub use keys::PassKeys;
-pub use ticket::{TicketClaims, TicketSigner, IDENTITY_LEN, MAX_TICKET_LEN};
+pub use ticket::{TicketClaims, TicketSigner, MAX_TICKET_LEN};
 
 /// Why a ticket or pass token was rejected. Display text is shown to clients (no secrets).
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]

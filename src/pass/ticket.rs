@@ -13,6 +13,7 @@ use rand::RngCore as _;
 use sha2::Sha256;
 
 use super::TokenError;
+use crate::id::{Identity, IDENTITY_LEN};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -29,8 +30,6 @@ pub const MAX_TICKET_LEN: usize = 256;
 const TICKET_SIG_B64_LEN: usize = 43;
 /// Longest room id accepted inside a ticket.
 const MAX_ROOM_LEN: usize = 64;
-/// Exact length of a waiter identity.
-pub const IDENTITY_LEN: usize = 16;
 
 /// Claims of a queue ticket. Ticket = what a waiter holds while waiting.
 ///
@@ -41,7 +40,7 @@ pub struct TicketClaims {
     /// Room the waiter joined.
     pub room: String,
     /// Waiter identity ([`TicketSigner::user_identity`] or [`TicketSigner::anonymous_identity`]).
-    pub id: String,
+    pub id: Identity,
     /// Queue sequence number assigned at join.
     pub seq: u64,
     /// Join time, unix seconds.
@@ -126,9 +125,10 @@ impl TicketSigner {
         if fields.next().is_some() {
             return Err(TokenError::Malformed);
         }
-        if !is_room_id(room) || !is_identity(id) {
+        if !is_room_id(room) {
             return Err(TokenError::Malformed);
         }
+        let id = Identity::parse(id).ok_or(TokenError::Malformed)?;
         let seq = parse_decimal(seq)?;
         let iat = parse_decimal(iat)?;
         let pos = parse_decimal(pos)?;
@@ -155,7 +155,7 @@ impl TicketSigner {
 
         Ok(TicketClaims {
             room: room.to_owned(),
-            id: id.to_owned(),
+            id,
             seq,
             iat,
             pos,
@@ -166,7 +166,7 @@ impl TicketSigner {
     /// `base64url(HMAC(secret, "user:" + user))`. Always 16 cookie-safe characters;
     /// the same user maps to the same id on every node sharing the secret, and the
     /// user key cannot be recovered from it.
-    pub fn user_identity(&self, user: &str) -> String {
+    pub fn user_identity(&self, user: &str) -> Identity {
         let mut mac = HmacSha256::clone(&self.mac);
         mac.update(USER_MAC_PREFIX);
         mac.update(user.as_bytes());
@@ -177,7 +177,7 @@ impl TicketSigner {
     /// Random identity for an anonymous waiter: `"a"` + 15 base64url characters
     /// (90 bits) from the thread-local CSPRNG (ChaCha seeded from the OS).
     /// Always 16 cookie-safe characters.
-    pub fn anonymous_identity() -> String {
+    pub fn anonymous_identity() -> Identity {
         let mut bytes = [0u8; 12];
         rand::thread_rng().fill_bytes(&mut bytes);
         identity_from_bytes('a', &bytes)
@@ -187,25 +187,20 @@ impl TicketSigner {
 /// `prefix` + first 15 base64url chars of `bytes` (which must hold ≥ 12 bytes;
 /// 12 bytes encode to exactly 16 chars, so encoding only those gives the same
 /// prefix as encoding everything).
-fn identity_from_bytes(prefix: char, bytes: &[u8]) -> String {
+fn identity_from_bytes(prefix: char, bytes: &[u8]) -> Identity {
     let head = bytes.get(..12).unwrap_or(bytes);
     let mut out = String::with_capacity(IDENTITY_LEN + 1);
     out.push(prefix);
     URL_SAFE_NO_PAD.encode_string(head, &mut out);
     out.truncate(IDENTITY_LEN);
-    out
+    // A prefix and 15 characters of the base64url alphabet: always an identity.
+    Identity::minted(out)
 }
 
 fn is_room_id(s: &str) -> bool {
     (1..=MAX_ROOM_LEN).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-}
-
-fn is_identity(s: &str) -> bool {
-    s.len() == IDENTITY_LEN
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// Strict decimal: digits only (no sign, no whitespace), must fit in u64.
@@ -245,7 +240,7 @@ mod tests {
 
         let big = TicketClaims {
             room: "r".repeat(64),
-            id: "u".repeat(16),
+            id: Identity::parse(&"u".repeat(16)).unwrap(),
             seq: u64::MAX,
             iat: u64::MAX,
             pos: u64::MAX,
@@ -330,7 +325,7 @@ mod tests {
         let id = s.user_identity("customer-17");
         assert_eq!(id.len(), IDENTITY_LEN);
         assert!(id.starts_with('u'));
-        assert!(is_identity(&id));
+        assert!(Identity::parse(&id).is_some());
         assert_eq!(id, s.user_identity("customer-17"));
         assert_eq!(id, TicketSigner::new(b"k1").user_identity("customer-17"));
         assert_ne!(id, s.user_identity("customer-18"));
@@ -341,8 +336,8 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.len(), IDENTITY_LEN);
         assert!(a.starts_with('a'));
-        assert!(is_identity(&a));
-        let many: std::collections::HashSet<String> = (0..1000)
+        assert!(Identity::parse(&a).is_some());
+        let many: std::collections::HashSet<Identity> = (0..1000)
             .map(|_| TicketSigner::anonymous_identity())
             .collect();
         assert_eq!(many.len(), 1000);

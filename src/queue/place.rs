@@ -17,6 +17,7 @@ use super::room::{Eta, Room};
 use super::schedule::{rfc3339, Phase, Schedule};
 use super::snapshot::Located;
 use crate::config::{OnStoreError, RoomMode};
+use crate::id::Identity;
 use crate::pass::{KeyError, PassIssuer, TicketClaims, TicketSigner, TokenError};
 use crate::store::{JoinOutcome, LeaveOutcome, Lookup, RoomStatus, Store, StoreError};
 
@@ -221,7 +222,7 @@ impl Places<'_> {
         room: &Room,
         presented: Option<Presented<'_>>,
         pass: Option<&str>,
-        identity: Option<String>,
+        identity: Option<Identity>,
         now: u64,
     ) -> Result<Entered, PlaceError> {
         let now_secs = now / 1000;
@@ -400,14 +401,14 @@ impl Places<'_> {
         &self,
         room: &Room,
         pass: Option<&str>,
-        identity: &str,
+        identity: &Identity,
         ticket: String,
     ) -> Result<Place, String> {
         let Some(pass) = pass else {
             return Err(ticket);
         };
         match self.passes.verify_for_room(pass, room.id.as_str()) {
-            Ok(c) if c.sub == identity => Ok(Place {
+            Ok(c) if c.sub == identity.as_str() => Ok(Place {
                 pass: Some((pass.to_string(), c.exp)),
                 ..Place::with_ticket(PlaceState::Admitted, ticket)
             }),
@@ -416,7 +417,7 @@ impl Places<'_> {
     }
 
     /// Mode `passthrough`: admitted at once with a pass, no queue and no store call.
-    fn passthrough(&self, room: &Room, identity: &str, now: u64) -> Result<Place, PlaceError> {
+    fn passthrough(&self, room: &Room, identity: &Identity, now: u64) -> Result<Place, PlaceError> {
         let exp = (now + room.params.session_ms) / 1000;
         let pass = self
             .passes
@@ -434,7 +435,7 @@ impl Places<'_> {
     async fn admitted(
         &self,
         room: &Room,
-        identity: &str,
+        identity: &Identity,
         ticket: String,
         pos: u64,
         now: u64,
@@ -466,7 +467,7 @@ impl Places<'_> {
     fn store_failed_join(
         &self,
         room: &Room,
-        identity: &str,
+        identity: &Identity,
         error: StoreError,
         now: u64,
     ) -> Result<Entered, PlaceError> {
@@ -483,10 +484,10 @@ impl Places<'_> {
         })
     }
 
-    fn sign(&self, room: &Room, id: &str, seq: u64, iat: u64, pos: u64) -> String {
+    fn sign(&self, room: &Room, id: &Identity, seq: u64, iat: u64, pos: u64) -> String {
         self.tickets.sign(&TicketClaims {
             room: room.id.as_str().to_string(),
-            id: id.to_string(),
+            id: id.clone(),
             seq,
             iat,
             pos,

@@ -12,6 +12,7 @@ use proptest::test_runner::TestRunner;
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, COOKIE};
 use reqwest::Method;
 use rushgate::config::PassAlgorithm;
+use rushgate::id::Identity;
 use rushgate::pass::{PassIssuer, PassKeys, TicketClaims, TicketSigner, TokenError};
 use serde_json::{json, Value};
 
@@ -87,7 +88,7 @@ fn ticket_claims() -> impl Strategy<Value = TicketClaims> {
     )
         .prop_map(|(room, id, seq, iat, pos)| TicketClaims {
             room,
-            id,
+            id: Identity::parse(&id).expect("the strategy makes identities"),
             seq,
             iat,
             pos,
