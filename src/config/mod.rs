@@ -205,26 +205,22 @@ impl Config {
                     e.inner().to_string(),
                 )])
             })?;
-        let problems = config.problems();
-        if !problems.is_empty() {
-            return Err(ConfigError::Invalid(problems));
-        }
+        config.validate().map_err(ConfigError::Invalid)?;
         Ok(config)
     }
 
-    /// Checks every rule and returns all problems, each prefixed with its field path
-    /// (the [`Problem`]s of [`Config::problems`] as text).
-    pub fn validate(&self) -> Result<(), Vec<String>> {
+    /// Checks every rule of every section and returns all problems, in a fixed order (the
+    /// order `check-config` prints).
+    pub fn validate(&self) -> Result<(), Vec<Problem>> {
         let problems = self.problems();
         if problems.is_empty() {
             Ok(())
         } else {
-            Err(problems.iter().map(Problem::to_string).collect())
+            Err(problems)
         }
     }
 
-    /// Every problem of every section, in a fixed order (the order `check-config` prints).
-    pub fn problems(&self) -> Vec<Problem> {
+    fn problems(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
         // The admin token's rules depend on the admin listener, so they come with the server's.
         self.server.validate(&self.admin, &mut problems);

@@ -137,12 +137,16 @@ pub async fn run(
             _ = ticker.tick() => {}
             _ = shutdown.changed() => break,
         }
+        // The phase is read before the step and announced after it: the step that crosses
+        // into the pre-queue commits the drop's seed (its clock reads later than this one), so
+        // the announcement can carry the commitment.
         let now_phase = Schedule::of(&room.config).phase(now_ms());
+        let stepped = step(&room, store.as_ref(), &mut eta).await;
         if now_phase != phase {
             announce(&room, phase, now_phase, &webhooks);
             phase = now_phase;
         }
-        match step(&room, store.as_ref(), &mut eta).await {
+        match stepped {
             Ok(()) if failing => {
                 failing = false;
                 tracing::info!(room = %room.id, "store reachable again; room state refreshing");

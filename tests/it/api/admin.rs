@@ -284,7 +284,9 @@ fn a_public_admin_listener_needs_a_token() {
     c.server.admin_listen = "0.0.0.0:9090".into();
     let problems = c.validate().expect_err("must be refused");
     assert!(
-        problems.iter().any(|p| p.starts_with("admin.token:")),
+        problems
+            .iter()
+            .any(|p| p.to_string().starts_with("admin.token:")),
         "{problems:?}"
     );
     c.admin.token = Secret(TOKEN.into());

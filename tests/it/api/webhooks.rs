@@ -215,7 +215,8 @@ async fn each_event_is_delivered_once_with_a_valid_signature_from_two_nodes() {
     b.stop().await;
 }
 
-/// A scheduled room announces its pre-queue and its opening once, though both nodes see them.
+/// A scheduled room announces its pre-queue and its opening once, though both nodes see them,
+/// each with the seed commitment.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_room_announces_prequeue_and_opening_once() {
     let redis = RedisServer::start().await;
@@ -260,6 +261,20 @@ async fn scheduled_room_announces_prequeue_and_opening_once() {
     assert_eq!(opened.0, "valid");
     assert_eq!(opened.1["data"]["room"], id.as_str());
     assert!(opened.1["data"]["seed_sha256"].is_string(), "{}", opened.1);
+    // The pre-queue's announcement already carries the commitment (the seed is committed as the
+    // pre-queue opens), and it is the same one the opening publishes.
+    let prequeue = got
+        .lock()
+        .expect("lock")
+        .iter()
+        .find(|(e, _, _)| e == "room.prequeue_opened")
+        .map(|(_, _, body)| body.clone())
+        .expect("prequeue opened");
+    assert!(prequeue["data"]["seed_sha256"].is_string(), "{prequeue}");
+    assert_eq!(
+        prequeue["data"]["seed_sha256"], opened.1["data"]["seed_sha256"],
+        "{prequeue}"
+    );
     a.stop().await;
     b.stop().await;
 }
