@@ -2,7 +2,8 @@
 //! never in a cycle, and the domain knows nothing of HTTP. A std-only scanner blanks comments and
 //! literals, drops `#[cfg(test)]` items, and resolves `use crate::…`/`use super::…` trees and
 //! inline `crate::…`/`super::…` paths to the deepest file they name. Re-exports (`pub use`) and
-//! `mod x;` are not dependencies; relative `use child::…` and `self::…` are not followed.
+//! `mod x;` are not dependencies; relative `use child::…` and `self::…` are not followed (a
+//! folder's `mod.rs` declaring and using its own children is that module, not a dependency on it).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -324,7 +325,7 @@ fn http_mentions(code: &str) -> Vec<(usize, &'static str)> {
     found
 }
 
-/// No file of `queue`, `sale`, `store` or `config` names hyper, the `http` crate, `HeaderMap` or
+/// No file of `queue`, `sale` or `store` names hyper, the `http` crate, `HeaderMap` or
 /// `AppState` in code (comments and strings aside): the domain stays transport-free.
 #[test]
 fn domain_knows_no_http() {
