@@ -1,18 +1,22 @@
 //! rushgate: a virtual waiting room and flash-sale engine.
 //!
-//! Code map (see ARCHITECTURE.md for the invariants):
+//! Code map, lowest layer first (see ARCHITECTURE.md for the layer rule and the invariants):
+//! - [`id`], [`clock`]: typed ids parsed at the edge (the one id rule); the wall clock.
+//! - [`config`]: typed TOML config, a file per section with its validation, env overrides.
+//! - [`pass`]: queue tickets (HMAC), signing keys and JWKS, admission passes (EdDSA/ES256 JWT).
+//! - [`ops`]: metric names and handles, logging, request ids.
+//! - [`store`]: the only code that talks to storage: the `Store` / `SaleStore` traits, the key
+//!   table, Redis (Lua) and the embedded twin.
+//! - [`queue`]: rooms on a node (cached state, position arithmetic, ETA, pacer), schedules and
+//!   drops, operator controls, and the admission rules of a shopper's place.
+//! - [`sale`]: sales and coupon campaigns on a node, the purchase and coupon rules, the keeper.
+//! - [`webhooks`]: signed operator alerts, delivered once per cluster.
+//! - [`http`]: the hyper service: state, credentials, router, handlers, problem+json errors,
+//!   accept loop, and the reverse proxy to the shop (`http::proxy`).
+//! - [`supervisor`]: the room and sale loops, and hot reload.
+//! - [`app`]: wiring of store, rooms, listeners and background loops; graceful shutdown.
 //! - [`cli`]: the command line (`serve`, `check-config`, `keygen`, `pass verify`, `sale`,
 //!   `drop verify`) and `rushgate ctl`, the operator CLI over the admin API.
-//! - [`config`]: typed TOML config with env overrides and validation naming each field.
-//! - [`app`]: wiring of store, rooms, listeners and background loops; graceful shutdown.
-//! - [`store`]: the only code that talks to storage: the `Store` trait, Redis (Lua) and embedded.
-//! - [`queue`]: rooms on a node: cached state, position arithmetic, ETA, the pacer loop.
-//! - [`sale`]: sales (cached stock, expiry sweeper) and coupon campaigns.
-//! - [`pass`]: admission passes (Ed25519/ES256 JWT, JWKS) and queue tickets (HMAC).
-//! - [`http`]: the hyper service: router, handlers, problem+json errors, accept loop, and the
-//!   reverse proxy to the shop (`http::proxy`: rules, forwarding, waiting page, gate, demo shop).
-//! - [`ops`]: metrics and other operating concerns.
-//! - [`supervisor`]: the room and sale loops, and hot reload.
 
 pub mod app;
 pub mod cli;

@@ -1,5 +1,7 @@
-//! The hyper service: router, handlers per area, body helpers, problem+json errors, and the
-//! accept loop that serves a bound listener with graceful shutdown.
+//! The hyper service: the state every request runs on, credentials (cookies, bearer, peer),
+//! body and JSON helpers, problem+json errors, rate limits, the router and a handler per area
+//! (each parses the request, calls the domain and renders the answer), the reverse proxy to the
+//! shop, and the accept loop that serves a bound listener with graceful shutdown.
 
 mod admin;
 pub mod body;

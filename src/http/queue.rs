@@ -1,7 +1,7 @@
 //! Queue endpoints: join, position, leave, public room status. Each reads the request into
 //! typed values, asks [`crate::queue::place`] (the admission rules) and renders the answer.
 
-use http::{header, Request, Response, StatusCode};
+use http::{header, HeaderMap, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::Deserialize;
 
@@ -12,7 +12,9 @@ use super::json::{json, parse_optional_json, read_limited};
 use super::place::{cleared_cookies, respond};
 use super::state::AppState;
 use crate::clock::now_ms;
-use crate::queue::place::{room_status, Presented};
+use crate::pass::TicketClaims;
+use crate::queue::place::{room_status, Places, Presented};
+use crate::queue::Room;
 use crate::store::LeaveOutcome;
 
 /// Longest accepted shop user key.
@@ -83,18 +85,30 @@ pub async fn position(
 ) -> Result<Response<Body>, ApiError> {
     let room = state.room(room_id)?;
     let headers = req.headers();
-    let token = presented_ticket(headers, &room.id)
-        .ok_or_else(|| ApiError::MissingTicket(ticket_cookie(&room.id)))?;
     let now = now_ms();
     let places = state.places();
-    let claims = places
-        .verify_ticket(room, token, now / 1000)
-        .map_err(ApiError::BadTicket)?;
+    let (token, claims) = verified_ticket(&places, room, headers, now)?;
     let pass = pass_from_cookie(headers, &room.id);
     let place = places
         .locate(room, &claims, token.to_string(), pass, now)
         .await?;
     Ok(respond(state, room, headers, StatusCode::OK, place, now))
+}
+
+/// The ticket a request presents for `room` (bearer, else cookie) and its verified claims:
+/// `401 missing-ticket` without one, `401 invalid-ticket` for a forged, foreign or old one.
+fn verified_ticket<'a>(
+    places: &Places<'_>,
+    room: &Room,
+    headers: &'a HeaderMap,
+    now: u64,
+) -> Result<(&'a str, TicketClaims), ApiError> {
+    let token = presented_ticket(headers, &room.id)
+        .ok_or_else(|| ApiError::MissingTicket(ticket_cookie(&room.id)))?;
+    let claims = places
+        .verify_ticket(room, token, now / 1000)
+        .map_err(ApiError::BadTicket)?;
+    Ok((token, claims))
 }
 
 /// `POST {prefix}/v1/rooms/{room}/leave`
@@ -105,12 +119,8 @@ pub async fn leave(
 ) -> Result<Response<Body>, ApiError> {
     let room = state.room(room_id)?;
     let headers = req.headers();
-    let token = presented_ticket(headers, &room.id)
-        .ok_or_else(|| ApiError::MissingTicket(ticket_cookie(&room.id)))?;
     let places = state.places();
-    let claims = places
-        .verify_ticket(room, token, now_ms() / 1000)
-        .map_err(ApiError::BadTicket)?;
+    let (_, claims) = verified_ticket(&places, room, headers, now_ms())?;
     let left = match places.leave(room, &claims).await? {
         LeaveOutcome::LeftQueue => "waiting",
         LeaveOutcome::EndedSession => "admitted",

@@ -1,6 +1,7 @@
 //! Queue rooms: the cached per-node room state, position arithmetic, ETA, and the pacer loop
-//! that admits waiters through the store, scheduled drops (timeline, pre-queue shuffle), and
-//! the admission rules of a shopper's place (`place`).
+//! that admits waiters through the store; the timeline (`schedule`) and scheduled drops
+//! (pre-queue shuffle); an operator's controls (`control`); and the admission rules of a
+//! shopper's place (`place`).
 
 pub mod control;
 pub mod drops;

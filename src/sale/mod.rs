@@ -1,6 +1,6 @@
 //! Sales and coupons on a node: the configured sales with a cached copy of their stock counters
 //! (refreshed by the keeper loop, read by the room pacer and by waiters' polls), and coupon
-//! campaigns.
+//! campaigns; the purchase rules (`purchase`) and coupon claims (`coupon`).
 
 pub mod coupon;
 pub mod keeper;
