@@ -29,6 +29,8 @@ fn tickets(c: &mut Criterion) {
         seq: 123_456,
         iat: 1_795_000_000,
         pos: 123_000,
+        gen: 0,
+        uid: None,
     };
     let token = signer.sign(&claims);
     c.bench_function("ticket_sign", |b| {
@@ -140,7 +142,7 @@ fn store(c: &mut Criterion) {
             let (store, sale_id) = (&store, &sale_id);
             async move {
                 store
-                    .purchase(sale_id, "buyer", 1, &key, &sale, &id, 1_795_000_000_000)
+                    .purchase(sale_id, "buyer", "", 1, &key, &sale, &id, 1_795_000_000_000)
                     .await
                     .unwrap()
             }

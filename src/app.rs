@@ -17,7 +17,7 @@ use crate::http::proxy::{Proxy, ProxyError};
 use crate::http::state::{AppState, LiveState, ReloadHandle};
 use crate::http::{serve, Listener};
 use crate::ops::metrics;
-use crate::pass::{KeyError, PassIssuer, PassKeys, TicketSigner};
+use crate::pass::{KeyError, PassIssuer, PassKeys, TicketSigner, UserTokens};
 use crate::queue::{Rooms, StockGate};
 use crate::sale::{Coupons, Sales};
 use crate::store::{MemoryStore, RedisStore, SaleStore, Store, StoreError};
@@ -78,11 +78,8 @@ impl AppState {
                  passes.generate_missing_key = false in production"
             );
         }
-        if config.uses_default_ticket_secret() {
-            tracing::warn!("passes.ticket_secret is the shipped placeholder; set RUSHGATE_PASSES_TICKET_SECRET");
-        }
-        if !config.sales.is_empty() && config.uses_default_shop_key() {
-            tracing::warn!("shop.api_key is the shipped placeholder; set RUSHGATE_SHOP_API_KEY");
+        for warning in config.warnings() {
+            tracing::warn!("{warning}");
         }
         let rooms = Rooms::new(&config.rooms);
         let sales = Sales::new(&config.sales);
@@ -100,6 +97,7 @@ impl AppState {
             sale_store,
             passes: PassIssuer::new(keys, &config.passes.issuer, &config.passes.audience),
             tickets: TicketSigner::new(config.passes.ticket_secret.0.as_bytes()),
+            user_tokens: UserTokens::from_config(&config.identity),
             store,
             metrics: metrics::install(),
             proxy: Proxy::from_config(&config)?,
@@ -168,6 +166,10 @@ impl App {
         tasks.spawn(state.webhooks.clone().run(state.store.clone(), rx.clone()));
         tasks.spawn(metrics::upkeep(state.metrics.clone(), rx.clone()));
         tasks.spawn(limits::upkeep(state.limits.clone(), rx.clone()));
+        if let Some(tokens) = state.user_tokens.clone().filter(UserTokens::has_jwks) {
+            let every = Duration::from_secs(config.identity.jwks_refresh_secs);
+            tasks.spawn(refresh_user_keys(tokens, every, rx.clone()));
+        }
         tasks.spawn(health_probe(state.store.clone(), rx));
         tracing::info!(version = env!("CARGO_PKG_VERSION"), %public_addr, %admin_addr, rooms = state.rooms.iter().count(), "rushgate serving");
         Ok(App {
@@ -191,6 +193,21 @@ impl App {
         let _ = self.shutdown.send(true);
         while self.tasks.join_next().await.is_some() {}
         tracing::info!("rushgate stopped");
+    }
+}
+
+/// Fetches the shop's key set at start and every `every` until shutdown. A failed fetch keeps
+/// the keys fetched before (and is logged); tokens with an unknown `kid` fetch on their own.
+async fn refresh_user_keys(tokens: UserTokens, every: Duration, mut stop: watch::Receiver<bool>) {
+    loop {
+        match tokens.refresh_keys().await {
+            Ok(n) => tracing::debug!(keys = n, "fetched the shop's user-token key set"),
+            Err(e) => tracing::warn!(error = %e, "cannot fetch the shop's user-token key set"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
     }
 }
 

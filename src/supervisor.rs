@@ -289,6 +289,7 @@ fn keep_restart_only(old: &Config, next: &mut Config, report: &mut ReloadReport)
     );
     keep("store", !same(&old.store, &next.store));
     keep("passes", !same(&old.passes, &next.passes));
+    keep("identity", !same(&old.identity, &next.identity));
     keep("webhooks", !same(&old.webhooks, &next.webhooks));
     keep("log", !same(&old.log, &next.log));
     let trusted = std::mem::take(&mut next.server.trusted_proxies);
@@ -296,6 +297,7 @@ fn keep_restart_only(old: &Config, next: &mut Config, report: &mut ReloadReport)
     next.server.trusted_proxies = trusted;
     next.store = old.store.clone();
     next.passes = old.passes.clone();
+    next.identity = old.identity.clone();
     next.webhooks = old.webhooks.clone();
     next.log = old.log.clone();
 }

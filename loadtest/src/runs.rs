@@ -533,6 +533,8 @@ async fn prepare_poll(t: &Target, s: &Scenario, extra: &mut Value) -> anyhow::Re
                 seq,
                 iat: now,
                 pos: seq.saturating_sub(last_before),
+                gen: 0,
+                uid: None,
             });
             format!("Bearer {ticket}")
         })

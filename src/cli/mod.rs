@@ -166,6 +166,9 @@ pub fn load_config(path: &Path) -> Result<Config, ExitCode> {
 pub fn check_config(path: &Path) -> ExitCode {
     match load_config(path) {
         Ok(config) => {
+            for warning in config.warnings() {
+                println!("warning: {warning}");
+            }
             println!("{}: ok ({} rooms)", path.display(), config.rooms.len());
             ExitCode::SUCCESS
         }

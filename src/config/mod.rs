@@ -12,6 +12,7 @@
 //! - `server`: listeners, cookie policy, trusted proxies, the admin token.
 //! - `store`: where state lives and the outage policy.
 //! - `passes`: pass signing and the ticket secret.
+//! - `identity`: shop-signed user tokens (who a shopper is).
 //! - `rooms`: the waiting rooms; `proxy`: the value rules of a room's proxy fields (upstream
 //!   URL, `protect`/`bypass` patterns, page-template placeholders).
 //! - `sales`: sales, coupon campaigns and the shop's key.
@@ -19,6 +20,7 @@
 //! - `env`: environment overrides.
 
 mod env;
+mod identity;
 mod limits;
 mod log;
 mod passes;
@@ -36,6 +38,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use env::{EnvSource, ProcessEnv};
+pub use identity::{IdentityConfig, MIN_IDENTITY_SECRET_LEN};
 pub use limits::LimitsConfig;
 pub use log::{LogConfig, LogFormat};
 pub use passes::{PassAlgorithm, PassesConfig};
@@ -62,6 +65,9 @@ pub struct Config {
     /// Admission passes and queue tickets.
     #[serde(default)]
     pub passes: PassesConfig,
+    /// Shop-signed shopper identity (user tokens).
+    #[serde(default)]
+    pub identity: IdentityConfig,
     /// The waiting rooms.
     #[serde(default)]
     pub rooms: Vec<RoomConfig>,
@@ -230,6 +236,7 @@ impl Config {
         self.server.validate_trusted_proxies(&mut problems);
         self.store.validate(&mut problems);
         self.passes.validate(&mut problems);
+        self.identity.validate(&mut problems);
         rooms::validate_rooms(&self.rooms, &mut problems);
         let rooms: HashSet<&str> = self.rooms.iter().map(|r| r.id.as_str()).collect();
         let sale_ids = sales::validate_sales(&self.sales, &rooms, &mut problems);
@@ -237,6 +244,30 @@ impl Config {
         self.shop.validate(&mut problems);
         self.log.validate(&mut problems);
         problems
+    }
+
+    /// What is allowed but probably not meant for production, one sentence each (`serve` logs
+    /// them, `check-config` prints them).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.uses_default_ticket_secret() {
+            out.push(
+                "passes.ticket_secret is the shipped placeholder; set RUSHGATE_PASSES_TICKET_SECRET"
+                    .to_string(),
+            );
+        }
+        if !self.sales.is_empty() && self.uses_default_shop_key() {
+            out.push(
+                "shop.api_key is the shipped placeholder; set RUSHGATE_SHOP_API_KEY".to_string(),
+            );
+        }
+        if !self.identity.enabled() && self.store.redis_url.is_some() {
+            out.push(
+                "no [identity] key: join trusts the `user` key as sent, so anyone who knows a                  shopper's user id can take that shopper's place; set identity.secret or                  identity.jwks_url"
+                    .to_string(),
+            );
+        }
+        out
     }
 
     /// Whether the shop API key is still the shipped placeholder.

@@ -5,8 +5,8 @@ use http::{header, HeaderValue, Response, StatusCode};
 
 use super::body::{full, Body};
 use crate::config::{join_problems, Problem};
-use crate::pass::TokenError;
-use crate::queue::place::PlaceError;
+use crate::pass::{TokenError, UserTokenError};
+use crate::queue::place::{IdentityError, PlaceError};
 use crate::store::StoreError;
 
 /// Everything a request can fail with. Display is the problem `detail` shown to the client.
@@ -136,6 +136,10 @@ pub enum ApiError {
         /// Why no pass counts (missing, expired, forged, other room).
         reason: String,
     },
+    /// Who the shopper is could not be established (bare user key refused, user token
+    /// missing, forged, expired or for another audience).
+    #[error("{0}")]
+    Identity(IdentityError),
     /// The store is unreachable and the room fails closed.
     #[error("the queue is temporarily unavailable; retry shortly")]
     StoreUnavailable,
@@ -150,7 +154,14 @@ impl From<PlaceError> for ApiError {
             PlaceError::BadTicket(e) => ApiError::BadTicket(e),
             PlaceError::Store(e) => e.into(),
             PlaceError::Pass(e) => ApiError::Internal(e.to_string()),
+            PlaceError::Identity(e) => ApiError::Identity(e),
         }
+    }
+}
+
+impl From<IdentityError> for ApiError {
+    fn from(e: IdentityError) -> Self {
+        ApiError::Identity(e)
     }
 }
 
@@ -259,6 +270,28 @@ impl ApiError {
                 "Shop timed out",
             ),
             NotAdmitted { .. } => (StatusCode::UNAUTHORIZED, "not-admitted", "Not admitted"),
+            Identity(e) => match e {
+                IdentityError::UserKeyRefused | IdentityError::NoIdentityKey => (
+                    StatusCode::BAD_REQUEST,
+                    "user-token-required",
+                    "User token required",
+                ),
+                IdentityError::TokenRequired => (
+                    StatusCode::UNAUTHORIZED,
+                    "user-token-required",
+                    "User token required",
+                ),
+                IdentityError::Token(UserTokenError::KeysUnavailable(_)) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "identity-keys-unavailable",
+                    "Shop keys unavailable",
+                ),
+                IdentityError::Token(_) => (
+                    StatusCode::UNAUTHORIZED,
+                    "invalid-user-token",
+                    "Invalid user token",
+                ),
+            },
             StoreUnavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store-unavailable",
@@ -336,7 +369,8 @@ impl ApiError {
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         match self {
-            ApiError::StoreUnavailable => {
+            ApiError::StoreUnavailable
+            | ApiError::Identity(IdentityError::Token(UserTokenError::KeysUnavailable(_))) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
             }
             ApiError::MethodNotAllowed { allow, .. } => {

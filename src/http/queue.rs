@@ -13,7 +13,7 @@ use super::place::{cleared_cookies, respond};
 use super::state::AppState;
 use crate::clock::now_ms;
 use crate::pass::TicketClaims;
-use crate::queue::place::{room_status, Places, Presented};
+use crate::queue::place::{identify, room_status, Places, Presented};
 use crate::queue::Room;
 use crate::store::LeaveOutcome;
 
@@ -23,8 +23,11 @@ const MAX_USER_KEY_LEN: usize = 256;
 /// Body of `join`.
 #[derive(Debug, Default, Deserialize)]
 struct JoinBody {
-    /// The shop's user key: one place per user key, whatever device asks.
+    /// The shop's user key: one place per user key, whatever device asks. Trusted as sent, so
+    /// refused once `[identity]` has a key.
     user: Option<String>,
+    /// A shop-signed user token (JWT): joins as its `sub`.
+    user_token: Option<String>,
 }
 
 /// `POST {prefix}/v1/rooms/{room}/join`: the place of the bearer ticket presented, or a new
@@ -38,20 +41,23 @@ pub async fn join(
     let (parts, body) = req.into_parts();
     let bytes = read_limited(&parts.headers, body).await?;
     let body: JoinBody = parse_optional_json(&bytes)?;
-    let identity = match body.user.as_deref() {
-        Some(user) => {
-            let user = user.trim();
-            if user.is_empty() || user.len() > MAX_USER_KEY_LEN {
-                return Err(ApiError::InvalidField {
-                    field: "user",
-                    problem: "must be 1 to 256 bytes",
-                });
-            }
-            Some(state.tickets.user_identity(user))
-        }
-        None => None,
-    };
     let headers = &parts.headers;
+    let user = body.user.as_deref().map(str::trim);
+    if user.is_some_and(|u| u.is_empty() || u.len() > MAX_USER_KEY_LEN) {
+        return Err(ApiError::InvalidField {
+            field: "user",
+            problem: "must be 1 to 256 bytes",
+        });
+    }
+    let now = now_ms();
+    let shopper = identify(
+        state.user_tokens.as_ref(),
+        &state.tickets,
+        user,
+        body.user_token.as_deref(),
+        now / 1000,
+    )
+    .await?;
     // A bearer ticket was chosen by the client and must be valid; a stale cookie is replaced.
     let presented = match bearer(headers) {
         Some(token) => Some(Presented {
@@ -63,11 +69,10 @@ pub async fn join(
             strict: false,
         }),
     };
-    let now = now_ms();
     let pass = pass_from_cookie(headers, &room.id);
     let entered = state
         .places()
-        .enter(room, presented, pass, identity, now)
+        .enter(room, presented, pass, shopper, now)
         .await?;
     let status = if entered.created {
         StatusCode::CREATED

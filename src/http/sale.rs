@@ -19,6 +19,7 @@ use crate::clock::now_ms;
 use crate::http::state::AppState;
 use crate::id::ReservationId;
 use crate::pass::PassClaims;
+use crate::queue::place::identify;
 use crate::sale::coupon;
 use crate::sale::purchase::{self, Order};
 use crate::store::sale::{PurchaseOutcome, Reservation, ReservationState};
@@ -124,6 +125,7 @@ pub async fn purchase(
     let idem = idempotency_key(body.idempotency_key.as_deref())?;
     let order = Order {
         buyer: &claims.sub,
+        user_id: claims.uid.as_deref(),
         quantity: qty,
         idempotency_key: idem,
     };
@@ -202,6 +204,7 @@ pub async fn settle_reservation(
 #[derive(Default, Deserialize)]
 struct ClaimBody {
     user: Option<String>,
+    user_token: Option<String>,
 }
 
 /// `POST {prefix}/v1/coupons/{id}/claim`: 201 with a new coupon, 200 with the same coupon for
@@ -216,19 +219,39 @@ pub async fn claim_coupon(
         .get(campaign_id)
         .ok_or_else(|| ApiError::UnknownCoupon(campaign_id.chars().take(64).collect()))?;
     let (parts, body) = req.into_parts();
-    let user = match &campaign.config.room {
-        Some(room) => require_pass(state, room, &parts.headers)?.sub.clone(),
+    let now = now_ms();
+    let (user, user_id) = match &campaign.config.room {
+        Some(room) => {
+            let pass = require_pass(state, room, &parts.headers)?;
+            (pass.sub.clone(), pass.uid.clone())
+        }
         None => {
             let bytes = read_limited(&parts.headers, body).await?;
             let body: ClaimBody = parse_optional_json(&bytes)?;
-            let user = body.user.as_deref().map(str::trim).unwrap_or("");
-            if user.is_empty() || user.len() > MAX_KEY_LEN {
+            let user = body.user.as_deref().map(str::trim);
+            if user.is_some_and(|u| u.is_empty() || u.len() > MAX_KEY_LEN) {
                 return Err(ApiError::InvalidField {
                     field: "user",
-                    problem: "required (1 to 256 bytes) for a campaign without a room",
+                    problem: "must be 1 to 256 bytes",
                 });
             }
-            state.tickets.user_identity(user).to_string()
+            // The same rule as a join: with an [identity] key only a user token says who.
+            let shopper = identify(
+                state.user_tokens.as_ref(),
+                &state.tickets,
+                user,
+                body.user_token.as_deref(),
+                now / 1000,
+            )
+            .await?
+            .ok_or(ApiError::InvalidField {
+                field: "user",
+                problem: "required (1 to 256 bytes, or `user_token`) for a campaign without a room",
+            })?;
+            (
+                shopper.id.to_string(),
+                shopper.uid.map(|u| u.as_str().to_string()),
+            )
         }
     };
     let secret = state.config.passes.ticket_secret.0.as_bytes();
@@ -237,8 +260,9 @@ pub async fn claim_coupon(
         &state.webhooks,
         campaign,
         &user,
+        user_id.as_deref(),
         secret,
-        now_ms(),
+        now,
     )
     .await?
     .ok_or(ApiError::CouponExhausted)?;

@@ -13,7 +13,7 @@ use super::error::ApiError;
 use super::limits::Limits;
 use crate::config::{join_problems, Config, Problem};
 use crate::http::proxy::Proxy;
-use crate::pass::{PassIssuer, TicketSigner};
+use crate::pass::{PassIssuer, TicketSigner, UserTokens};
 use crate::queue::place::Places;
 use crate::queue::{Room, Rooms};
 use crate::sale::{Coupons, Sale, Sales};
@@ -39,6 +39,8 @@ pub struct AppState {
     pub passes: PassIssuer,
     /// Ticket signer / verifier.
     pub tickets: TicketSigner,
+    /// Verifier of the shop's user tokens (`None` without an `[identity]` key).
+    pub user_tokens: Option<UserTokens>,
     /// Prometheus renderer.
     pub metrics: PrometheusHandle,
     /// The reverse proxy to the shop (routes, page templates, pooled upstream client).
@@ -133,6 +135,7 @@ impl AppState {
             tickets: &self.tickets,
             passes: &self.passes,
             on_store_error: self.config.store.on_store_error,
+            anonymous_joins: !self.config.identity.required,
         }
     }
 }

@@ -41,6 +41,29 @@ pub struct PassClaims {
     /// Optional stock reservation id attached to the pass.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rsv: Option<String>,
+    /// The shop's user id, when the shopper joined with a shop-signed user token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    /// Holder generation of the place (see [`crate::pass::TicketClaims::gen`]): a pass of an
+    /// older generation than the place's is revoked (moved or ended). Absent for 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub gen: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// Who an admitted pass is for: the place's identity, its holder generation and the shop's
+/// user id.
+#[derive(Debug, Clone, Copy)]
+pub struct Holder<'a> {
+    /// The place's identity (`sub`).
+    pub sub: &'a str,
+    /// Holder generation (`gen`).
+    pub gen: u32,
+    /// The shop's user id (`uid`).
+    pub uid: Option<&'a str>,
 }
 
 /// Issues and verifies passes. Cloning is cheap (one `Arc`).
@@ -109,6 +132,21 @@ impl PassIssuer {
         self.issue_claims(&self.claims_for(room, sub, pos, now_unix, exp_unix, None))
     }
 
+    /// Like [`PassIssuer::issue`] for `holder`: its identity, generation and user id.
+    pub fn issue_to(
+        &self,
+        room: &str,
+        holder: Holder<'_>,
+        pos: u64,
+        now_unix: u64,
+        exp_unix: u64,
+    ) -> Result<String, KeyError> {
+        let mut claims = self.claims_for(room, holder.sub, pos, now_unix, exp_unix, None);
+        claims.gen = holder.gen;
+        claims.uid = holder.uid.map(str::to_owned);
+        self.issue_claims(&claims)
+    }
+
     /// Like [`PassIssuer::issue`] but attaches a stock reservation id (`rsv`).
     pub fn issue_with_reservation(
         &self,
@@ -159,6 +197,8 @@ impl PassIssuer {
             jti: uuid::Uuid::new_v4().simple().to_string(),
             pos,
             rsv,
+            uid: None,
+            gen: 0,
         }
     }
 

@@ -17,8 +17,10 @@
 //! Code map (the submodules are private; everything is re-exported here):
 //! `ticket` signs and verifies tickets and derives waiter identities; `keys` loads,
 //! generates and publishes (as JWKS) the pass signing key; `issuer` issues and verifies
-//! passes and remembers verified ones. The two error enums below are shared by all three.
+//! passes and remembers verified ones; `identity` verifies
+//! the shop's user tokens (who a shopper is). The two error enums below are shared by all three.
 
+mod identity;
 mod issuer;
 mod keys;
 mod ticket;
@@ -28,7 +30,8 @@ mod fixtures;
 
 use std::path::PathBuf;
 
-pub use issuer::{PassClaims, PassIssuer, MAX_PASS_LEN, PASS_LEEWAY_SECS};
+pub use identity::{UserId, UserTokenError, UserTokens, MAX_USER_ID_LEN, MAX_USER_TOKEN_LEN};
+pub use issuer::{Holder, PassClaims, PassIssuer, MAX_PASS_LEN, PASS_LEEWAY_SECS};
 pub use keys::PassKeys;
 pub use ticket::{TicketClaims, TicketSigner, MAX_TICKET_LEN};
 

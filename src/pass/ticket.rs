@@ -1,6 +1,6 @@
-//! Queue tickets: the HMAC-SHA256 signed `room.id.seq.iat.pos.sig` strings a waiter
-//! holds while queued, checked on every poll without JSON or more than two
-//! allocations, and the waiter identities (per shop user, or anonymous) they carry.
+//! Queue tickets: the HMAC-SHA256 signed `room.id.seq.iat.pos[.gen.uid].sig` strings a
+//! waiter holds while queued, checked on every poll without JSON and with few allocations,
+//! and the waiter identities (per shop user, or anonymous) they carry.
 
 use std::fmt;
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use hmac::{Hmac, Mac as _};
 use rand::RngCore as _;
 use sha2::Sha256;
 
-use super::TokenError;
+use super::{TokenError, UserId};
 use crate::id::{Identity, IDENTITY_LEN};
 
 type HmacSha256 = Hmac<Sha256>;
@@ -24,8 +24,9 @@ const TICKET_MAC_PREFIX: &[u8] = b"rgt1.";
 /// Domain-separation prefix for user identities (see [`TICKET_MAC_PREFIX`]).
 const USER_MAC_PREFIX: &[u8] = b"user:";
 /// Longest ticket we are willing to look at. A real ticket is at most
-/// 64 + 16 + 3 * 20 + 43 + 5 = 188 bytes; anything longer is rejected before any work.
-pub const MAX_TICKET_LEN: usize = 256;
+/// 64 + 16 + 3 * 20 + 10 + 342 (a 256-byte user id in base64url) + 43 + 7 = 542 bytes;
+/// anything longer is rejected before any work.
+pub const MAX_TICKET_LEN: usize = 560;
 /// Length of an unpadded base64url HMAC-SHA256 tag.
 const TICKET_SIG_B64_LEN: usize = 43;
 /// Longest room id accepted inside a ticket.
@@ -47,6 +48,12 @@ pub struct TicketClaims {
     pub iat: u64,
     /// Position in the queue at join.
     pub pos: u64,
+    /// Holder generation: the place's holder count when this ticket was made. Moving the
+    /// place to another device or ending its session raises the place's generation, and a
+    /// ticket of an older one stops working (0 for a place never moved).
+    pub gen: u32,
+    /// The shop's user id, when the shopper joined with a shop-signed user token.
+    pub uid: Option<UserId>,
 }
 
 /// HMAC-SHA256 signer/verifier of tickets. Cloning is cheap (one `Arc`).
@@ -86,7 +93,9 @@ impl TicketSigner {
         }
     }
 
-    /// Signs `t` as `{room}.{id}.{seq}.{iat}.{pos}.{sig}` where
+    /// Signs `t` as `{room}.{id}.{seq}.{iat}.{pos}.{sig}`, or, for a moved place or a
+    /// shopper the shop vouched for, `{room}.{id}.{seq}.{iat}.{pos}.{gen}.{uid}.{sig}` (`uid`
+    /// in base64url, empty for none), where
     /// `sig = base64url-nopad(HMAC-SHA256(secret, "rgt1." + everything before the last dot))`.
     ///
     /// The output contains only cookie-safe characters provided `room` and `id`
@@ -94,6 +103,14 @@ impl TicketSigner {
     /// [`TicketSigner::verify`] rejects as [`TokenError::Malformed`].
     pub fn sign(&self, t: &TicketClaims) -> String {
         let mut out = format!("{}.{}.{}.{}.{}", t.room, t.id, t.seq, t.iat, t.pos);
+        if t.gen != 0 || t.uid.is_some() {
+            out.push('.');
+            out.push_str(&t.gen.to_string());
+            out.push('.');
+            if let Some(uid) = &t.uid {
+                URL_SAFE_NO_PAD.encode_string(uid.as_str(), &mut out);
+            }
+        }
         let mut mac = HmacSha256::clone(&self.mac);
         mac.update(TICKET_MAC_PREFIX);
         mac.update(out.as_bytes());
@@ -122,6 +139,11 @@ impl TicketSigner {
         let seq = next()?;
         let iat = next()?;
         let pos = next()?;
+        let (gen, uid) = match (fields.next(), fields.next()) {
+            (None, _) => (None, None),
+            (Some(gen), Some(uid)) => (Some(gen), Some(uid)),
+            (Some(_), None) => return Err(TokenError::Malformed),
+        };
         if fields.next().is_some() {
             return Err(TokenError::Malformed);
         }
@@ -132,6 +154,20 @@ impl TicketSigner {
         let seq = parse_decimal(seq)?;
         let iat = parse_decimal(iat)?;
         let pos = parse_decimal(pos)?;
+        let gen = match gen {
+            Some(g) => u32::try_from(parse_decimal(g)?).map_err(|_| TokenError::Malformed)?,
+            None => 0,
+        };
+        let uid = match uid {
+            Some("") | None => None,
+            Some(b64) => {
+                let bytes = URL_SAFE_NO_PAD
+                    .decode(b64)
+                    .map_err(|_| TokenError::Malformed)?;
+                let text = std::str::from_utf8(&bytes).map_err(|_| TokenError::Malformed)?;
+                Some(UserId::parse(text).ok_or(TokenError::Malformed)?)
+            }
+        };
 
         if sig_b64.len() != TICKET_SIG_B64_LEN {
             return Err(TokenError::Malformed);
@@ -159,6 +195,8 @@ impl TicketSigner {
             seq,
             iat,
             pos,
+            gen,
+            uid,
         })
     }
 
@@ -224,6 +262,8 @@ mod tests {
             seq: 1234,
             iat: NOW,
             pos: 77,
+            gen: 0,
+            uid: None,
         }
     }
 
@@ -244,10 +284,33 @@ mod tests {
             seq: u64::MAX,
             iat: u64::MAX,
             pos: u64::MAX,
+            gen: u32::MAX,
+            uid: UserId::parse(&"\u{10FFFF}".repeat(64)),
         };
+        assert_eq!(big.uid.as_ref().map(|u| u.as_str().len()), Some(256));
         let tok = s.sign(&big);
-        assert!(tok.len() <= MAX_TICKET_LEN);
+        assert!(tok.len() <= MAX_TICKET_LEN, "{}", tok.len());
+        assert_eq!(tok.split('.').count(), 8);
         assert_eq!(s.verify(&tok), Ok(big));
+    }
+
+    #[test]
+    fn moved_or_vouched_tickets_carry_generation_and_user_id() {
+        let s = TicketSigner::new(b"0123456789abcdef0123456789abcdef");
+        let moved = TicketClaims { gen: 3, ..claims() };
+        let tok = s.sign(&moved);
+        assert_eq!(tok.split('.').count(), 8);
+        assert_eq!(s.verify(&tok), Ok(moved.clone()));
+        let vouched = TicketClaims {
+            uid: UserId::parse("customer 17.eu"),
+            ..claims()
+        };
+        let tok = s.sign(&vouched);
+        assert_eq!(s.verify(&tok), Ok(vouched));
+        // Seven fields (a generation without its uid field) is not a ticket.
+        let plain = s.sign(&claims());
+        let (msg, _) = plain.rsplit_once('.').unwrap();
+        assert_eq!(s.verify(&format!("{msg}.1.x")), Err(TokenError::Malformed));
     }
 
     #[test]

@@ -18,7 +18,10 @@ use super::schedule::{rfc3339, Phase, Schedule};
 use super::snapshot::Located;
 use crate::config::{OnStoreError, RoomMode};
 use crate::id::Identity;
-use crate::pass::{KeyError, PassIssuer, TicketClaims, TicketSigner, TokenError};
+use crate::pass::{
+    Holder, KeyError, PassIssuer, TicketClaims, TicketSigner, TokenError, UserId, UserTokenError,
+    UserTokens,
+};
 use crate::store::{JoinOutcome, LeaveOutcome, Lookup, RoomStatus, Store, StoreError};
 
 /// A ticket older than this is refused even with a valid signature: a place is not held for
@@ -38,6 +41,9 @@ pub enum PlaceError {
     /// The pass could not be signed.
     #[error("signing a pass: {0}")]
     Pass(#[from] KeyError),
+    /// Who the shopper is could not be established.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
 }
 
 /// State of a place, as the JSON contract names it.
@@ -125,6 +131,94 @@ pub struct Presented<'a> {
     pub strict: bool,
 }
 
+/// Who holds a place: its identity in the store, its holder generation (raised when the place
+/// moves to another device or its session ends, so older tickets and passes stop working),
+/// and the shop's user id when the shop vouched for the shopper.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shopper {
+    /// Identity in the store (the member of the room's queue).
+    pub id: Identity,
+    /// Holder generation.
+    pub gen: u32,
+    /// The shop's user id (a verified user token's `sub`).
+    pub uid: Option<UserId>,
+}
+
+impl Shopper {
+    /// A new anonymous shopper (random identity).
+    pub fn anonymous() -> Self {
+        Self::new(TicketSigner::anonymous_identity(), None)
+    }
+
+    /// The shopper of `id` at generation 0.
+    pub fn new(id: Identity, uid: Option<UserId>) -> Self {
+        Shopper { id, gen: 0, uid }
+    }
+
+    /// The holder of a verified ticket.
+    pub fn of_ticket(claims: &TicketClaims) -> Self {
+        Shopper {
+            id: claims.id.clone(),
+            gen: claims.gen,
+            uid: claims.uid.clone(),
+        }
+    }
+
+    fn holder(&self) -> Holder<'_> {
+        Holder {
+            sub: self.id.as_str(),
+            gen: self.gen,
+            uid: self.uid.as_ref().map(UserId::as_str),
+        }
+    }
+}
+
+/// Why a join's claim of who the shopper is was refused. Nothing changed.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// `[identity]` has a key, so a bare `user` key (which anyone may send) is refused.
+    #[error(
+        "this room identifies shoppers by a shop-signed `user_token`; a bare `user` key is refused"
+    )]
+    UserKeyRefused,
+    /// `[identity]` requires every join to carry a user token.
+    #[error("a shop-signed `user_token` is required to join")]
+    TokenRequired,
+    /// A user token was sent but no key is configured to verify it.
+    #[error("`user_token` cannot be checked: this deployment has no [identity] key")]
+    NoIdentityKey,
+    /// The user token is forged, expired, for another audience, or unreadable.
+    #[error("invalid `user_token`: {0}")]
+    Token(#[from] UserTokenError),
+}
+
+/// Who a join says the shopper is, checked: `user_token` (verified; joins as its `sub`),
+/// else a bare `user` key (trusted as sent, only without an `[identity]` key), else nobody
+/// in particular (`None`: a random identity, when anonymous joins are allowed). Both map a shop user id to
+/// the same identity, so a shop that moves from user keys to tokens keeps its shoppers'
+/// places.
+pub async fn identify(
+    tokens: Option<&UserTokens>,
+    signer: &TicketSigner,
+    user: Option<&str>,
+    user_token: Option<&str>,
+    now_secs: u64,
+) -> Result<Option<Shopper>, IdentityError> {
+    match (tokens, user_token, user) {
+        (Some(tokens), Some(token), _) => {
+            let uid = tokens.verify(token, now_secs).await?;
+            Ok(Some(Shopper::new(
+                signer.user_identity(uid.as_str()),
+                Some(uid),
+            )))
+        }
+        (None, Some(_), _) => Err(IdentityError::NoIdentityKey),
+        (Some(_), None, Some(_)) => Err(IdentityError::UserKeyRefused),
+        (None, None, Some(user)) => Ok(Some(Shopper::new(signer.user_identity(user), None))),
+        (_, None, None) => Ok(None),
+    }
+}
+
 /// Eta of nothing to wait for.
 const NO_ETA: Eta = Eta {
     p50: None,
@@ -185,6 +279,9 @@ pub struct Places<'a> {
     pub passes: &'a PassIssuer,
     /// What a join or claim does when the store is unavailable.
     pub on_store_error: OnStoreError,
+    /// Whether a join without a user token may make a place with a random identity (false
+    /// with `identity.required`).
+    pub anonymous_joins: bool,
 }
 
 impl Places<'_> {
@@ -215,14 +312,14 @@ impl Places<'_> {
     }
 
     /// Finds or makes the place of a shopper: the place of the ticket presented (a strict one
-    /// must be valid; an invalid lenient one is replaced), or a new place for `identity` (a
+    /// must be valid; an invalid lenient one is replaced), or a new place for `shopper` (a
     /// random one when `None`). `pass` is the pass the shopper already holds for the room.
     pub async fn enter(
         &self,
         room: &Room,
         presented: Option<Presented<'_>>,
         pass: Option<&str>,
-        identity: Option<Identity>,
+        shopper: Option<Shopper>,
         now: u64,
     ) -> Result<Entered, PlaceError> {
         let now_secs = now / 1000;
@@ -234,14 +331,14 @@ impl Places<'_> {
         if matches!(phase, Phase::Closed | Phase::NotYetOpen) {
             return Ok(existing(Place::without_ticket(PlaceState::Closed)));
         }
-        if identity.is_none() {
+        if shopper.is_none() {
             let claims = match presented {
                 Some(p) if p.strict => Some(self.verify_ticket(room, p.token, now_secs)?),
                 Some(p) => self.verify_ticket(room, p.token, now_secs).ok(),
                 None => None,
             };
             if let Some(claims) = claims {
-                let token = self.sign(room, &claims.id, claims.seq, claims.iat, claims.pos);
+                let token = self.tickets.sign(&claims);
                 let place = self.locate(room, &claims, token, pass, now).await?;
                 if place.state != PlaceState::Expired {
                     return Ok(existing(place));
@@ -257,10 +354,13 @@ impl Places<'_> {
             // Nothing to queue for: no place is made (a restock reopens joining).
             return Ok(existing(Place::without_ticket(PlaceState::SoldOut)));
         }
-        let minted = identity.is_none();
-        let identity = identity.unwrap_or_else(TicketSigner::anonymous_identity);
+        let minted = shopper.is_none();
+        if minted && !self.anonymous_joins {
+            return Err(PlaceError::Identity(IdentityError::TokenRequired));
+        }
+        let shopper = shopper.unwrap_or_else(Shopper::anonymous);
         if room.config.mode == RoomMode::Passthrough {
-            let place = self.passthrough(room, &identity, now)?;
+            let place = self.passthrough(room, &shopper, now)?;
             return Ok(Entered {
                 place,
                 created: true,
@@ -268,17 +368,17 @@ impl Places<'_> {
         }
         let outcome = match self
             .store
-            .join(&room.id, &identity, minted, &room.params_now(), now)
+            .join(&room.id, &shopper.id, minted, &room.params_now(), now)
             .await
         {
             Ok(outcome) => outcome,
-            Err(e) => return self.store_failed_join(room, &identity, e, now),
+            Err(e) => return self.store_failed_join(room, &shopper, e, now),
         };
         let (place, created) = match outcome {
             JoinOutcome::Closed => (Place::without_ticket(PlaceState::Closed), false),
             JoinOutcome::Prequeue { created } => {
                 // No seq yet: the first poll after the opening learns it from the store.
-                let ticket = self.sign(room, &identity, 0, now_secs, 0);
+                let ticket = self.sign(room, &shopper, 0, now_secs, 0);
                 (Place::with_ticket(PlaceState::Prequeue, ticket), created)
             }
             JoinOutcome::Waiting { seq, created } => {
@@ -287,7 +387,7 @@ impl Places<'_> {
                     _ => 1,
                 };
                 room.record_seen(seq, now);
-                let ticket = self.sign(room, &identity, seq, now_secs, position);
+                let ticket = self.sign(room, &shopper, seq, now_secs, position);
                 let place = Place {
                     position,
                     ..Place::with_ticket(PlaceState::Waiting, ticket)
@@ -296,8 +396,8 @@ impl Places<'_> {
             }
             JoinOutcome::Admitted { seq, created } => {
                 room.note_admitted(seq);
-                let ticket = self.sign(room, &identity, seq, now_secs, 1);
-                let place = self.admitted(room, &identity, ticket, 1, now).await?;
+                let ticket = self.sign(room, &shopper, seq, now_secs, 1);
+                let place = self.admitted(room, &shopper, ticket, 1, now).await?;
                 (place, created)
             }
         };
@@ -315,9 +415,10 @@ impl Places<'_> {
         pass: Option<&str>,
         now: u64,
     ) -> Result<Place, PlaceError> {
+        let shopper = Shopper::of_ticket(claims);
         match room.config.mode {
             RoomMode::Closed => return Ok(Place::without_ticket(PlaceState::Closed)),
-            RoomMode::Passthrough => return self.passthrough(room, &claims.id, now),
+            RoomMode::Passthrough => return self.passthrough(room, &shopper, now),
             RoomMode::Queue | RoomMode::SafetyNet => {}
         }
         if claims.seq == 0 {
@@ -348,12 +449,9 @@ impl Places<'_> {
                 })
             }
             Located::Gone => Ok(Place::with_ticket(PlaceState::Expired, ticket)),
-            Located::PastHead => match self.held_pass(room, pass, &claims.id, ticket) {
+            Located::PastHead => match self.held_pass(room, pass, &shopper, ticket) {
                 Ok(place) => Ok(place),
-                Err(ticket) => {
-                    self.admitted(room, &claims.id, ticket, claims.pos, now)
-                        .await
-                }
+                Err(ticket) => self.admitted(room, &shopper, ticket, claims.pos, now).await,
             },
         }
     }
@@ -368,7 +466,8 @@ impl Places<'_> {
         pass: Option<&str>,
         now: u64,
     ) -> Result<Place, PlaceError> {
-        let same = || self.sign(room, &claims.id, 0, claims.iat, 0);
+        let shopper = Shopper::of_ticket(claims);
+        let same = || self.sign(room, &shopper, 0, claims.iat, 0);
         match self
             .store
             .lookup(&room.id, &claims.id, &room.params, now)
@@ -376,9 +475,9 @@ impl Places<'_> {
         {
             Lookup::Prequeue => Ok(Place::with_ticket(PlaceState::Prequeue, same())),
             Lookup::Absent => Ok(Place::with_ticket(PlaceState::Expired, same())),
-            Lookup::Admitted => match self.held_pass(room, pass, &claims.id, same()) {
+            Lookup::Admitted => match self.held_pass(room, pass, &shopper, same()) {
                 Ok(place) => Ok(place),
-                Err(ticket) => self.admitted(room, &claims.id, ticket, 0, now).await,
+                Err(ticket) => self.admitted(room, &shopper, ticket, 0, now).await,
             },
             Lookup::Waiting { seq } => {
                 let position = match room.locate(seq) {
@@ -386,7 +485,7 @@ impl Places<'_> {
                     _ => 1,
                 };
                 room.record_seen(seq, now);
-                let ticket = self.sign(room, &claims.id, seq, claims.iat, position);
+                let ticket = self.sign(room, &shopper, seq, claims.iat, position);
                 Ok(Place {
                     position,
                     ..Place::with_ticket(PlaceState::Waiting, ticket)
@@ -396,19 +495,20 @@ impl Places<'_> {
     }
 
     /// The admitted place of a shopper whose pass (already held) is valid for this room and
-    /// names `identity`; otherwise the ticket back, for a store claim.
+    /// names the shopper's identity and generation; otherwise the ticket back, for a store
+    /// claim.
     fn held_pass(
         &self,
         room: &Room,
         pass: Option<&str>,
-        identity: &Identity,
+        shopper: &Shopper,
         ticket: String,
     ) -> Result<Place, String> {
         let Some(pass) = pass else {
             return Err(ticket);
         };
         match self.passes.verify_for_room(pass, room.id.as_str()) {
-            Ok(c) if c.sub == identity.as_str() => Ok(Place {
+            Ok(c) if c.sub == shopper.id.as_str() && c.gen == shopper.gen => Ok(Place {
                 pass: Some((pass.to_string(), c.exp)),
                 ..Place::with_ticket(PlaceState::Admitted, ticket)
             }),
@@ -417,12 +517,12 @@ impl Places<'_> {
     }
 
     /// Mode `passthrough`: admitted at once with a pass, no queue and no store call.
-    fn passthrough(&self, room: &Room, identity: &Identity, now: u64) -> Result<Place, PlaceError> {
+    fn passthrough(&self, room: &Room, shopper: &Shopper, now: u64) -> Result<Place, PlaceError> {
         let exp = (now + room.params.session_ms) / 1000;
         let pass = self
             .passes
-            .issue(room.id.as_str(), identity, 0, now / 1000, exp)?;
-        let ticket = self.sign(room, identity, 0, now / 1000, 0);
+            .issue_to(room.id.as_str(), shopper.holder(), 0, now / 1000, exp)?;
+        let ticket = self.sign(room, shopper, 0, now / 1000, 0);
         Ok(Place {
             pass: Some((pass, exp)),
             ..Place::with_ticket(PlaceState::Admitted, ticket)
@@ -435,14 +535,14 @@ impl Places<'_> {
     async fn admitted(
         &self,
         room: &Room,
-        identity: &Identity,
+        shopper: &Shopper,
         ticket: String,
         pos: u64,
         now: u64,
     ) -> Result<Place, PlaceError> {
         let expiry_ms = match self
             .store
-            .claim(&room.id, identity, &room.params, now)
+            .claim(&room.id, &shopper.id, &room.params, now)
             .await
         {
             Ok(Some(expiry)) => expiry,
@@ -453,9 +553,9 @@ impl Places<'_> {
             Err(e) => return Err(e.into()),
         };
         let exp = expiry_ms / 1000;
-        let pass = self
-            .passes
-            .issue(room.id.as_str(), identity, pos, now / 1000, exp)?;
+        let pass =
+            self.passes
+                .issue_to(room.id.as_str(), shopper.holder(), pos, now / 1000, exp)?;
         Ok(Place {
             pass: Some((pass, exp)),
             ..Place::with_ticket(PlaceState::Admitted, ticket)
@@ -467,7 +567,7 @@ impl Places<'_> {
     fn store_failed_join(
         &self,
         room: &Room,
-        identity: &Identity,
+        shopper: &Shopper,
         error: StoreError,
         now: u64,
     ) -> Result<Entered, PlaceError> {
@@ -477,20 +577,22 @@ impl Places<'_> {
             return Err(error.into());
         }
         tracing::warn!(room = %room.id, "store unavailable: failing open, admitting without queueing");
-        let place = self.passthrough(room, identity, now)?;
+        let place = self.passthrough(room, shopper, now)?;
         Ok(Entered {
             place,
             created: true,
         })
     }
 
-    fn sign(&self, room: &Room, id: &Identity, seq: u64, iat: u64, pos: u64) -> String {
+    fn sign(&self, room: &Room, shopper: &Shopper, seq: u64, iat: u64, pos: u64) -> String {
         self.tickets.sign(&TicketClaims {
             room: room.id.as_str().to_string(),
-            id: id.clone(),
+            id: shopper.id.clone(),
             seq,
             iat,
             pos,
+            gen: shopper.gen,
+            uid: shopper.uid.clone(),
         })
     }
 }

@@ -22,19 +22,27 @@ pub struct Coupon {
     pub created: bool,
 }
 
-/// Claims a coupon of `campaign` for `user`: first come, one per user, at most `limit` issued
-/// (one atomic store operation). `None` once the campaign is exhausted. Issuing the last one
+/// Claims a coupon of `campaign` for `user` (`user_id`: the shop's user id for the log, when
+/// the shop vouched for the shopper): first come, one per user, at most `limit` issued (one
+/// atomic store operation). `None` once the campaign is exhausted. Issuing the last one
 /// emits `coupon.exhausted`.
 pub async fn claim(
     store: &dyn SaleStore,
     webhooks: &Webhooks,
     campaign: &Campaign,
     user: &str,
+    user_id: Option<&str>,
     secret: &[u8],
     now: u64,
 ) -> Result<Option<Coupon>, StoreError> {
     let (serial, created) = match store
-        .claim_coupon(&campaign.id, user, campaign.config.limit, now)
+        .claim_coupon(
+            &campaign.id,
+            user,
+            user_id.unwrap_or(""),
+            campaign.config.limit,
+            now,
+        )
         .await?
     {
         CouponOutcome::New(serial) => {

@@ -14,6 +14,8 @@ use crate::store::StoreError;
 pub struct Order<'a> {
     /// The buyer: the identity the admission pass names.
     pub buyer: &'a str,
+    /// The shop's user id the pass carries (`uid`), when the shop vouched for the buyer.
+    pub user_id: Option<&'a str>,
     /// Units wanted (at least 1).
     pub quantity: u64,
     /// The client's idempotency key, `""` for none: a retry with the same key finds the same
@@ -42,6 +44,7 @@ pub async fn purchase(
         .purchase(
             &sale.id,
             order.buyer,
+            order.user_id.unwrap_or(""),
             order.quantity,
             order.idempotency_key,
             &sale.params,

@@ -192,6 +192,9 @@ pub enum CouponOutcome {
     Exhausted,
 }
 
+/// One entry of an order stream or coupon log: its fields in the order they were written.
+pub type StreamEntry = Vec<(String, String)>;
+
 /// Storage of sales and coupons. Ids are typed (parsed at the edge); `user` is the store identity
 /// of the buyer (pass `sub`). Every method is atomic across nodes.
 #[async_trait]
@@ -203,7 +206,8 @@ pub trait SaleStore: Send + Sync + 'static {
     /// The sale's counters.
     async fn sale_state(&self, sale: &SaleId) -> Result<SaleState, StoreError>;
 
-    /// Reserves `quantity` units for `user` (see `lua/purchase.lua`). An empty
+    /// Reserves `quantity` units for `user` (see `lua/purchase.lua`); `user_id` (the shop's
+    /// user id, `""` for none) is recorded on the `reserved` order event. An empty
     /// `idempotency_key` means none, and a new reservation is named `new_id`; with a key it is
     /// named [`keyed_reservation_id`] and `new_id` is unused, and when that reservation exists
     /// (in any state) the answer is `Existing` with it: nothing is taken.
@@ -212,6 +216,7 @@ pub trait SaleStore: Send + Sync + 'static {
         &self,
         sale: &SaleId,
         user: &str,
+        user_id: &str,
         quantity: u64,
         idempotency_key: &str,
         params: &SaleParams,
@@ -242,11 +247,13 @@ pub trait SaleStore: Send + Sync + 'static {
         now_ms: u64,
     ) -> Result<(i64, u64), StoreError>;
 
-    /// Issues the next coupon serial to `user` unless it has one or `limit` are issued.
+    /// Issues the next coupon serial to `user` unless it has one or `limit` are issued; the log
+    /// entry records `user_id` (the shop's user id, `""` for none).
     async fn claim_coupon(
         &self,
         campaign: &CampaignId,
         user: &str,
+        user_id: &str,
         limit: u64,
         now_ms: u64,
     ) -> Result<CouponOutcome, StoreError>;
@@ -254,6 +261,14 @@ pub trait SaleStore: Send + Sync + 'static {
     /// Events on the sale's order stream (for audits and tests).
     async fn order_events(&self, sale: &SaleId) -> Result<u64, StoreError>;
 
+    /// The sale's order stream, oldest first: each entry's fields as written (`event`,
+    /// `reservation_id`, `user`, `user_id` when known, `quantity`, ...).
+    async fn order_log(&self, sale: &SaleId) -> Result<Vec<StreamEntry>, StoreError>;
+
     /// Entries on the campaign's coupon log.
     async fn coupon_log_len(&self, campaign: &CampaignId) -> Result<u64, StoreError>;
+
+    /// The campaign's coupon log, oldest first (`serial`, `user`, `user_id` when known,
+    /// `at_ms`).
+    async fn coupon_log(&self, campaign: &CampaignId) -> Result<Vec<StreamEntry>, StoreError>;
 }

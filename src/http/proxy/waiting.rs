@@ -14,7 +14,7 @@ use crate::http::error::ApiError;
 use crate::http::limits::Endpoint;
 use crate::http::place::{place_cookies, respond};
 use crate::http::state::AppState;
-use crate::queue::place::{place_body, PlaceState, Presented};
+use crate::queue::place::{identify, place_body, PlaceState, Presented, Shopper};
 
 /// Longest return URL carried through the waiting page.
 const MAX_RETURN_URL: usize = 2048;
@@ -45,9 +45,10 @@ pub(crate) async fn admit_or_wait(
         strict: false,
     });
     let pass = pass_from_cookie(headers, &room.id);
+    let shopper = vouched_shopper(state, headers, ticket, now).await;
     let entered = state
         .places()
-        .enter(room, presented, pass, None, now)
+        .enter(room, presented, pass, shopper, now)
         .await?;
     let place = entered.place;
     if wants_json(headers) {
@@ -105,6 +106,40 @@ pub(crate) async fn admit_or_wait(
         h.append(header::SET_COOKIE, cookie);
     }
     Ok(resp)
+}
+
+/// The shopper the shop's identity cookie (`identity.cookie`) vouches for, when the page's
+/// own ticket does not already name a vouched shopper: a browser that is logged in at the shop
+/// joins as itself. An invalid or expired cookie counts as not logged in.
+async fn vouched_shopper(
+    state: &AppState,
+    headers: &HeaderMap,
+    ticket: Option<&str>,
+    now: u64,
+) -> Option<Shopper> {
+    let name = state.config.identity.cookie.as_deref()?;
+    let token = cookie(headers, name)?;
+    if ticket
+        .and_then(|t| state.tickets.verify(t).ok())
+        .is_some_and(|c| c.uid.is_some())
+    {
+        return None;
+    }
+    match identify(
+        state.user_tokens.as_ref(),
+        &state.tickets,
+        None,
+        Some(token),
+        now / 1000,
+    )
+    .await
+    {
+        Ok(shopper) => shopper,
+        Err(e) => {
+            tracing::debug!(error = %e, "identity cookie refused; joining as an anonymous shopper");
+            None
+        }
+    }
 }
 
 /// `ANY {prefix}/v1/rooms/{room}/wait`: the waiting page for shops that keep their own proxy

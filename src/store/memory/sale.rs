@@ -9,7 +9,7 @@ use super::MemoryStore;
 use crate::id::{CampaignId, SaleId};
 use crate::store::sale::{
     purchase_reservation_id, CouponOutcome, PurchaseOutcome, Reservation, ReservationState,
-    SaleParams, SaleState, SaleStore, SettleOutcome,
+    SaleParams, SaleState, SaleStore, SettleOutcome, StreamEntry,
 };
 use crate::store::StoreError;
 
@@ -28,7 +28,8 @@ struct SaleData {
     /// (expiry ms, id) of reservations still `reserved`: what the sweep works through (the
     /// Redis store's rsv_exp entries, kept per reservation here and removed on settle).
     due: BTreeSet<(u64, String)>,
-    events: u64,
+    /// The order stream.
+    events: Vec<StreamEntry>,
 }
 
 #[derive(Clone)]
@@ -43,7 +44,15 @@ struct Record {
 struct CouponData {
     issued: u64,
     claimed: HashMap<String, u64>,
-    log: u64,
+    log: Vec<StreamEntry>,
+}
+
+/// A stream entry from field names and values, in order.
+fn entry<const N: usize>(fields: [(&str, String); N]) -> StreamEntry {
+    fields
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
 }
 
 impl SaleData {
@@ -52,11 +61,12 @@ impl SaleData {
     }
 
     /// The units of a reservation leaving `reserved` for `to` (settle.lua / sweep.lua).
-    fn close(&mut self, id: &str, to: ReservationState) {
+    fn close(&mut self, id: &str, to: ReservationState, now: u64) {
         let Some(rec) = self.reservations.get_mut(id) else {
             return;
         };
         let (user, qty, expires) = (rec.user.clone(), rec.quantity, rec.expires_ms);
+        let user_name = user.clone();
         rec.state = to;
         let stock = self.stock();
         stock.reserved -= qty;
@@ -77,7 +87,13 @@ impl SaleData {
             }
         }
         self.due.remove(&(expires, id.to_string()));
-        self.events += 1;
+        self.events.push(entry([
+            ("event", to.as_str().to_string()),
+            ("reservation_id", id.to_string()),
+            ("user", user_name),
+            ("quantity", qty.to_string()),
+            ("at_ms", now.to_string()),
+        ]));
     }
 }
 
@@ -115,6 +131,7 @@ impl SaleStore for MemoryStore {
         &self,
         sale: &SaleId,
         user: &str,
+        user_id: &str,
         quantity: u64,
         idempotency_key: &str,
         params: &SaleParams,
@@ -173,7 +190,20 @@ impl SaleStore for MemoryStore {
                 },
             );
             s.due.insert((expires_ms, new_id.clone()));
-            s.events += 1;
+            let mut event = entry([
+                ("event", "reserved".to_string()),
+                ("reservation_id", new_id.clone()),
+                ("user", user.to_string()),
+            ]);
+            if !user_id.is_empty() {
+                event.push(("user_id".into(), user_id.to_string()));
+            }
+            event.extend(entry([
+                ("quantity", quantity.to_string()),
+                ("expires_at_ms", expires_ms.to_string()),
+                ("at_ms", now.to_string()),
+            ]));
+            s.events.push(event);
             PurchaseOutcome::Reserved(Reservation {
                 id: new_id,
                 quantity,
@@ -214,7 +244,7 @@ impl SaleStore for MemoryStore {
             if target == ReservationState::Expired && rec.expires_ms > now {
                 return SettleOutcome::Conflict(rec.state);
             }
-            s.close(reservation, to);
+            s.close(reservation, to, now);
             if to == target {
                 SettleOutcome::Done(to)
             } else {
@@ -240,7 +270,7 @@ impl SaleStore for MemoryStore {
             for (exp, id) in due {
                 s.due.remove(&(exp, id.clone()));
                 if s.reservations.get(&id).map(|r| r.state) == Some(ReservationState::Reserved) {
-                    s.close(&id, ReservationState::Expired);
+                    s.close(&id, ReservationState::Expired, now);
                     n += 1;
                 }
             }
@@ -252,7 +282,7 @@ impl SaleStore for MemoryStore {
         &self,
         sale: &SaleId,
         units: i64,
-        _now: u64,
+        now: u64,
     ) -> Result<(i64, u64), StoreError> {
         let sale = sale.as_str();
         Ok(self.with_sales(|b| {
@@ -264,7 +294,11 @@ impl SaleStore for MemoryStore {
                 let st = s.stock();
                 st.available = (st.available as i64 + applied) as u64;
                 st.total = (st.total as i64 + applied) as u64;
-                s.events += 1;
+                s.events.push(entry([
+                    ("event", "stock_changed".to_string()),
+                    ("units", applied.to_string()),
+                    ("at_ms", now.to_string()),
+                ]));
             }
             (applied, s.stock.map_or(0, |st| st.available))
         }))
@@ -274,8 +308,9 @@ impl SaleStore for MemoryStore {
         &self,
         campaign: &CampaignId,
         user: &str,
+        user_id: &str,
         limit: u64,
-        _now: u64,
+        now: u64,
     ) -> Result<CouponOutcome, StoreError> {
         let campaign = campaign.as_str();
         Ok(self.with_sales(|b| {
@@ -288,18 +323,43 @@ impl SaleStore for MemoryStore {
             }
             c.issued += 1;
             c.claimed.insert(user.to_string(), c.issued);
-            c.log += 1;
+            let mut line = entry([("serial", c.issued.to_string()), ("user", user.to_string())]);
+            if !user_id.is_empty() {
+                line.push(("user_id".into(), user_id.to_string()));
+            }
+            line.push(("at_ms".into(), now.to_string()));
+            c.log.push(line);
             CouponOutcome::New(c.issued)
         }))
     }
 
     async fn order_events(&self, sale: &SaleId) -> Result<u64, StoreError> {
         let sale = sale.as_str();
-        Ok(self.with_sales(|b| b.sales.get(sale).map_or(0, |s| s.events)))
+        Ok(self.with_sales(|b| b.sales.get(sale).map_or(0, |s| s.events.len() as u64)))
     }
 
     async fn coupon_log_len(&self, campaign: &CampaignId) -> Result<u64, StoreError> {
         let campaign = campaign.as_str();
-        Ok(self.with_sales(|b| b.coupons.get(campaign).map_or(0, |c| c.log)))
+        Ok(self.with_sales(|b| b.coupons.get(campaign).map_or(0, |c| c.log.len() as u64)))
+    }
+
+    async fn order_log(&self, sale: &SaleId) -> Result<Vec<StreamEntry>, StoreError> {
+        let sale = sale.as_str();
+        Ok(self.with_sales(|b| {
+            b.sales
+                .get(sale)
+                .map(|s| s.events.clone())
+                .unwrap_or_default()
+        }))
+    }
+
+    async fn coupon_log(&self, campaign: &CampaignId) -> Result<Vec<StreamEntry>, StoreError> {
+        let campaign = campaign.as_str();
+        Ok(self.with_sales(|b| {
+            b.coupons
+                .get(campaign)
+                .map(|c| c.log.clone())
+                .unwrap_or_default()
+        }))
     }
 }

@@ -110,6 +110,8 @@ pub(super) struct PurchaseCall {
     /// The buyer sent an idempotency key (`id` is then [`crate::store::sale::keyed_reservation_id`]).
     pub(super) keyed: bool,
     pub(super) id: String,
+    /// The shop's user id (`""` for none).
+    pub(super) user_id: String,
     pub(super) params: SaleParams,
     pub(super) now: u64,
 }

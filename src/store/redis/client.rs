@@ -79,6 +79,17 @@ impl RedisStore {
         self.run(self.pool.next().xlen::<u64, _>(key)).await
     }
 
+    /// Every entry of stream `key`, oldest first, as its fields.
+    pub(super) async fn stream_entries(
+        &self,
+        key: &str,
+    ) -> Result<Vec<crate::store::sale::StreamEntry>, StoreError> {
+        let entries: Vec<(String, Vec<(String, String)>)> = self
+            .run(self.pool.next().xrange(key, "-", "+", None))
+            .await?;
+        Ok(entries.into_iter().map(|(_, fields)| fields).collect())
+    }
+
     /// Sends one command: counts it, maps a failure to unavailable or protocol, and keeps the
     /// readiness flag truthful. Every store call goes through here.
     pub(super) async fn run<T>(

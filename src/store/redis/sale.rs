@@ -13,7 +13,7 @@ use crate::id::{CampaignId, SaleId};
 use crate::store::keys::sale_key as key;
 use crate::store::sale::{
     purchase_reservation_id, CouponOutcome, PurchaseOutcome, Reservation, ReservationState,
-    SaleParams, SaleState, SaleStore, SettleOutcome,
+    SaleParams, SaleState, SaleStore, SettleOutcome, StreamEntry,
 };
 use crate::store::StoreError;
 
@@ -64,7 +64,7 @@ impl RedisStore {
         let keys = settle_keys(sale);
         let n = calls.len();
         let expires = now.saturating_add(params.reservation_ms);
-        let mut args = Vec::with_capacity(3 + 4 * n);
+        let mut args = Vec::with_capacity(3 + 5 * n);
         args.extend([
             now.to_string(),
             expires.to_string(),
@@ -76,6 +76,7 @@ impl RedisStore {
             args.extend([c.user, c.quantity.to_string(), keyed.to_string()]);
             asked.push((c.id.clone(), c.quantity));
             args.push(c.id);
+            args.push(c.user_id);
         }
         let replies = array(
             self.eval(&SCRIPTS.purchase, keys, args).await?,
@@ -177,6 +178,7 @@ impl SaleStore for RedisStore {
         &self,
         sale: &SaleId,
         user: &str,
+        user_id: &str,
         quantity: u64,
         idempotency_key: &str,
         params: &SaleParams,
@@ -189,6 +191,7 @@ impl SaleStore for RedisStore {
             quantity,
             keyed: !idempotency_key.is_empty(),
             id: purchase_reservation_id(sale, user, idempotency_key, new_id),
+            user_id: user_id.to_string(),
             params: *params,
             now,
         };
@@ -269,6 +272,7 @@ impl SaleStore for RedisStore {
         &self,
         campaign: &CampaignId,
         user: &str,
+        user_id: &str,
         limit: u64,
         now: u64,
     ) -> Result<CouponOutcome, StoreError> {
@@ -278,7 +282,12 @@ impl SaleStore for RedisStore {
             key(campaign, "claimed"),
             key(campaign, "log"),
         ];
-        let args = vec![user.to_string(), limit.to_string(), now.to_string()];
+        let args = vec![
+            user.to_string(),
+            limit.to_string(),
+            now.to_string(),
+            user_id.to_string(),
+        ];
         let v = array(
             self.eval(&SCRIPTS.claim_coupon, keys, args).await?,
             2,
@@ -300,6 +309,14 @@ impl SaleStore for RedisStore {
     async fn coupon_log_len(&self, campaign: &CampaignId) -> Result<u64, StoreError> {
         let campaign = campaign.as_str();
         self.stream_len(&key(campaign, "log")).await
+    }
+
+    async fn order_log(&self, sale: &SaleId) -> Result<Vec<StreamEntry>, StoreError> {
+        self.stream_entries(&key(sale.as_str(), "orders")).await
+    }
+
+    async fn coupon_log(&self, campaign: &CampaignId) -> Result<Vec<StreamEntry>, StoreError> {
+        self.stream_entries(&key(campaign.as_str(), "log")).await
     }
 }
 

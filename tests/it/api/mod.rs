@@ -2,6 +2,7 @@
 
 mod admin;
 mod drops;
+mod identity;
 mod limits;
 mod queue_basics;
 mod reload;

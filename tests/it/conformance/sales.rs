@@ -67,7 +67,7 @@ async fn buy(
     id: &str,
     now: u64,
 ) -> PurchaseOutcome {
-    s.purchase(sale, user, quantity, key, p, id, now)
+    s.purchase(sale, user, "", quantity, key, p, id, now)
         .await
         .unwrap()
 }
@@ -326,7 +326,7 @@ async fn sold_out_and_insufficient(s: Arc<dyn SaleStore>) {
     );
     // A zero quantity is refused by both stores.
     assert!(matches!(
-        s.purchase(&sale, "u3", 0, "", &p, &id(6), t).await,
+        s.purchase(&sale, "u3", "", 0, "", &p, &id(6), t).await,
         Err(StoreError::Protocol(_))
     ));
     check(s, &sale, counters(0, 3, 0, 3)).await;
@@ -737,7 +737,7 @@ async fn coupons_issue_each_serial_once(s: Arc<dyn SaleStore>) {
     assert_eq!(s.coupon_log_len(&c).await.unwrap(), 0);
     let claim = |user: &'static str, limit: u64| {
         let c = c.clone();
-        async move { s.claim_coupon(&c, user, limit, t).await.unwrap() }
+        async move { s.claim_coupon(&c, user, "", limit, t).await.unwrap() }
     };
     assert_eq!(claim("u1", 3).await, CouponOutcome::New(1));
     assert_eq!(claim("u1", 3).await, CouponOutcome::Existing(1));
@@ -755,13 +755,13 @@ async fn coupons_issue_each_serial_once(s: Arc<dyn SaleStore>) {
     // Campaigns are independent; a limit of zero issues nothing.
     let none = campaign_id();
     assert_eq!(
-        s.claim_coupon(&none, "u1", 0, t).await.unwrap(),
+        s.claim_coupon(&none, "u1", "", 0, t).await.unwrap(),
         CouponOutcome::Exhausted
     );
     assert_eq!(s.coupon_log_len(&none).await.unwrap(), 0);
     let other = campaign_id();
     assert_eq!(
-        s.claim_coupon(&other, "u4", 2, t).await.unwrap(),
+        s.claim_coupon(&other, "u4", "", 2, t).await.unwrap(),
         CouponOutcome::New(1)
     );
     assert_eq!(s.coupon_log_len(&other).await.unwrap(), 1);
@@ -785,7 +785,7 @@ async fn concurrent_purchases_sell_exactly_the_stock(s: Arc<dyn SaleStore>) {
                 let key = format!("k{}", i % 1_000);
                 let id = format!("{sale}.{i}");
                 let out = s
-                    .purchase(&sale, &user, 1, &key, &p, &id, t + i)
+                    .purchase(&sale, &user, "", 1, &key, &p, &id, t + i)
                     .await
                     .unwrap();
                 (user, out)
@@ -851,7 +851,7 @@ async fn concurrent_coupon_claims_issue_each_serial_once(s: Arc<dyn SaleStore>) 
             let (s, c) = (s.clone(), c.clone());
             tokio::spawn(async move {
                 let user = format!("u{}", i % 2_500);
-                let out = s.claim_coupon(&c, &user, LIMIT, t + i).await.unwrap();
+                let out = s.claim_coupon(&c, &user, "", LIMIT, t + i).await.unwrap();
                 (user, out)
             })
         })
@@ -885,12 +885,12 @@ async fn concurrent_coupon_claims_issue_each_serial_once(s: Arc<dyn SaleStore>) 
     // Afterwards: holders get their serial again, everyone else nothing.
     for (user, n) in serial_of.iter().take(20) {
         assert_eq!(
-            s.claim_coupon(&c, user, LIMIT, t).await.unwrap(),
+            s.claim_coupon(&c, user, "", LIMIT, t).await.unwrap(),
             CouponOutcome::Existing(*n)
         );
     }
     assert_eq!(
-        s.claim_coupon(&c, "late", LIMIT, t).await.unwrap(),
+        s.claim_coupon(&c, "late", "", LIMIT, t).await.unwrap(),
         CouponOutcome::Exhausted
     );
     assert_eq!(s.coupon_log_len(&c).await.unwrap(), LIMIT);

@@ -92,6 +92,8 @@ fn ticket_claims() -> impl Strategy<Value = TicketClaims> {
             seq,
             iat,
             pos,
+            gen: 0,
+            uid: None,
         })
 }
 

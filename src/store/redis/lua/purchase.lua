@@ -3,10 +3,11 @@
 -- purchase (and per batch: a script runs whole or not at all).
 -- KEYS:  1 stock, 2 buyers, 3 rsv, 4 rsv_exp, 5 orders (rg:{id}:<name>; what each holds:
 --        src/store/keys.rs)
--- ARGV:  1 now ms, 2 expiry of reservations made now (ms), 3 per-user limit, then 4 per
+-- ARGV:  1 now ms, 2 expiry of reservations made now (ms), 3 per-user limit, then 5 per
 --        purchase, in arrival order:
 --        user, quantity (integer >= 1, checked by the caller too), keyed ('1' when the buyer
---        sent an idempotency key, '' when not), reservation id. A keyed purchase's id is derived
+--        sent an idempotency key, '' when not), reservation id, the shop's user id ('' for
+--        none; recorded as `user_id` on the `reserved` event). A keyed purchase's id is derived
 --        from (sale, user, key) by the caller, so a retry names the same reservation and finds
 --        it in rsv: no separate idempotency index (one hash lookup and one write less per
 --        purchase). A batch: the Redis store coalesces the purchases that arrive while earlier
@@ -39,7 +40,7 @@ local records, new_ids = {}, {}
 local stored = {}
 do
   local who, ids, seen = {}, {}, {}
-  for i = 4, #ARGV, 4 do
+  for i = 4, #ARGV, 5 do
     local user = ARGV[i]
     if not seen[user] then
       seen[user] = true
@@ -63,7 +64,7 @@ do
   end
 end
 
-local function purchase(user, qty_text, keyed, id)
+local function purchase(user, qty_text, keyed, id, user_id)
   local qty = tonumber(qty_text)
   if qty == nil or qty < 1 or qty ~= math.floor(qty) then
     return 'bad_quantity', 0, ''
@@ -92,14 +93,20 @@ local function purchase(user, qty_text, keyed, id)
   held[user] = h + qty
   records[id] = 'reserved|' .. user .. '|' .. qty_text .. '|' .. expires
   new_ids[#new_ids + 1] = id
-  redis.call('XADD', orders, '*', 'event', 'reserved', 'reservation_id', id, 'user', user,
-    'quantity', qty_text, 'expires_at_ms', expires, 'at_ms', now)
+  if user_id == '' then
+    redis.call('XADD', orders, '*', 'event', 'reserved', 'reservation_id', id, 'user', user,
+      'quantity', qty_text, 'expires_at_ms', expires, 'at_ms', now)
+  else
+    redis.call('XADD', orders, '*', 'event', 'reserved', 'reservation_id', id, 'user', user,
+      'user_id', user_id, 'quantity', qty_text, 'expires_at_ms', expires, 'at_ms', now)
+  end
   return 'reserved', available, ''
 end
 
 local out, n = {}, 0
-for i = 4, #ARGV, 4 do
-  out[n + 1], out[n + 2], out[n + 3] = purchase(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+for i = 4, #ARGV, 5 do
+  out[n + 1], out[n + 2], out[n + 3] =
+    purchase(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4])
   n = n + 3
 end
 if #new_ids > 0 then
