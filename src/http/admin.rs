@@ -16,8 +16,9 @@ use super::error::ApiError;
 use super::json::{json, parse_json, read_limited};
 use crate::clock::now_ms;
 use crate::http::state::AppState;
+use crate::id::Identity;
 use crate::queue::{control, Room};
-use crate::store::RoomStatus;
+use crate::store::{LeaveOutcome, RoomStatus};
 
 /// Checks `Authorization: Bearer <admin.token>` in constant time. Without a configured token
 /// the API is open (config validation allows that only on a loopback admin listener).
@@ -104,6 +105,32 @@ pub async fn set_status(
     Ok(json(
         StatusCode::OK,
         &json!({ "room": room.id.as_str(), "state": status.as_str() }),
+    ))
+}
+
+/// `POST /admin/v1/rooms/{room}/sessions/{sub}/end`: ends the place or session of the pass
+/// subject `sub` (the `sub` claim of the pass the shop received): the slot frees for the next
+/// waiter and every pass of it is refused on every node from its next refresh. Answers what
+/// was given up (`admitted`, `waiting` or `nothing`; passes are revoked either way).
+pub async fn end_session(
+    state: &AppState,
+    room: &str,
+    sub: &str,
+) -> Result<Response<Body>, ApiError> {
+    let room = state.room(room)?;
+    let sub = Identity::parse(sub).ok_or(ApiError::InvalidField {
+        field: "sub",
+        problem: "must be the 16-character `sub` of a pass",
+    })?;
+    let ended = state.places().end_session(room, &sub, now_ms()).await?;
+    let gave_up = match ended {
+        LeaveOutcome::EndedSession => "admitted",
+        LeaveOutcome::LeftQueue => "waiting",
+        LeaveOutcome::Absent | LeaveOutcome::Moved => "nothing",
+    };
+    Ok(json(
+        StatusCode::OK,
+        &json!({ "room": room.id.as_str(), "sub": sub.as_str(), "ended": gave_up, "revoked": true }),
     ))
 }
 

@@ -140,6 +140,18 @@ pub enum ApiError {
     /// missing, forged, expired or for another audience).
     #[error("{0}")]
     Identity(IdentityError),
+    /// The ticket's place moved to another device.
+    #[error("this place moved to another device; this ticket no longer holds it")]
+    Transferred,
+    /// The ticket holds no place to act on.
+    #[error("this ticket holds no place (it left, was evicted or its session ended)")]
+    NoPlace,
+    /// A transfer code that is unknown, expired or used.
+    #[error("unknown transfer code: it expired, was used already, or never existed")]
+    UnknownTransferCode,
+    /// A transfer code whose place moved or ended after it was made.
+    #[error("the place moved or ended after this code was made; ask for a new code")]
+    StaleTransferCode,
     /// The store is unreachable and the room fails closed.
     #[error("the queue is temporarily unavailable; retry shortly")]
     StoreUnavailable,
@@ -155,6 +167,10 @@ impl From<PlaceError> for ApiError {
             PlaceError::Store(e) => e.into(),
             PlaceError::Pass(e) => ApiError::Internal(e.to_string()),
             PlaceError::Identity(e) => ApiError::Identity(e),
+            PlaceError::Transferred => ApiError::Transferred,
+            PlaceError::NoPlace => ApiError::NoPlace,
+            PlaceError::UnknownCode => ApiError::UnknownTransferCode,
+            PlaceError::StaleCode => ApiError::StaleTransferCode,
         }
     }
 }
@@ -292,6 +308,18 @@ impl ApiError {
                     "Invalid user token",
                 ),
             },
+            Transferred => (StatusCode::CONFLICT, "transferred", "Place moved"),
+            NoPlace => (StatusCode::CONFLICT, "no-place", "No place"),
+            UnknownTransferCode => (
+                StatusCode::NOT_FOUND,
+                "unknown-transfer-code",
+                "Unknown transfer code",
+            ),
+            StaleTransferCode => (
+                StatusCode::CONFLICT,
+                "stale-transfer-code",
+                "Stale transfer code",
+            ),
             StoreUnavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store-unavailable",

@@ -40,6 +40,13 @@ pub async fn verify(state: &AppState, req: Request<Incoming>) -> Result<Response
         .passes
         .verify(&body.token)
         .map_err(ApiError::BadPass)?;
+    // A pass whose session ended or whose place moved is no longer valid, on every node from
+    // its next refresh.
+    if let Some(room) = state.rooms.get(&claims.room) {
+        if room.revoked.check(&claims.sub, claims.gen).is_some() {
+            return Err(ApiError::BadPass(crate::pass::TokenError::Revoked));
+        }
+    }
     Ok(json(
         StatusCode::OK,
         &serde_json::json!({ "valid": true, "claims": &*claims }),

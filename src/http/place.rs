@@ -69,6 +69,15 @@ pub fn place_cookies(
         .collect()
 }
 
+/// The `Set-Cookie` value that deletes the room's pass cookie (the ticket stays).
+pub fn cleared_pass_cookie(room: &Room) -> Option<HeaderValue> {
+    HeaderValue::from_str(&format!(
+        "{}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax",
+        pass_cookie(&room.id)
+    ))
+    .ok()
+}
+
 /// `Set-Cookie` values that delete the room's ticket and pass cookies.
 pub fn cleared_cookies(room: &Room) -> Vec<HeaderValue> {
     [ticket_cookie(&room.id), pass_cookie(&room.id)]
@@ -82,7 +91,9 @@ pub fn cleared_cookies(room: &Room) -> Vec<HeaderValue> {
         .collect()
 }
 
-fn secure_cookie(state: &AppState, headers: &HeaderMap) -> bool {
+/// Whether cookies get `Secure` (`server.secure_cookies`, or `auto` with an https
+/// `X-Forwarded-Proto`): also whether the request came over https.
+pub fn secure_cookie(state: &AppState, headers: &HeaderMap) -> bool {
     match state.config.server.secure_cookies {
         SecureCookies::True => true,
         SecureCookies::False => false,

@@ -5,11 +5,12 @@ use http::{header, HeaderMap, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::Deserialize;
 
-use super::body::Body;
+use super::body::{full, Body};
 use super::credentials::{bearer, cookie, pass_from_cookie, presented_ticket, ticket_cookie};
 use super::error::ApiError;
 use super::json::{json, parse_optional_json, read_limited};
 use super::place::{cleared_cookies, respond};
+use super::proxy::is_local_path;
 use super::state::AppState;
 use crate::clock::now_ms;
 use crate::pass::TicketClaims;
@@ -125,11 +126,13 @@ pub async fn leave(
     let room = state.room(room_id)?;
     let headers = req.headers();
     let places = state.places();
-    let (_, claims) = verified_ticket(&places, room, headers, now_ms())?;
-    let left = match places.leave(room, &claims).await? {
+    let now = now_ms();
+    let (_, claims) = verified_ticket(&places, room, headers, now)?;
+    let left = match places.leave(room, &claims, now).await? {
         LeaveOutcome::LeftQueue => "waiting",
         LeaveOutcome::EndedSession => "admitted",
         LeaveOutcome::Absent => "nothing",
+        LeaveOutcome::Moved => "nothing",
     };
     let mut resp = json(
         StatusCode::OK,
@@ -139,6 +142,210 @@ pub async fn leave(
         resp.headers_mut().append(header::SET_COOKIE, cookie);
     }
     Ok(resp)
+}
+
+/// `POST {prefix}/v1/rooms/{room}/transfer` (ticket required): a one-time code that moves the
+/// place to another device, the URL that claims it (rendered as a QR code in `qr_svg`), and
+/// how many seconds it works. Body (optional): `{"return": "/path"}`, where the claiming
+/// device goes after the claim.
+pub async fn transfer(
+    state: &AppState,
+    room_id: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let room = state.room(room_id)?;
+    let (parts, body) = req.into_parts();
+    let now = now_ms();
+    let places = state.places();
+    let (_, claims) = verified_ticket(&places, room, &parts.headers, now)?;
+    let bytes = read_limited(&parts.headers, body).await?;
+    let body: TransferBody = parse_optional_json(&bytes)?;
+    let (code, expires_in) = places.offer_transfer(room, &claims, now).await?;
+    let mut path = format!(
+        "{}/v1/rooms/{}/claim?code={code}",
+        state.config.server.api_prefix, room.id
+    );
+    if let Some(ret) = body.return_to.as_deref().filter(|r| is_local_path(r)) {
+        path.push_str("&return=");
+        path.push_str(&percent_encode(ret));
+    }
+    let url = absolute_url(state, &parts.headers, &path);
+    let qr = qrcode::QrCode::new(url.as_bytes())
+        .map(|q| {
+            q.render::<qrcode::render::svg::Color<'_>>()
+                .min_dimensions(160, 160)
+                .build()
+        })
+        .ok();
+    Ok(json(
+        StatusCode::CREATED,
+        &serde_json::json!({
+            "room": room.id.as_str(),
+            "code": code,
+            "url": url,
+            "expires_in": expires_in,
+            "qr_svg": qr,
+        }),
+    ))
+}
+
+/// Body of `transfer`.
+#[derive(Debug, Default, Deserialize)]
+struct TransferBody {
+    /// A path on this site the claiming device opens after the claim.
+    #[serde(rename = "return")]
+    return_to: Option<String>,
+}
+
+/// Body of `claim`.
+#[derive(Debug, Default, Deserialize)]
+struct ClaimBody {
+    /// The transfer code.
+    code: Option<String>,
+}
+
+/// Longest transfer code text looked at (codes are 10 characters; spaces and dashes allowed).
+const MAX_CODE_LEN: usize = 32;
+
+/// `POST {prefix}/v1/rooms/{room}/claim` with `{"code"}`: moves the place to this device
+/// (same position, a new ticket cookie; the pass too when admitted). The code works once, on
+/// any node. `GET` with `?code=` answers a small page that claims it from the browser (the
+/// target of the QR code).
+pub async fn claim(
+    state: &AppState,
+    room_id: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let room = state.room(room_id)?;
+    let (parts, body) = req.into_parts();
+    let bytes = read_limited(&parts.headers, body).await?;
+    let body: ClaimBody = parse_optional_json(&bytes)?;
+    let code = body
+        .code
+        .as_deref()
+        .filter(|c| !c.is_empty() && c.len() <= MAX_CODE_LEN)
+        .ok_or(ApiError::InvalidField {
+            field: "code",
+            problem: "required: the 10-character transfer code",
+        })?;
+    let now = now_ms();
+    let pass = pass_from_cookie(&parts.headers, &room.id);
+    let place = state.places().claim_transfer(room, code, pass, now).await?;
+    Ok(respond(
+        state,
+        room,
+        &parts.headers,
+        StatusCode::OK,
+        place,
+        now,
+    ))
+}
+
+/// `GET {prefix}/v1/rooms/{room}/claim?code=...[&return=/path]`: the page a scanned QR code
+/// opens. It claims the code with a `POST` from the browser (a link preview or prefetch that
+/// only GETs moves nothing) and then goes to `return` (a path on this site) or `/`.
+pub fn claim_page(
+    state: &AppState,
+    room_id: &str,
+    uri: &http::Uri,
+) -> Result<Response<Body>, ApiError> {
+    let room = state.room(room_id)?;
+    let query = |name: &str| {
+        uri.query().and_then(|q| {
+            q.split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| crate::http::proxy::percent_decode(v))
+        })
+    };
+    let code: String = query("code")
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(MAX_CODE_LEN)
+        .collect();
+    let back = query("return")
+        .filter(|r| is_local_path(r))
+        .unwrap_or_else(|| "/".to_string());
+    let claim_url = format!(
+        "{}/v1/rooms/{}/claim",
+        state.config.server.api_prefix, room.id
+    );
+    let html = CLAIM_PAGE
+        .replace("{{code}}", &code)
+        .replace("{{claim_url}}", &escape_js(&claim_url))
+        .replace("{{return_url}}", &escape_js(&back));
+    let mut resp = Response::new(full(html));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    Ok(resp)
+}
+
+/// The claim page (see [`claim_page`]); `{{code}}` is alphanumeric, the URLs are JS-escaped.
+const CLAIM_PAGE: &str = include_str!("../../web/claim.html");
+
+/// `s` safe inside a JS string literal in a `<script>` block.
+fn escape_js(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '/' | '-' | '_' | '.' | '?' | '=' | '&' => {
+                vec![c]
+            }
+            other => {
+                let mut units = [0u16; 2];
+                other
+                    .encode_utf16(&mut units)
+                    .iter()
+                    .flat_map(|u| format!("\\u{u:04x}").chars().collect::<Vec<_>>())
+                    .collect()
+            }
+        })
+        .collect()
+}
+
+/// `url` with an absolute origin for the device that scans it: the request's host, https
+/// when the request came over https (per `X-Forwarded-Proto` from a trusted proxy, or
+/// `server.secure_cookies = true`).
+fn absolute_url(state: &AppState, headers: &HeaderMap, path: &str) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .filter(|h| {
+            !h.is_empty()
+                && h.len() <= 255
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+        });
+    match host {
+        Some(host) => {
+            let scheme = if crate::http::place::secure_cookie(state, headers) {
+                "https"
+            } else {
+                "http"
+            };
+            format!("{scheme}://{host}{path}")
+        }
+        None => path.to_string(),
+    }
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// `GET {prefix}/v1/rooms/{room}`: public status, from the cache.

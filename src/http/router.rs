@@ -82,6 +82,10 @@ async fn route_admin(
             "admin_room_state",
             admin::set_status(state, room, action).await,
         ),
+        (["rooms", room, "sessions", sub, "end"], Method::POST) => (
+            "admin_end_session",
+            admin::end_session(state, room, sub).await,
+        ),
         (["rooms", room, "settings"], Method::POST) => (
             "admin_room_settings",
             admin::settings(state, room, req).await,
@@ -161,6 +165,26 @@ async fn route_public(
         (["rooms", room, "leave"], Method::POST) => {
             ("leave", queue::leave(state, room, &req).await)
         }
+        (["rooms", room, "transfer"], Method::POST) => (
+            "transfer",
+            async {
+                limited(state, &req, Endpoint::Poll, ticket_cookie(room))?;
+                queue::transfer(state, room, req).await
+            }
+            .await,
+        ),
+        // Claims are limited like joins, per client address: guessing codes costs a budget.
+        (["rooms", room, "claim"], Method::POST) => (
+            "claim",
+            async {
+                limited(state, &req, Endpoint::Join, String::new())?;
+                queue::claim(state, room, req).await
+            }
+            .await,
+        ),
+        (["rooms", room, "claim"], Method::GET) => {
+            ("claim_page", queue::claim_page(state, room, req.uri()))
+        }
         (["rooms", room, "gate"], _) => {
             ("gate", crate::http::proxy::gate(state, room, req.headers()))
         }
@@ -205,7 +229,7 @@ async fn route_public(
         (["rooms", _], _) | (["rooms", _, "position"], _) => {
             ("method", Err(not_allowed(&req, "GET")))
         }
-        (["rooms", _, "join" | "leave"], _)
+        (["rooms", _, "join" | "leave" | "transfer"], _)
         | (["passes", "verify"], _)
         | (["sales", _, "purchase"], _)
         | (["reservations", _, "confirm" | "release"], _)

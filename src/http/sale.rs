@@ -18,7 +18,7 @@ use super::json::{json, parse_json, parse_optional_json, read_limited};
 use crate::clock::now_ms;
 use crate::http::state::AppState;
 use crate::id::ReservationId;
-use crate::pass::PassClaims;
+use crate::pass::{PassClaims, TokenError};
 use crate::queue::place::identify;
 use crate::sale::coupon;
 use crate::sale::purchase::{self, Order};
@@ -44,6 +44,12 @@ pub fn require_pass(
             held: claims.room.chars().take(64).collect(),
             wanted: room.to_string(),
         });
+    }
+    // Revoked passes (session ended, place moved) are refused from this node's next refresh.
+    if let Some(r) = state.rooms.get(room) {
+        if r.revoked.check(&claims.sub, claims.gen).is_some() {
+            return Err(ApiError::BadPass(TokenError::Revoked));
+        }
     }
     Ok(claims)
 }

@@ -57,6 +57,10 @@ pub enum TokenError {
     /// The token is genuine but its `iss` or `aud` is not ours.
     #[error("token issuer or audience does not match")]
     WrongAudience,
+    /// The token is genuine but was revoked: its session ended or its place moved to another
+    /// device.
+    #[error("token was revoked: the session ended or the place moved to another device")]
+    Revoked,
 }
 
 /// Problems loading / creating signing keys (used at startup and by CLI).

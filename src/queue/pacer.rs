@@ -47,10 +47,38 @@ pub async fn step(
             0.0
         },
     );
+    let revoked_total = state.revoked_total;
     let next = previous.next(state, rates);
     drop(previous);
     room.publish(next);
+    learn_revocations(room, store, revoked_total).await?;
     drop_step
+}
+
+/// Most feed pages read in one refresh: a node far behind (just started, or back from an
+/// outage) catches up over a few refreshes instead of stalling one.
+const REVOCATION_PAGES_PER_STEP: usize = 8;
+
+/// Reads the revocation feed entries this node has not applied (only when the tick says there
+/// are any) and forgets expired ones.
+async fn learn_revocations(room: &Room, store: &dyn Store, total: u64) -> Result<(), StoreError> {
+    let now = now_ms();
+    room.revoked.prune(now);
+    for _ in 0..REVOCATION_PAGES_PER_STEP {
+        let from = room.revoked.applied();
+        if from >= total {
+            break;
+        }
+        let (entries, next) = store.revocations(&room.id, from).await?;
+        room.revoked.apply(&entries);
+        room.revoked.set_applied(next);
+        if next <= from {
+            // Everything left was trimmed: the feed's total is all there is to know.
+            room.revoked.set_applied(total);
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// Records the buffered buyers (one script call per refresh, when there are any).

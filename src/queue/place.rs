@@ -18,15 +18,31 @@ use super::schedule::{rfc3339, Phase, Schedule};
 use super::snapshot::Located;
 use crate::config::{OnStoreError, RoomMode};
 use crate::id::Identity;
+use crate::pass::PassClaims;
 use crate::pass::{
     Holder, KeyError, PassIssuer, TicketClaims, TicketSigner, TokenError, UserId, UserTokenError,
     UserTokens,
 };
-use crate::store::{JoinOutcome, LeaveOutcome, Lookup, RoomStatus, Store, StoreError};
+use crate::store::{
+    Claimed, EndedBy, JoinOutcome, LeaveOutcome, Lookup, Revocation, RevokeReason, RoomStatus,
+    Store, StoreError, TransferClaim, TransferOffer,
+};
 
 /// A ticket older than this is refused even with a valid signature: a place is not held for
 /// days. Also the ticket cookie's lifetime.
 pub const TICKET_MAX_AGE_SECS: u64 = 24 * 3600;
+
+/// How long nodes remember a revocation: as long as the longest-lived ticket it could refuse
+/// (passes live no longer than a session, which is shorter).
+pub const REVOCATION_KEEP_MS: u64 = TICKET_MAX_AGE_SECS * 1000;
+
+/// How long a transfer code works.
+pub const TRANSFER_CODE_TTL_SECS: u64 = 120;
+
+/// Characters of a transfer code: no 0/O, 1/I/L, so a code read aloud or typed is unambiguous.
+const CODE_ALPHABET: &[u8] = b"23456789ABCDEFGHJKMNPQRSTUVWXYZ";
+/// Characters in a transfer code: 31^10 ≈ 2^49.5 codes, valid two minutes each.
+const CODE_LEN: usize = 10;
 
 /// Why a place could not be worked out. Outcomes a shopper may meet (closed, expired, sold
 /// out) are [`PlaceState`]s, not errors.
@@ -44,6 +60,18 @@ pub enum PlaceError {
     /// Who the shopper is could not be established.
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    /// The ticket's place moved to another device: this ticket no longer holds it.
+    #[error("this place moved to another device; this ticket no longer holds it")]
+    Transferred,
+    /// The ticket holds no place to act on (left, evicted or ended).
+    #[error("this ticket holds no place (it left, was evicted or its session ended)")]
+    NoPlace,
+    /// The transfer code is unknown, expired or used.
+    #[error("unknown transfer code: it expired, was used already, or never existed")]
+    UnknownCode,
+    /// The place changed holder or ended after the code was made; the code is spent.
+    #[error("the place moved or ended after this code was made; ask for a new code")]
+    StaleCode,
 }
 
 /// State of a place, as the JSON contract names it.
@@ -63,6 +91,8 @@ pub enum PlaceState {
     /// In a scheduled drop's pre-queue: waits on a countdown; the place in line is drawn at
     /// opening.
     Prequeue,
+    /// The place moved to another device: this ticket no longer holds it.
+    Transferred,
 }
 
 impl PlaceState {
@@ -75,6 +105,7 @@ impl PlaceState {
             PlaceState::Closed => "closed",
             PlaceState::Expired => "expired",
             PlaceState::Prequeue => "prequeue",
+            PlaceState::Transferred => "transferred",
         }
     }
 }
@@ -302,13 +333,160 @@ impl Places<'_> {
         Ok(claims)
     }
 
-    /// Gives up the place of a (verified) ticket: leaves the line or ends the session.
+    /// Gives up the place of a (verified) ticket: leaves the line or ends the session. A
+    /// ticket of an older holder generation (the place moved on) changes nothing. Ending a
+    /// session revokes its passes: on this node at once, on the others from their next
+    /// refresh.
     pub async fn leave(
         &self,
         room: &Room,
         claims: &TicketClaims,
+        now: u64,
     ) -> Result<LeaveOutcome, PlaceError> {
-        Ok(self.store.leave(&room.id, &claims.id).await?)
+        if let Some(reason) = room.revoked.check(&claims.id, claims.gen) {
+            return Err(revoked_error(reason));
+        }
+        let until = now + REVOCATION_KEEP_MS;
+        let outcome = self
+            .store
+            .end(&room.id, &claims.id, EndedBy::Holder(claims.gen), until)
+            .await?;
+        match outcome {
+            LeaveOutcome::EndedSession => {
+                room.revoked.apply(&[Revocation {
+                    identity: claims.id.to_string(),
+                    gen: claims.gen + 1,
+                    reason: RevokeReason::Ended,
+                    until_ms: until,
+                }]);
+                Ok(outcome)
+            }
+            LeaveOutcome::Moved => Err(PlaceError::Transferred),
+            _ => Ok(outcome),
+        }
+    }
+
+    /// Ends `identity`'s place or session as the operator (admin call, or the shop's
+    /// `Rushgate-Session: end`): frees the slot and revokes every pass of the identity made so
+    /// far, on every node from its next refresh.
+    pub async fn end_session(
+        &self,
+        room: &Room,
+        identity: &str,
+        now: u64,
+    ) -> Result<LeaveOutcome, PlaceError> {
+        Ok(self
+            .store
+            .end(
+                &room.id,
+                identity,
+                EndedBy::Operator,
+                now + REVOCATION_KEEP_MS,
+            )
+            .await?)
+    }
+
+    /// Verifies an admission pass for `room`: signature, issuer, audience, time, room, and that
+    /// it was not revoked (its session ended or its place moved). Local: no store call.
+    pub fn check_pass(
+        &self,
+        room: &Room,
+        token: &str,
+    ) -> Result<std::sync::Arc<PassClaims>, TokenError> {
+        let claims = self.passes.verify_for_room(token, room.id.as_str())?;
+        if room.revoked.check(&claims.sub, claims.gen).is_some() {
+            return Err(TokenError::Revoked);
+        }
+        Ok(claims)
+    }
+
+    /// Offers the place of a verified ticket for transfer: a one-time code (and how long it
+    /// works) that moves the place to whichever device claims it first, on any node.
+    pub async fn offer_transfer(
+        &self,
+        room: &Room,
+        claims: &TicketClaims,
+        now: u64,
+    ) -> Result<(String, u64), PlaceError> {
+        if let Some(reason) = room.revoked.check(&claims.id, claims.gen) {
+            return Err(revoked_error(reason));
+        }
+        let uid = claims.uid.as_ref().map_or("", UserId::as_str);
+        // A clash of two random 10-character codes within two minutes is all but impossible;
+        // retrying covers it anyway.
+        for _ in 0..3 {
+            let code = transfer_code();
+            let offer = self
+                .store
+                .offer_transfer(
+                    &room.id,
+                    &claims.id,
+                    claims.gen,
+                    uid,
+                    &code,
+                    TRANSFER_CODE_TTL_SECS * 1000,
+                    now,
+                )
+                .await?;
+            match offer {
+                TransferOffer::Offered => return Ok((code, TRANSFER_CODE_TTL_SECS)),
+                TransferOffer::Moved => return Err(PlaceError::Transferred),
+                TransferOffer::Absent => return Err(PlaceError::NoPlace),
+                TransferOffer::Taken => continue,
+            }
+        }
+        Err(PlaceError::Store(StoreError::Protocol(
+            "no free transfer code after 3 tries".into(),
+        )))
+    }
+
+    /// Claims a transfer code: the place moves to this device (same position, a new ticket of
+    /// the next holder generation; an admitted place's pass moves too) and every ticket and
+    /// pass of the old holder stops working (here at once, elsewhere from the next refresh).
+    pub async fn claim_transfer(
+        &self,
+        room: &Room,
+        code: &str,
+        pass: Option<&str>,
+        now: u64,
+    ) -> Result<Place, PlaceError> {
+        let code = normalize_code(code).ok_or(PlaceError::UnknownCode)?;
+        let until = now + REVOCATION_KEEP_MS;
+        let moved = match self
+            .store
+            .claim_transfer(&room.id, &code, now, until)
+            .await?
+        {
+            TransferClaim::Moved(t) => t,
+            TransferClaim::Unknown => return Err(PlaceError::UnknownCode),
+            TransferClaim::Stale => return Err(PlaceError::StaleCode),
+        };
+        room.revoked.apply(&[Revocation {
+            identity: moved.identity.clone(),
+            gen: moved.gen,
+            reason: RevokeReason::Transferred,
+            until_ms: until,
+        }]);
+        let id = Identity::parse(&moved.identity).ok_or_else(|| {
+            PlaceError::Store(StoreError::Protocol(
+                "transfer of a foreign identity".into(),
+            ))
+        })?;
+        let position = match room.locate(moved.seq) {
+            Located::Waiting { position } => position,
+            _ => 1,
+        };
+        let claims = TicketClaims {
+            room: room.id.as_str().to_string(),
+            id,
+            seq: moved.seq,
+            iat: now / 1000,
+            pos: if moved.admitted { 1 } else { position },
+            gen: moved.gen,
+            uid: UserId::parse(&moved.uid),
+        };
+        let ticket = self.tickets.sign(&claims);
+        self.locate(room, &claims, ticket, pass, now).await
     }
 
     /// Finds or makes the place of a shopper: the place of the ticket presented (a strict one
@@ -416,6 +594,13 @@ impl Places<'_> {
         now: u64,
     ) -> Result<Place, PlaceError> {
         let shopper = Shopper::of_ticket(claims);
+        match room.revoked.check(&claims.id, claims.gen) {
+            Some(RevokeReason::Transferred) => {
+                return Ok(Place::without_ticket(PlaceState::Transferred))
+            }
+            Some(RevokeReason::Ended) => return Ok(Place::without_ticket(PlaceState::Expired)),
+            None => {}
+        }
         match room.config.mode {
             RoomMode::Closed => return Ok(Place::without_ticket(PlaceState::Closed)),
             RoomMode::Passthrough => return self.passthrough(room, &shopper, now),
@@ -542,11 +727,13 @@ impl Places<'_> {
     ) -> Result<Place, PlaceError> {
         let expiry_ms = match self
             .store
-            .claim(&room.id, &shopper.id, &room.params, now)
+            .claim_as(&room.id, &shopper.id, Some(shopper.gen), &room.params, now)
             .await
         {
-            Ok(Some(expiry)) => expiry,
-            Ok(None) => return Ok(Place::with_ticket(PlaceState::Expired, ticket)),
+            Ok(Claimed::Session(expiry)) => expiry,
+            Ok(Claimed::Absent) => return Ok(Place::with_ticket(PlaceState::Expired, ticket)),
+            // The place moved on: this node learns why within one refresh.
+            Ok(Claimed::Moved) => return Ok(Place::without_ticket(PlaceState::Transferred)),
             Err(StoreError::Unavailable(_)) if self.on_store_error == OnStoreError::FailOpen => {
                 now + room.params.session_ms
             }
@@ -595,6 +782,32 @@ impl Places<'_> {
             uid: shopper.uid.clone(),
         })
     }
+}
+
+fn revoked_error(reason: RevokeReason) -> PlaceError {
+    match reason {
+        RevokeReason::Transferred => PlaceError::Transferred,
+        RevokeReason::Ended => PlaceError::NoPlace,
+    }
+}
+
+/// A fresh random transfer code.
+fn transfer_code() -> String {
+    use rand::Rng as _;
+    let mut rng = rand::thread_rng();
+    (0..CODE_LEN)
+        .map(|_| char::from(CODE_ALPHABET[rng.gen_range(0..CODE_ALPHABET.len())]))
+        .collect()
+}
+
+/// A code as typed (any case, spaces and dashes ignored), or `None` when it cannot be one.
+fn normalize_code(code: &str) -> Option<String> {
+    let code: String = code
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '-'))
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    (code.len() == CODE_LEN && code.bytes().all(|b| CODE_ALPHABET.contains(&b))).then_some(code)
 }
 
 /// What the place answer says about `place` at `now`: ETA, poll interval (a countdown polls

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::{ArcSwap, ArcSwapOption};
 
 use super::eta::seconds_for;
+use super::revoked::Revocations;
 use super::snapshot::{Located, Snapshot};
 use crate::config::RoomConfig;
 use crate::id::RoomId;
@@ -71,6 +72,8 @@ pub struct Room {
     stock: ArcSwapOption<StockGate>,
     /// Buyers since the last flush (written to the store by the pacer in one call).
     buyers: Mutex<HashSet<String>>,
+    /// Moved places and ended sessions, learned from the store's feed every refresh.
+    pub revoked: Revocations,
 }
 
 impl Room {
@@ -86,6 +89,7 @@ impl Room {
             seen: Mutex::new(Vec::new()),
             stock: ArcSwapOption::empty(),
             buyers: Mutex::new(HashSet::new()),
+            revoked: Revocations::default(),
         }
     }
 

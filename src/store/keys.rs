@@ -21,6 +21,14 @@
 //!   `SHA-256(seed ‖ id)` in batches (applied only at `start == pre_assigned`, so racing nodes
 //!   cannot double-assign). Kept 7 days as the record the shuffle can be verified against.
 //! - `pre_left` SET: pre-queue members that left while the opening was assigning places.
+//! - `holder` HASH identity → holder generation, for places moved to another device or whose
+//!   session ended (absent: 0). A ticket or pass of a lower generation no longer works.
+//! - `revoked` LIST, the revocation feed: `identity gen reason until_ms` per raised
+//!   generation, appended as `meta.rev_total` counts up; the tick trims entries past `until_ms`
+//!   from the head (`meta.rev_trimmed` counts them), so a node reads what it has not applied
+//!   by index.
+//! - `xfer:<code>` STRING `gen identity expires_ms uid`: a one-time transfer code (expiring on
+//!   its own too).
 //! - `gone` BITMAP by seq: left or evicted waiters.
 //! - `alive:<interval>` BITMAP by seq, one per liveness interval (idle timeout / 10), expiring on
 //!   its own: a waiter is alive when its bit is set in any interval of the last idle timeout.
@@ -60,6 +68,11 @@ impl RoomKeys {
     /// The key `name` of the room (`rg:{room}:name`).
     pub fn key(&self, name: &str) -> String {
         format!("{}{name}", self.prefix)
+    }
+
+    /// The key of transfer code `code` (`rg:{room}:xfer:<code>`).
+    pub fn transfer(&self, code: &str) -> String {
+        format!("{}xfer:{code}", self.prefix)
     }
 }
 

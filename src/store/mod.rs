@@ -18,6 +18,12 @@ pub use sale::SaleStore;
 
 use crate::id::RoomId;
 
+/// How long a revocation is kept by default: a day, the longest a ticket lives.
+pub const REVOCATION_KEEP_MS: u64 = 24 * 3600 * 1000;
+
+/// Most revocation feed entries one [`Store::revocations`] call returns.
+pub const REVOCATIONS_PAGE: u64 = 512;
+
 /// Most head entries one tick examines (admits or evicts), bounding a tick's run time in Redis:
 /// an idle head costs about a dozen commands inside the script, and 20,000 of them (~250 ms)
 /// starved joins for seconds while a million idle waiters were evicted; 5,000 keeps a tick
@@ -194,6 +200,16 @@ pub enum JoinOutcome {
     Closed,
 }
 
+/// What a join did, and the place's holder generation (0 for a place never moved or ended;
+/// a new ticket must carry it, or the nodes count it as revoked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Joined {
+    /// What the join did.
+    pub outcome: JoinOutcome,
+    /// The identity's holder generation.
+    pub gen: u32,
+}
+
 /// What leaving did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeaveOutcome {
@@ -203,6 +219,136 @@ pub enum LeaveOutcome {
     EndedSession,
     /// The identity held nothing.
     Absent,
+    /// The ticket asking is of an older holder generation (the place moved to another device
+    /// or its session ended): nothing changed.
+    Moved,
+}
+
+/// What a claim of an admitted session found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claimed {
+    /// The session, expiring at this ms.
+    Session(u64),
+    /// No live admission.
+    Absent,
+    /// The ticket asking is of an older holder generation: it may not take the session.
+    Moved,
+}
+
+/// Why a holder generation was raised, as the revocation feed records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokeReason {
+    /// The place moved to another device (transfer claimed).
+    Transferred,
+    /// The session ended (leave with an admitted ticket, admin end, the shop's end header).
+    Ended,
+}
+
+impl RevokeReason {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevokeReason::Transferred => "transferred",
+            RevokeReason::Ended => "ended",
+        }
+    }
+}
+
+/// One entry of a room's revocation feed: tickets and passes of `identity` with a holder
+/// generation below `gen` no longer work. Nodes keep it until `until_ms` (when every ticket
+/// and pass it could refuse has expired anyway).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    /// The place's identity.
+    pub identity: String,
+    /// The generation now in force.
+    pub gen: u32,
+    /// Why.
+    pub reason: RevokeReason,
+    /// When the entry may be forgotten (ms).
+    pub until_ms: u64,
+}
+
+impl Revocation {
+    /// The stored form, `identity gen reason until_ms` (identities never hold a space).
+    pub fn encode(&self) -> String {
+        format!(
+            "{} {} {} {}",
+            self.identity,
+            self.gen,
+            self.reason.as_str(),
+            self.until_ms
+        )
+    }
+
+    /// Parses the stored form.
+    pub fn decode(s: &str) -> Option<Revocation> {
+        let mut it = s.split(' ');
+        let identity = it.next()?.to_string();
+        let gen = it.next()?.parse().ok()?;
+        let reason = match it.next()? {
+            "transferred" => RevokeReason::Transferred,
+            "ended" => RevokeReason::Ended,
+            _ => return None,
+        };
+        let until_ms = it.next()?.parse().ok()?;
+        Some(Revocation {
+            identity,
+            gen,
+            reason,
+            until_ms,
+        })
+    }
+}
+
+/// Who ends a place ([`Store::end`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndedBy {
+    /// Its holder, with a ticket of this generation: refused when the place moved on; only an
+    /// admitted session's end revokes (a waiting place's tickets die with the place).
+    Holder(u32),
+    /// The operator or the shop: always applies, and always revokes the identity's passes
+    /// (also those made without the store: pass-through and fail-open).
+    Operator,
+}
+
+/// What offering a place for transfer did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferOffer {
+    /// The code now names the place until it expires or is claimed.
+    Offered,
+    /// The ticket is of an older holder generation.
+    Moved,
+    /// The identity holds no place.
+    Absent,
+    /// The code is in use (a new random code may be tried).
+    Taken,
+}
+
+/// A transfer claimed: the place's new holder generation and where it stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transferred {
+    /// The place's identity.
+    pub identity: String,
+    /// The new holder generation (the claiming device's).
+    pub gen: u32,
+    /// The place's seq (0: admitted earlier, or in a pre-queue).
+    pub seq: u64,
+    /// Whether the place is an admitted session.
+    pub admitted: bool,
+    /// The shop's user id the offering ticket carried (`""` for none).
+    pub uid: String,
+}
+
+/// What claiming a transfer code found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransferClaim {
+    /// The place moved to the claimer.
+    Moved(Transferred),
+    /// No such code (never made, expired, or already used).
+    Unknown,
+    /// The place changed holder or ended since the code was made.
+    Stale,
 }
 
 /// The departure bitmap from `base_byte` on: bit `seq` is set when waiter `seq` left or was
@@ -235,6 +381,9 @@ pub struct RoomState {
     pub left_total: u64,
     /// Lifecycle state.
     pub status: RoomStatus,
+    /// Entries ever appended to the room's revocation feed: a node that has applied fewer
+    /// reads the rest with [`Store::revocations`].
+    pub revoked_total: u64,
     /// Departure bits past the watermark; `None` when departures did not change since the
     /// count the caller passed in (its copy is still right).
     pub gone: Option<GoneBits>,
@@ -265,6 +414,16 @@ pub trait Store: Send + Sync + 'static {
     /// second place for one identity. Keys: meta, seq, q, active, sess, alive.
     /// `minted`: the caller has just made `identity` at random (an anonymous shopper's), so it
     /// cannot hold a place yet and the store may skip looking it up; the outcome is the same.
+    async fn join_as(
+        &self,
+        room: &RoomId,
+        identity: &str,
+        minted: bool,
+        params: &RoomParams,
+        now_ms: u64,
+    ) -> Result<Joined, StoreError>;
+
+    /// [`Store::join_as`] without the holder generation.
     async fn join(
         &self,
         room: &RoomId,
@@ -272,7 +431,12 @@ pub trait Store: Send + Sync + 'static {
         minted: bool,
         params: &RoomParams,
         now_ms: u64,
-    ) -> Result<JoinOutcome, StoreError>;
+    ) -> Result<JoinOutcome, StoreError> {
+        Ok(self
+            .join_as(room, identity, minted, params, now_ms)
+            .await?
+            .outcome)
+    }
 
     /// One pacer step: expires sessions, refills the shared token bucket and admits head waiters
     /// in seq order (evicting idle ones) while tokens and slots allow, then returns the state.
@@ -294,6 +458,17 @@ pub trait Store: Send + Sync + 'static {
         seqs: &[u64],
     ) -> Result<(), StoreError>;
 
+    /// Starts (first call) or reads the session of an admitted identity for a ticket of holder
+    /// generation `held` (`None`: any). Keys: active, sess, holder.
+    async fn claim_as(
+        &self,
+        room: &RoomId,
+        identity: &str,
+        held: Option<u32>,
+        params: &RoomParams,
+        now_ms: u64,
+    ) -> Result<Claimed, StoreError>;
+
     /// Starts (first call) or reads the session of an admitted identity: returns its expiry in
     /// ms, or `None` when the identity holds no live admission.
     async fn claim(
@@ -302,7 +477,12 @@ pub trait Store: Send + Sync + 'static {
         identity: &str,
         params: &RoomParams,
         now_ms: u64,
-    ) -> Result<Option<u64>, StoreError>;
+    ) -> Result<Option<u64>, StoreError> {
+        match self.claim_as(room, identity, None, params, now_ms).await? {
+            Claimed::Session(expiry) => Ok(Some(expiry)),
+            Claimed::Absent | Claimed::Moved => Ok(None),
+        }
+    }
 
     /// Records that the admitted `identities` reserved stock, so they no longer count against
     /// [`RoomParams::admit_cap`]. Returns how many hold an admission (the others change nothing).
@@ -313,8 +493,59 @@ pub trait Store: Send + Sync + 'static {
         Ok(self.mark_buyers(room, &[identity.to_string()]).await? == 1)
     }
 
-    /// Gives up a waiting place or ends an admitted session.
-    async fn leave(&self, room: &RoomId, identity: &str) -> Result<LeaveOutcome, StoreError>;
+    /// Gives up a waiting place or ends an admitted session, for `by`. Ending a session (and
+    /// any operator end) raises the identity's holder generation and appends a
+    /// [`Revocation`] (kept until `until_ms`) to the room's feed, so every node refuses the
+    /// session's passes after its next refresh. Keys: meta, q, active, sess, gone, buying,
+    /// pre, pre_left, holder, revoked.
+    async fn end(
+        &self,
+        room: &RoomId,
+        identity: &str,
+        by: EndedBy,
+        until_ms: u64,
+    ) -> Result<LeaveOutcome, StoreError>;
+
+    /// Gives up a waiting place or ends an admitted session (as its holder at any generation).
+    async fn leave(&self, room: &RoomId, identity: &str) -> Result<LeaveOutcome, StoreError> {
+        let until = crate::clock::now_ms() + REVOCATION_KEEP_MS;
+        self.end(room, identity, EndedBy::Holder(u32::MAX), until)
+            .await
+    }
+
+    /// Names `identity`'s place (held at generation `gen`) by the one-time `code` for `ttl_ms`,
+    /// remembering the shop user id `uid` for the new holder. Keys: holder, q, active, pre,
+    /// xfer:<code>.
+    #[allow(clippy::too_many_arguments)]
+    async fn offer_transfer(
+        &self,
+        room: &RoomId,
+        identity: &str,
+        gen: u32,
+        uid: &str,
+        code: &str,
+        ttl_ms: u64,
+        now_ms: u64,
+    ) -> Result<TransferOffer, StoreError>;
+
+    /// Claims transfer `code` (once, on any node): raises the place's holder generation and
+    /// appends a [`Revocation`] kept until `until_ms`. Keys: xfer:<code>, holder, revoked,
+    /// meta, q, active, pre.
+    async fn claim_transfer(
+        &self,
+        room: &RoomId,
+        code: &str,
+        now_ms: u64,
+        until_ms: u64,
+    ) -> Result<TransferClaim, StoreError>;
+
+    /// Revocation feed entries from index `from` on (at most 512), and the index after the
+    /// last one returned. Entries trimmed away (expired) are skipped. Keys: meta, revoked.
+    async fn revocations(
+        &self,
+        room: &RoomId,
+        from: u64,
+    ) -> Result<(Vec<Revocation>, u64), StoreError>;
 
     /// Sets the room's lifecycle state (pause, resume, close, open, drain).
     async fn set_status(&self, room: &RoomId, status: RoomStatus) -> Result<(), StoreError>;

@@ -22,6 +22,8 @@ use super::pool::{Pool, SendError};
 
 /// The header carrying a verified pass to the shop.
 pub const PASS_HEADER: HeaderName = HeaderName::from_static("rushgate-pass");
+/// The response header by which the shop ends the shopper's session (`Rushgate-Session: end`).
+pub const SESSION_HEADER: HeaderName = HeaderName::from_static("rushgate-session");
 
 // Header names as constants: a name given as `&str` is parsed on every lookup.
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");

@@ -26,7 +26,7 @@ pub fn gate(
         .into_iter()
         .flatten()
     {
-        match state.passes.verify_for_room(token, room.id.as_str()) {
+        match state.places().check_pass(room, token) {
             Ok(_) => {
                 let mut resp = Response::new(full(""));
                 *resp.status_mut() = StatusCode::NO_CONTENT;

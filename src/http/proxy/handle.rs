@@ -6,11 +6,13 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderValue, Request, Response};
 use hyper::body::Incoming;
 
-use super::forward::Forwarding;
+use super::forward::{Forwarding, SESSION_HEADER};
 use super::{demo, rules, waiting, Decision, Route, Upstream, MAX_HEADER_BYTES};
+use crate::clock::now_ms;
 use crate::http::body::Body;
 use crate::http::credentials::{cookie, PeerAddr};
 use crate::http::error::ApiError;
+use crate::http::place::cleared_pass_cookie;
 use crate::http::state::AppState;
 use crate::ops::request_id::RequestId;
 use crate::pass::PassClaims;
@@ -32,7 +34,12 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response
         Decision::Nowhere => Err(ApiError::NotFound(path.chars().take(128).collect())),
         Decision::Forward(route) => send(state, route, req, None).await,
         Decision::Protected(route) => match valid_pass(state, route, req.headers()) {
-            Some(pass) => send(state, route, req, Some(pass)).await,
+            Some(pass) => {
+                let claims = pass.1.clone();
+                let mut resp = send(state, route, req, Some(pass)).await?;
+                end_if_asked(state, route, &claims, &mut resp);
+                Ok(resp)
+            }
             None => {
                 let return_to = req
                     .uri()
@@ -48,16 +55,45 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response
     }
 }
 
-/// The room's pass cookie when it verifies locally (signature, issuer, audience, time, room).
-/// Returned as the `Rushgate-Pass` value the shop gets, and the claims.
+/// The room's pass cookie when it verifies locally (signature, issuer, audience, time, room)
+/// and was not revoked. Returned as the `Rushgate-Pass` value the shop gets, and the claims.
 fn valid_pass(
     state: &AppState,
     route: &Route,
     headers: &HeaderMap,
 ) -> Option<(HeaderValue, Arc<PassClaims>)> {
     let token = cookie(headers, &route.pass_cookie)?;
-    let claims = state.passes.verify_for_room(token, &route.room).ok()?;
+    let room = state.rooms.get(&route.room)?;
+    let claims = state.places().check_pass(room, token).ok()?;
     Some((HeaderValue::from_str(token).ok()?, claims))
+}
+
+/// The shop's command to end the shopper's session: a `Rushgate-Session: end` response header
+/// on a request that carried a pass. rushgate strips the header, clears the pass cookie in the
+/// same response, and ends the session (slot freed, pass revoked on every node) in the
+/// background, so the shop's answer is not held up by the store.
+fn end_if_asked(state: &AppState, route: &Route, pass: &PassClaims, resp: &mut Response<Body>) {
+    let Some(command) = resp.headers_mut().remove(SESSION_HEADER) else {
+        return;
+    };
+    if !command.as_bytes().eq_ignore_ascii_case(b"end") {
+        tracing::warn!(room = %route.room, "ignored a Rushgate-Session header other than `end`");
+        return;
+    }
+    if let Some(room) = state.rooms.get(&route.room) {
+        if let Some(cookie) = cleared_pass_cookie(room) {
+            resp.headers_mut().append(http::header::SET_COOKIE, cookie);
+        }
+    }
+    let (state, room, sub) = (state.clone(), route.room.clone(), pass.sub.clone());
+    tokio::spawn(async move {
+        let Some(room) = state.rooms.get(&room) else {
+            return;
+        };
+        if let Err(e) = state.places().end_session(room, &sub, now_ms()).await {
+            tracing::warn!(room = %room.id, error = %e, "could not end a session the shop ended");
+        }
+    });
 }
 
 async fn send(

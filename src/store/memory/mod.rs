@@ -4,15 +4,16 @@
 
 mod sale;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{
-    GoneBits, JoinOutcome, LeaveOutcome, Lookup, PrequeueState, RoomParams, RoomState, RoomStatus,
-    Store, StoreError, MAX_HEAD_CHECKS,
+    Claimed, EndedBy, GoneBits, JoinOutcome, Joined, LeaveOutcome, Lookup, PrequeueState,
+    Revocation, RevokeReason, RoomParams, RoomState, RoomStatus, Store, StoreError, TransferClaim,
+    TransferOffer, Transferred, MAX_HEAD_CHECKS, REVOCATIONS_PAGE,
 };
 use crate::id::RoomId;
 
@@ -73,6 +74,14 @@ struct RoomData {
     pre_frozen: Option<(u64, u64, u64)>,
     /// `meta.seed`
     seed: Option<String>,
+    /// `rg:{room}:holder`: identity → holder generation (absent: 0).
+    holder: HashMap<String, u32>,
+    /// `rg:{room}:revoked` and `meta.rev_total` / `meta.rev_trimmed`.
+    revoked: VecDeque<Revocation>,
+    rev_total: u64,
+    rev_trimmed: u64,
+    /// `rg:{room}:xfer:<code>` → (expiry ms, generation, identity, uid).
+    transfers: HashMap<String, (u64, u32, String, String)>,
 }
 
 /// A growable bitmap with Redis's layout (bit 0 = most significant bit of byte 0).
@@ -108,6 +117,29 @@ impl Bitmap {
 impl RoomData {
     fn status(&self) -> RoomStatus {
         self.status.unwrap_or(RoomStatus::Open)
+    }
+
+    fn gen(&self, identity: &str) -> u32 {
+        self.holder.get(identity).copied().unwrap_or(0)
+    }
+
+    /// Raises `identity`'s holder generation and appends the feed entry.
+    fn revoke(&mut self, identity: &str, reason: RevokeReason, until_ms: u64) -> u32 {
+        let gen = self.gen(identity) + 1;
+        self.holder.insert(identity.to_string(), gen);
+        self.revoked.push_back(Revocation {
+            identity: identity.to_string(),
+            gen,
+            reason,
+            until_ms,
+        });
+        self.rev_total += 1;
+        gen
+    }
+
+    /// Whether `identity` holds a live admission at `now` (`ZSCORE active` past `now`).
+    fn admitted_at(&self, identity: &str, now: u64) -> bool {
+        self.active.get(identity).is_some_and(|&exp| exp > now)
     }
 
     /// rg_expire_sessions
@@ -224,81 +256,204 @@ impl RoomData {
     fn drop_expired_alive(&mut self, now: u64) {
         self.alive.retain(|_, (expire_at, _)| *expire_at > now);
     }
+    /// join.lua for one identity (the holder generation is the caller's).
+    fn join(&mut self, identity: &str, p: &RoomParams, now: u64) -> JoinOutcome {
+        let r = self;
+        let p = &r.settings(p);
+        let cur = p.interval_of(now);
+        let status = r.status();
+        if status == RoomStatus::Closed {
+            return JoinOutcome::Closed;
+        }
+        if let Some(&seq) = r.queued.get(identity) {
+            r.mark_alive(seq, cur, p);
+            return JoinOutcome::Waiting {
+                seq,
+                created: false,
+            };
+        }
+        r.expire_sessions(now);
+        if r.active.contains_key(identity) {
+            return JoinOutcome::Admitted {
+                seq: 0,
+                created: false,
+            };
+        }
+        let mut pending = false;
+        if let Some(opens) = p.prequeue_until_ms {
+            pending = r.pre_pending();
+            if r.in_open_prequeue(identity) {
+                return JoinOutcome::Prequeue { created: false };
+            }
+            if r.pre_frozen.is_none() {
+                if now < opens {
+                    if status == RoomStatus::Draining {
+                        return JoinOutcome::Closed;
+                    }
+                    r.pre.insert(identity.to_string());
+                    return JoinOutcome::Prequeue { created: true };
+                }
+                r.freeze_pre();
+                pending = r.pre_pending();
+            }
+        }
+        if status == RoomStatus::Draining {
+            return JoinOutcome::Closed;
+        }
+        r.seq += 1;
+        let seq = r.seq;
+        if p.instant
+            && !pending
+            && status == RoomStatus::Open
+            && r.queue.is_empty()
+            && r.free_slots(p) > 0
+        {
+            let (tokens, ts) = r.refill(now, p);
+            if tokens >= 1.0 {
+                r.save_tokens(tokens - 1.0, ts);
+                r.active.insert(identity.to_string(), now + p.idle_ms);
+                r.served = seq;
+                r.admitted += 1;
+                return JoinOutcome::Admitted { seq, created: true };
+            }
+        }
+        r.queue.insert(seq, identity.to_string());
+        r.queued.insert(identity.to_string(), seq);
+        r.mark_alive(seq, cur, p);
+        JoinOutcome::Waiting { seq, created: true }
+    }
+
+    /// tick.lua, with the revocation feed trimmed like the script trims it.
+    fn tick(&mut self, p: &RoomParams, now: u64, known_departed: Option<u64>) -> RoomState {
+        let r = self;
+        let p = &r.settings(p);
+        let cur = p.interval_of(now);
+        let span = p.idle_ms.div_ceil(p.interval_ms);
+        r.expire_sessions(now);
+        r.drop_expired_alive(now);
+        let status = r.status();
+        if matches!(status, RoomStatus::Open | RoomStatus::Draining) && !p.hold && !r.pre_pending()
+        {
+            let (tokens, ts) = r.refill(now, p);
+            let (budget, slots) = if status == RoomStatus::Draining {
+                let unbounded = RoomParams {
+                    max_active: u32::MAX,
+                    ..*p
+                };
+                (MAX_HEAD_CHECKS as i64, r.free_slots(&unbounded))
+            } else {
+                (tokens.floor() as i64, r.free_slots(p))
+            };
+            let mut want = budget.min(slots);
+            let (mut checks, mut admitted, mut evicted, mut served) =
+                (MAX_HEAD_CHECKS, 0u32, 0u64, None);
+            while want > 0 && checks > 0 {
+                let Some((&seq, _)) = r.queue.first_key_value() else {
+                    break;
+                };
+                let Some(member) = r.queue.remove(&seq) else {
+                    break;
+                };
+                r.queued.remove(&member);
+                served = Some(seq);
+                checks -= 1;
+                match r.last_seen(seq, cur, span, now) {
+                    Some(k) => {
+                        let deadline =
+                            ((k + 1) * p.interval_ms + p.idle_ms).max(now + p.interval_ms);
+                        r.active.insert(member, deadline);
+                        admitted += 1;
+                        want -= 1;
+                    }
+                    None => {
+                        r.gone.set(seq);
+                        evicted += 1;
+                    }
+                }
+            }
+            r.save_tokens((tokens - f64::from(admitted)).max(0.0), ts);
+            if let Some(seq) = served {
+                r.served = seq;
+                r.admitted += u64::from(admitted);
+                r.evicted += evicted;
+            }
+        }
+        let mut trims = 0;
+        while trims < 100 && r.revoked.front().is_some_and(|e| e.until_ms <= now) {
+            r.revoked.pop_front();
+            trims += 1;
+        }
+        r.rev_trimmed += trims;
+        let departed = r.evicted + r.left;
+        let gone = (known_departed != Some(departed)).then(|| {
+            let base_byte = (r.served + 1) / 8;
+            let bytes = if r.seq > r.served {
+                r.gone.range(base_byte, r.seq / 8)
+            } else {
+                Bytes::new()
+            };
+            GoneBits { base_byte, bytes }
+        });
+        RoomState {
+            served: r.served,
+            last_seq: r.seq,
+            waiting: r.queue.len() as u64,
+            active: r.active.len() as u64,
+            admitted_total: r.admitted,
+            evicted_total: r.evicted,
+            left_total: r.left,
+            status: r.status(),
+            gone,
+            admit_per_minute: p.admit_per_minute,
+            max_active: p.max_active,
+            seed: r.seed.clone(),
+            prequeue: r.prequeue_state(),
+            revoked_total: r.rev_total,
+        }
+    }
+
+    /// leave.lua's giving up, without the holder check and the revocation.
+    fn give_up(&mut self, identity: &str) -> LeaveOutcome {
+        let r = self;
+        if let Some(seq) = r.queued.remove(identity) {
+            r.queue.remove(&seq);
+            r.gone.set(seq);
+            r.left += 1;
+            return LeaveOutcome::LeftQueue;
+        }
+        if r.active.remove(identity).is_some() {
+            r.sessions.remove(identity);
+            r.buying.remove(identity);
+            r.left += 1;
+            return LeaveOutcome::EndedSession;
+        }
+        if r.pre_frozen.is_none() {
+            if r.pre.remove(identity) {
+                r.left += 1;
+                return LeaveOutcome::LeftQueue;
+            }
+        } else if r.pre_pending() && r.pre.contains(identity) {
+            r.pre_left.insert(identity.to_string());
+            return LeaveOutcome::LeftQueue;
+        }
+        LeaveOutcome::Absent
+    }
 }
 
 #[async_trait]
 impl Store for MemoryStore {
-    async fn join(
+    async fn join_as(
         &self,
         room: &RoomId,
         identity: &str,
-        _minted: bool,
+        minted: bool,
         p: &RoomParams,
         now: u64,
-    ) -> Result<JoinOutcome, StoreError> {
+    ) -> Result<Joined, StoreError> {
         Ok(self.with_room(room, |r| {
-            let p = &r.settings(p);
-            let cur = p.interval_of(now);
-            let status = r.status();
-            if status == RoomStatus::Closed {
-                return JoinOutcome::Closed;
-            }
-            if let Some(&seq) = r.queued.get(identity) {
-                r.mark_alive(seq, cur, p);
-                return JoinOutcome::Waiting {
-                    seq,
-                    created: false,
-                };
-            }
-            r.expire_sessions(now);
-            if r.active.contains_key(identity) {
-                return JoinOutcome::Admitted {
-                    seq: 0,
-                    created: false,
-                };
-            }
-            let mut pending = false;
-            if let Some(opens) = p.prequeue_until_ms {
-                pending = r.pre_pending();
-                if r.in_open_prequeue(identity) {
-                    return JoinOutcome::Prequeue { created: false };
-                }
-                if r.pre_frozen.is_none() {
-                    if now < opens {
-                        if status == RoomStatus::Draining {
-                            return JoinOutcome::Closed;
-                        }
-                        r.pre.insert(identity.to_string());
-                        return JoinOutcome::Prequeue { created: true };
-                    }
-                    r.freeze_pre();
-                    pending = r.pre_pending();
-                }
-            }
-            if status == RoomStatus::Draining {
-                return JoinOutcome::Closed;
-            }
-            r.seq += 1;
-            let seq = r.seq;
-            if p.instant
-                && !pending
-                && status == RoomStatus::Open
-                && r.queue.is_empty()
-                && r.free_slots(p) > 0
-            {
-                let (tokens, ts) = r.refill(now, p);
-                if tokens >= 1.0 {
-                    r.save_tokens(tokens - 1.0, ts);
-                    r.active.insert(identity.to_string(), now + p.idle_ms);
-                    r.served = seq;
-                    r.admitted += 1;
-                    return JoinOutcome::Admitted { seq, created: true };
-                }
-            }
-            r.queue.insert(seq, identity.to_string());
-            r.queued.insert(identity.to_string(), seq);
-            r.mark_alive(seq, cur, p);
-            JoinOutcome::Waiting { seq, created: true }
+            let outcome = r.join(identity, p, now);
+            let gen = if minted { 0 } else { r.gen(identity) };
+            Joined { outcome, gen }
         }))
     }
 
@@ -309,87 +464,7 @@ impl Store for MemoryStore {
         now: u64,
         known_departed: Option<u64>,
     ) -> Result<RoomState, StoreError> {
-        Ok(self.with_room(room, |r| {
-            let p = &r.settings(p);
-            let cur = p.interval_of(now);
-            let span = p.idle_ms.div_ceil(p.interval_ms);
-            r.expire_sessions(now);
-            r.drop_expired_alive(now);
-            let status = r.status();
-            if matches!(status, RoomStatus::Open | RoomStatus::Draining)
-                && !p.hold
-                && !r.pre_pending()
-            {
-                let (tokens, ts) = r.refill(now, p);
-                let (budget, slots) = if status == RoomStatus::Draining {
-                    let unbounded = RoomParams {
-                        max_active: u32::MAX,
-                        ..*p
-                    };
-                    (MAX_HEAD_CHECKS as i64, r.free_slots(&unbounded))
-                } else {
-                    (tokens.floor() as i64, r.free_slots(p))
-                };
-                let mut want = budget.min(slots);
-                let (mut checks, mut admitted, mut evicted, mut served) =
-                    (MAX_HEAD_CHECKS, 0u32, 0u64, None);
-                while want > 0 && checks > 0 {
-                    let Some((&seq, _)) = r.queue.first_key_value() else {
-                        break;
-                    };
-                    let Some(member) = r.queue.remove(&seq) else {
-                        break;
-                    };
-                    r.queued.remove(&member);
-                    served = Some(seq);
-                    checks -= 1;
-                    match r.last_seen(seq, cur, span, now) {
-                        Some(k) => {
-                            let deadline =
-                                ((k + 1) * p.interval_ms + p.idle_ms).max(now + p.interval_ms);
-                            r.active.insert(member, deadline);
-                            admitted += 1;
-                            want -= 1;
-                        }
-                        None => {
-                            r.gone.set(seq);
-                            evicted += 1;
-                        }
-                    }
-                }
-                r.save_tokens((tokens - f64::from(admitted)).max(0.0), ts);
-                if let Some(seq) = served {
-                    r.served = seq;
-                    r.admitted += u64::from(admitted);
-                    r.evicted += evicted;
-                }
-            }
-            let departed = r.evicted + r.left;
-            let gone = (known_departed != Some(departed)).then(|| {
-                let base_byte = (r.served + 1) / 8;
-                let bytes = if r.seq > r.served {
-                    r.gone.range(base_byte, r.seq / 8)
-                } else {
-                    Bytes::new()
-                };
-                GoneBits { base_byte, bytes }
-            });
-            RoomState {
-                served: r.served,
-                last_seq: r.seq,
-                waiting: r.queue.len() as u64,
-                active: r.active.len() as u64,
-                admitted_total: r.admitted,
-                evicted_total: r.evicted,
-                left_total: r.left,
-                status: r.status(),
-                gone,
-                admit_per_minute: p.admit_per_minute,
-                max_active: p.max_active,
-                seed: r.seed.clone(),
-                prequeue: r.prequeue_state(),
-            }
-        }))
+        Ok(self.with_room(room, |r| r.tick(p, now, known_departed)))
     }
 
     async fn mark_alive(
@@ -407,52 +482,136 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn claim(
+    async fn claim_as(
         &self,
         room: &RoomId,
         identity: &str,
+        held: Option<u32>,
         p: &RoomParams,
         now: u64,
-    ) -> Result<Option<u64>, StoreError> {
+    ) -> Result<Claimed, StoreError> {
         Ok(self.with_room(room, |r| {
-            let exp = *r.active.get(identity)?;
+            if held.is_some_and(|g| g < r.gen(identity)) {
+                return Claimed::Moved;
+            }
+            let Some(&exp) = r.active.get(identity) else {
+                return Claimed::Absent;
+            };
             if exp <= now {
-                return None;
+                return Claimed::Absent;
             }
             if let Some(&claimed) = r.sessions.get(identity) {
-                return Some(claimed);
+                return Claimed::Session(claimed);
             }
             let expiry = now + p.session_ms;
             r.active.insert(identity.to_string(), expiry);
             r.sessions.insert(identity.to_string(), expiry);
-            Some(expiry)
+            Claimed::Session(expiry)
         }))
     }
 
-    async fn leave(&self, room: &RoomId, identity: &str) -> Result<LeaveOutcome, StoreError> {
+    async fn end(
+        &self,
+        room: &RoomId,
+        identity: &str,
+        by: EndedBy,
+        until_ms: u64,
+    ) -> Result<LeaveOutcome, StoreError> {
         Ok(self.with_room(room, |r| {
-            if let Some(seq) = r.queued.remove(identity) {
-                r.queue.remove(&seq);
-                r.gone.set(seq);
-                r.left += 1;
-                return LeaveOutcome::LeftQueue;
-            }
-            if r.active.remove(identity).is_some() {
-                r.sessions.remove(identity);
-                r.buying.remove(identity);
-                r.left += 1;
-                return LeaveOutcome::EndedSession;
-            }
-            if r.pre_frozen.is_none() {
-                if r.pre.remove(identity) {
-                    r.left += 1;
-                    return LeaveOutcome::LeftQueue;
+            if let EndedBy::Holder(gen) = by {
+                if gen < r.gen(identity) {
+                    return LeaveOutcome::Moved;
                 }
-            } else if r.pre_pending() && r.pre.contains(identity) {
-                r.pre_left.insert(identity.to_string());
-                return LeaveOutcome::LeftQueue;
             }
-            LeaveOutcome::Absent
+            let outcome = r.give_up(identity);
+            if outcome == LeaveOutcome::EndedSession || by == EndedBy::Operator {
+                r.revoke(identity, RevokeReason::Ended, until_ms);
+            }
+            outcome
+        }))
+    }
+
+    async fn offer_transfer(
+        &self,
+        room: &RoomId,
+        identity: &str,
+        gen: u32,
+        uid: &str,
+        code: &str,
+        ttl_ms: u64,
+        now: u64,
+    ) -> Result<TransferOffer, StoreError> {
+        Ok(self.with_room(room, |r| {
+            if gen < r.gen(identity) {
+                return TransferOffer::Moved;
+            }
+            if !r.queued.contains_key(identity)
+                && !r.admitted_at(identity, now)
+                && !r.pre.contains(identity)
+            {
+                return TransferOffer::Absent;
+            }
+            r.transfers.retain(|_, (exp, ..)| *exp > now);
+            if r.transfers.contains_key(code) {
+                return TransferOffer::Taken;
+            }
+            r.transfers.insert(
+                code.to_string(),
+                (now + ttl_ms, gen, identity.to_string(), uid.to_string()),
+            );
+            TransferOffer::Offered
+        }))
+    }
+
+    async fn claim_transfer(
+        &self,
+        room: &RoomId,
+        code: &str,
+        now: u64,
+        until_ms: u64,
+    ) -> Result<TransferClaim, StoreError> {
+        Ok(self.with_room(room, |r| {
+            let Some((exp, gen, identity, uid)) = r.transfers.remove(code) else {
+                return TransferClaim::Unknown;
+            };
+            if exp <= now {
+                return TransferClaim::Unknown;
+            }
+            if gen != r.gen(&identity) {
+                return TransferClaim::Stale;
+            }
+            let seq = r.queued.get(&identity).copied();
+            let admitted = seq.is_none() && r.admitted_at(&identity, now);
+            if seq.is_none() && !admitted && !r.pre.contains(&identity) {
+                return TransferClaim::Stale;
+            }
+            let gen = r.revoke(&identity, RevokeReason::Transferred, until_ms);
+            TransferClaim::Moved(Transferred {
+                identity,
+                gen,
+                seq: seq.unwrap_or(0),
+                admitted,
+                uid,
+            })
+        }))
+    }
+
+    async fn revocations(
+        &self,
+        room: &RoomId,
+        from: u64,
+    ) -> Result<(Vec<Revocation>, u64), StoreError> {
+        Ok(self.with_room(room, |r| {
+            let from = from.max(r.rev_trimmed);
+            let entries: Vec<Revocation> = r
+                .revoked
+                .iter()
+                .skip((from - r.rev_trimmed) as usize)
+                .take(REVOCATIONS_PAGE as usize)
+                .cloned()
+                .collect();
+            let next = from + entries.len() as u64;
+            (entries, next)
         }))
     }
 

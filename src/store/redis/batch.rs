@@ -16,7 +16,7 @@ use dashmap::DashMap;
 
 use crate::id::RoomId;
 use crate::store::sale::{PurchaseOutcome, SaleParams};
-use crate::store::{JoinOutcome, RoomParams, StoreError};
+use crate::store::{Joined, RoomParams, StoreError};
 
 type Reply<R> = oneshot::Sender<Result<R, StoreError>>;
 
@@ -91,7 +91,7 @@ impl<Q: Send + 'static, R: Send + 'static> Batcher<Q, R> {
 /// sales come from the config, so the maps stay small).
 #[derive(Default)]
 pub(super) struct Batchers {
-    pub(super) joins: DashMap<RoomId, Arc<Batcher<JoinCall, JoinOutcome>>>,
+    pub(super) joins: DashMap<RoomId, Arc<Batcher<JoinCall, Joined>>>,
     pub(super) purchases: DashMap<String, Arc<Batcher<PurchaseCall, PurchaseOutcome>>>,
 }
 

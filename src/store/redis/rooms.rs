@@ -16,8 +16,9 @@ use super::RedisStore;
 use crate::id::RoomId;
 use crate::store::keys::RoomKeys;
 use crate::store::{
-    GoneBits, JoinOutcome, LeaveOutcome, Lookup, PrequeueState, RoomParams, RoomState, RoomStatus,
-    Store, StoreError, MAX_HEAD_CHECKS,
+    Claimed, EndedBy, GoneBits, JoinOutcome, Joined, LeaveOutcome, Lookup, PrequeueState,
+    Revocation, RoomParams, RoomState, RoomStatus, Store, StoreError, TransferClaim, TransferOffer,
+    Transferred, MAX_HEAD_CHECKS, REVOCATIONS_PAGE,
 };
 
 /// Members per page when reading a pre-queue, and per batch when assigning its seqs.
@@ -46,6 +47,9 @@ struct Scripts {
     freeze_prequeue: Script,
     pre_scan: Script,
     open_prequeue: Script,
+    offer_transfer: Script,
+    claim_transfer: Script,
+    revocations: Script,
 }
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -60,10 +64,13 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     freeze_prequeue: Script::from_lua(room_script!("freeze_prequeue.lua")),
     pre_scan: Script::from_lua(include_str!("lua/pre_scan.lua")),
     open_prequeue: Script::from_lua(room_script!("open_prequeue.lua")),
+    offer_transfer: Script::from_lua(include_str!("lua/offer_transfer.lua")),
+    claim_transfer: Script::from_lua(include_str!("lua/claim_transfer.lua")),
+    revocations: Script::from_lua(include_str!("lua/revocations.lua")),
 });
 
 impl RedisStore {
-    fn join_batcher(&self, room: &RoomId) -> Arc<Batcher<JoinCall, JoinOutcome>> {
+    fn join_batcher(&self, room: &RoomId) -> Arc<Batcher<JoinCall, Joined>> {
         self.batcher(
             |b| &b.joins,
             room,
@@ -77,7 +84,7 @@ impl RedisStore {
         &self,
         room: &RoomId,
         calls: Vec<JoinCall>,
-    ) -> Result<Vec<Result<JoinOutcome, StoreError>>, StoreError> {
+    ) -> Result<Vec<Result<Joined, StoreError>>, StoreError> {
         let Some(p) = calls.last().map(|c| c.params) else {
             return Ok(Vec::new());
         };
@@ -92,6 +99,7 @@ impl RedisStore {
             k.key("seq"),
             k.key("buying"),
             k.key("pre"),
+            k.key("holder"),
         ];
         let mut args = Vec::with_capacity(10 + 2 * calls.len());
         args.extend([
@@ -113,10 +121,10 @@ impl RedisStore {
         }
         let reply = array(
             self.eval(&SCRIPTS.join, keys, args).await?,
-            3 * n,
+            4 * n,
             "join reply",
         )?;
-        Ok(reply.chunks(3).map(join_outcome).collect())
+        Ok(reply.chunks(4).map(join_outcome).collect())
     }
 }
 
@@ -124,20 +132,22 @@ fn flag(on: bool) -> String {
     if on { "1" } else { "0" }.to_string()
 }
 
-/// One {status, seq, created} triple of a join.lua reply.
-fn join_outcome(reply: &[Value]) -> Result<JoinOutcome, StoreError> {
-    let [status, seq, created] = reply else {
+/// One {status, seq, created, gen} quadruple of a join.lua reply.
+fn join_outcome(reply: &[Value]) -> Result<Joined, StoreError> {
+    let [status, seq, created, gen] = reply else {
         return Err(bad("join reply"));
     };
     let seq = int(seq, "join seq")?;
     let created = int(created, "join created")? == 1;
-    match text(status, "join status")? {
-        "waiting" => Ok(JoinOutcome::Waiting { seq, created }),
-        "admitted" => Ok(JoinOutcome::Admitted { seq, created }),
-        "prequeue" => Ok(JoinOutcome::Prequeue { created }),
-        "closed" => Ok(JoinOutcome::Closed),
-        other => Err(StoreError::Protocol(format!("join status {other}"))),
-    }
+    let outcome = match text(status, "join status")? {
+        "waiting" => JoinOutcome::Waiting { seq, created },
+        "admitted" => JoinOutcome::Admitted { seq, created },
+        "prequeue" => JoinOutcome::Prequeue { created },
+        "closed" => JoinOutcome::Closed,
+        other => return Err(StoreError::Protocol(format!("join status {other}"))),
+    };
+    let gen = u32::try_from(int(gen, "join gen")?).map_err(|_| bad("join gen"))?;
+    Ok(Joined { outcome, gen })
 }
 
 fn room_args(p: &RoomParams) -> [String; 5] {
@@ -153,14 +163,14 @@ fn room_args(p: &RoomParams) -> [String; 5] {
 
 #[async_trait]
 impl Store for RedisStore {
-    async fn join(
+    async fn join_as(
         &self,
         room: &RoomId,
         identity: &str,
         minted: bool,
         p: &RoomParams,
         now: u64,
-    ) -> Result<JoinOutcome, StoreError> {
+    ) -> Result<Joined, StoreError> {
         self.join_batcher(room)
             .call(JoinCall {
                 identity: identity.to_string(),
@@ -189,6 +199,7 @@ impl Store for RedisStore {
             k.key("seq"),
             k.key("buying"),
             k.key("pre"),
+            k.key("revoked"),
         ];
         let known = known_departed.map_or_else(|| "-1".to_string(), |d| d.to_string());
         let args = vec![
@@ -206,7 +217,7 @@ impl Store for RedisStore {
         ];
         let r = array(
             self.eval(&SCRIPTS.tick, keys, args).await?,
-            18,
+            19,
             "tick reply",
         )?;
         let gone = match &r[9] {
@@ -246,6 +257,7 @@ impl Store for RedisStore {
                 count: int(&r[16], "pre-queue count")?,
                 assigned: int(&r[17], "pre-queue assigned")?,
             },
+            revoked_total: int(&r[18], "revocations")?,
         })
     }
 
@@ -275,23 +287,26 @@ impl Store for RedisStore {
         Ok(())
     }
 
-    async fn claim(
+    async fn claim_as(
         &self,
         room: &RoomId,
         identity: &str,
+        held: Option<u32>,
         p: &RoomParams,
         now: u64,
-    ) -> Result<Option<u64>, StoreError> {
+    ) -> Result<Claimed, StoreError> {
         let k = RoomKeys::new(room);
-        let keys = vec![k.key("active"), k.key("sess")];
+        let keys = vec![k.key("active"), k.key("sess"), k.key("holder")];
         let args = vec![
             identity.to_string(),
             now.to_string(),
             p.session_ms.to_string(),
+            held.map_or_else(String::new, |g| g.to_string()),
         ];
         match self.eval(&SCRIPTS.claim, keys, args).await? {
-            Value::Null => Ok(None),
-            v => int(&v, "claim expiry").map(Some),
+            Value::Null => Ok(Claimed::Absent),
+            Value::Integer(-1) => Ok(Claimed::Moved),
+            v => int(&v, "claim expiry").map(Claimed::Session),
         }
     }
 
@@ -311,7 +326,13 @@ impl Store for RedisStore {
         Ok(n)
     }
 
-    async fn leave(&self, room: &RoomId, identity: &str) -> Result<LeaveOutcome, StoreError> {
+    async fn end(
+        &self,
+        room: &RoomId,
+        identity: &str,
+        by: EndedBy,
+        until_ms: u64,
+    ) -> Result<LeaveOutcome, StoreError> {
         let k = RoomKeys::new(room);
         let keys = vec![
             k.key("meta"),
@@ -322,16 +343,123 @@ impl Store for RedisStore {
             k.key("buying"),
             k.key("pre"),
             k.key("pre_left"),
+            k.key("holder"),
+            k.key("revoked"),
         ];
-        let reply = self
-            .eval(&SCRIPTS.leave, keys, vec![identity.to_string()])
-            .await?;
+        let held = match by {
+            EndedBy::Holder(gen) => gen.to_string(),
+            EndedBy::Operator => String::new(),
+        };
+        let args = vec![identity.to_string(), held, until_ms.to_string()];
+        let reply = self.eval(&SCRIPTS.leave, keys, args).await?;
         match text(&reply, "leave reply")? {
             "waiting" => Ok(LeaveOutcome::LeftQueue),
             "admitted" => Ok(LeaveOutcome::EndedSession),
             "absent" => Ok(LeaveOutcome::Absent),
+            "moved" => Ok(LeaveOutcome::Moved),
             other => Err(StoreError::Protocol(format!("leave reply {other}"))),
         }
+    }
+
+    async fn offer_transfer(
+        &self,
+        room: &RoomId,
+        identity: &str,
+        gen: u32,
+        uid: &str,
+        code: &str,
+        ttl_ms: u64,
+        now: u64,
+    ) -> Result<TransferOffer, StoreError> {
+        let k = RoomKeys::new(room);
+        let keys = vec![
+            k.key("holder"),
+            k.key("q"),
+            k.key("active"),
+            k.key("pre"),
+            k.transfer(code),
+        ];
+        let args = vec![
+            identity.to_string(),
+            gen.to_string(),
+            uid.to_string(),
+            ttl_ms.to_string(),
+            now.to_string(),
+        ];
+        let reply = self.eval(&SCRIPTS.offer_transfer, keys, args).await?;
+        match text(&reply, "transfer offer")? {
+            "offered" => Ok(TransferOffer::Offered),
+            "moved" => Ok(TransferOffer::Moved),
+            "absent" => Ok(TransferOffer::Absent),
+            "taken" => Ok(TransferOffer::Taken),
+            other => Err(StoreError::Protocol(format!("transfer offer {other}"))),
+        }
+    }
+
+    async fn claim_transfer(
+        &self,
+        room: &RoomId,
+        code: &str,
+        now: u64,
+        until_ms: u64,
+    ) -> Result<TransferClaim, StoreError> {
+        let k = RoomKeys::new(room);
+        let keys = vec![
+            k.transfer(code),
+            k.key("holder"),
+            k.key("revoked"),
+            k.key("meta"),
+            k.key("q"),
+            k.key("active"),
+            k.key("pre"),
+        ];
+        let args = vec![now.to_string(), until_ms.to_string()];
+        let reply = self.eval(&SCRIPTS.claim_transfer, keys, args).await?;
+        let Value::Array(r) = reply else {
+            return Err(bad("transfer claim"));
+        };
+        match r.first().map(|v| text(v, "transfer claim")).transpose()? {
+            Some("unknown") => Ok(TransferClaim::Unknown),
+            Some("stale") => Ok(TransferClaim::Stale),
+            Some("moved") if r.len() == 6 => Ok(TransferClaim::Moved(Transferred {
+                identity: text(&r[1], "transfer identity")?.to_string(),
+                gen: u32::try_from(int(&r[2], "transfer gen")?).map_err(|_| bad("transfer gen"))?,
+                seq: int(&r[3], "transfer seq")?,
+                admitted: int(&r[4], "transfer admitted")? == 1,
+                uid: text(&r[5], "transfer uid")?.to_string(),
+            })),
+            _ => Err(bad("transfer claim")),
+        }
+    }
+
+    async fn revocations(
+        &self,
+        room: &RoomId,
+        from: u64,
+    ) -> Result<(Vec<Revocation>, u64), StoreError> {
+        let k = RoomKeys::new(room);
+        let keys = vec![k.key("meta"), k.key("revoked")];
+        let args = vec![from.to_string(), REVOCATIONS_PAGE.to_string()];
+        let reply = self.eval(&SCRIPTS.revocations, keys, args).await?;
+        let Value::Array(r) = reply else {
+            return Err(bad("revocations"));
+        };
+        let next = r
+            .first()
+            .map(|v| int(v, "revocations next"))
+            .transpose()?
+            .ok_or_else(|| bad("revocations"))?;
+        let entries = r
+            .iter()
+            .skip(1)
+            .map(|v| {
+                text(v, "revocation")
+                    .ok()
+                    .and_then(Revocation::decode)
+                    .ok_or_else(|| bad("revocation entry"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((entries, next))
     }
 
     async fn set_status(&self, room: &RoomId, status: RoomStatus) -> Result<(), StoreError> {

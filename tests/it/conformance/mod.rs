@@ -69,6 +69,7 @@ impl Fixture {
 }
 
 mod drops;
+mod holders;
 mod rooms;
 mod sales;
 

@@ -7,6 +7,7 @@ use crate::harness;
 mod budget;
 mod fairness;
 mod outage;
+mod transfer;
 
 use harness::RedisServer;
 

@@ -160,6 +160,13 @@ async fn handle(s: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>
                 .insert("connection", "close".parse().expect("hv"));
             resp
         }
+        // The shop logs the shopper out and tells rushgate to end the session.
+        "/products/logout" => {
+            let mut resp = Response::new(text("bye".to_string()));
+            resp.headers_mut()
+                .insert("rushgate-session", "end".parse().expect("hv"));
+            resp
+        }
         "/empty" => {
             let mut resp = Response::new(text(String::new()));
             *resp.status_mut() = http::StatusCode::NO_CONTENT;

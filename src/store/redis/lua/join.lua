@@ -1,6 +1,6 @@
 -- join.lua: give an identity a place in the room, or return the place it already holds.
--- KEYS:  1 meta, 2 q, 3 active, 4 sess, 5 seq, 6 buying, 7 pre (rg:{id}:<name>; what each holds:
---        src/store/keys.rs)
+-- KEYS:  1 meta, 2 q, 3 active, 4 sess, 5 seq, 6 buying, 7 pre, 8 holder (rg:{id}:<name>; what
+--        each holds: src/store/keys.rs)
 -- ARGV:  1 key prefix "rg:{room}:", 2 now ms, 3 liveness interval ms, 4 idle ms,
 --        5 admit per minute, 6 max active, 7 bucket burst,
 --        8 admission cap of a room with a sale (-1: no sale),
@@ -10,7 +10,8 @@
 --        A batch: the Redis store coalesces the joins that arrive while earlier ones are in
 --        flight.
 -- Joins the identities one after the other, exactly as that many single joins at `now` would,
--- and returns {status, seq, created} for each, flattened in the same order.
+-- and returns {status, seq, created, gen} for each, flattened in the same order (gen: the
+-- identity's holder generation, 0 for a minted identity).
 -- status 'waiting' | 'admitted' | 'prequeue' | 'closed'; seq 0
 -- when unknown (an identity admitted earlier, or in the pre-queue); created 1 when this call made
 -- the place. A draining room answers existing places but makes no new ones ('closed').
@@ -20,7 +21,7 @@
 -- room is open, a slot is free and the bucket has a token, the new arrival is admitted at once
 -- (no visible queue without a crowd); its claim window is the idle timeout.
 local meta, q, active, sess, seqkey, buying = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local pre = KEYS[7]
+local pre, holder = KEYS[7], KEYS[8]
 local prefix = ARGV[1]
 local now, interval, idle = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local per_min, max_active, burst = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -118,10 +119,12 @@ end
 
 local out = {}
 for i = 11, #ARGV, 2 do
-  local status, seq, created = join(ARGV[i], ARGV[i + 1] == '1')
+  local minted = ARGV[i + 1] == '1'
+  local status, seq, created = join(ARGV[i], minted)
   out[#out + 1] = status
   out[#out + 1] = seq
   out[#out + 1] = created
+  out[#out + 1] = (not minted and tonumber(redis.call('HGET', holder, ARGV[i]))) or 0
 end
 write_seq()
 if #zadd > 0 then

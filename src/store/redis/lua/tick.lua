@@ -1,6 +1,6 @@
 -- tick.lua: expire sessions, admit waiters in sequence order at the paced rate, report state.
--- KEYS:  1 meta, 2 q, 3 active, 4 sess, 5 gone, 6 seq, 7 buying, 8 pre (rg:{id}:<name>; what each
---        holds: src/store/keys.rs)
+-- KEYS:  1 meta, 2 q, 3 active, 4 sess, 5 gone, 6 seq, 7 buying, 8 pre, 9 revoked
+--        (rg:{id}:<name>; what each holds: src/store/keys.rs)
 -- ARGV:  1 key prefix "rg:{room}:", 2 now ms, 3 liveness interval ms, 4 idle ms,
 --        5 admit per minute, 6 max active, 7 bucket burst,
 --        8 departures the caller already knows (-1: always send the bitmap),
@@ -8,7 +8,9 @@
 --        10 admission cap of a room with a sale (-1: no sale), 11 hold (1: admit nobody)
 -- Returns {served, last_seq, waiting, active, admitted_total, evicted_total, left_total, state,
 --          gone_base_byte, gone_bytes | nil, admit_per_minute, max_active, seed | nil,
---          pre_waiting, pre_frozen (1 / 0), pre_base, pre_count, pre_assigned}
+--          pre_waiting, pre_frozen (1 / 0), pre_base, pre_count, pre_assigned, rev_total}
+--          (rev_total: revocation feed entries ever appended; expired ones, at most 100 per
+--          tick, are trimmed from its head here)
 --          (admit_per_minute and max_active are the settings in force: the node's, or live ones
 --          set through the admin API; the rest describes a scheduled drop's pre-queue).
 -- Nobody is admitted while a pre-queue opening is under way (rg_pre_pending).
@@ -20,7 +22,7 @@
 -- silent head never holds the queue. An admitted waiter must claim its pass before the idle
 -- timeout runs out from when it was last seen, or its slot frees.
 local meta, q, active, sess, gone, seqkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local buying, pre = KEYS[7], KEYS[8]
+local buying, pre, revoked = KEYS[7], KEYS[8], KEYS[9]
 local prefix = ARGV[1]
 local now, interval, idle = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local per_min, max_active, burst = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -74,7 +76,20 @@ if (state == 'open' or state == 'draining') and not hold and not rg_pre_pending(
   end
 end
 
-local m = redis.call('HMGET', meta, 'served', 'admitted', 'evicted', 'left', 'state')
+local trims = 0
+while trims < 100 do
+  local first = redis.call('LINDEX', revoked, 0)
+  if not first or (tonumber(string.match(first, '(%d+)$')) or 0) > now then
+    break
+  end
+  redis.call('LPOP', revoked)
+  trims = trims + 1
+end
+if trims > 0 then
+  redis.call('HINCRBY', meta, 'rev_trimmed', trims)
+end
+
+local m = redis.call('HMGET', meta, 'served', 'admitted', 'evicted', 'left', 'state', 'rev_total')
 local served = tonumber(m[1]) or 0
 local evicted_total, left_total = tonumber(m[3]) or 0, tonumber(m[4]) or 0
 local last = tonumber(redis.call('GET', seqkey)) or 0
@@ -95,4 +110,4 @@ end
 return {served, last, redis.call('ZCARD', q), redis.call('ZCARD', active),
         tonumber(m[2]) or 0, evicted_total, left_total, m[5] or 'open', base, bytes,
         per_min, max_active, redis.call('HGET', meta, 'seed'), pre_waiting,
-        frozen and 1 or 0, pre_base, pre_count, pre_assigned}
+        frozen and 1 or 0, pre_base, pre_count, pre_assigned, tonumber(m[6]) or 0}
