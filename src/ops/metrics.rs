@@ -50,6 +50,9 @@ pub const ROOM_ETA_P90: &str = "rushgate_room_eta_p90_seconds";
 pub const ROOM_STATUS: &str = "rushgate_room_status";
 /// Gauge `{room}`: age of this node's cached room state; grows while the store is unreachable.
 pub const ROOM_STATE_AGE: &str = "rushgate_room_state_age_seconds";
+/// Gauge `{room}`: moved places and ended sessions this node refuses tickets and passes of
+/// (kept until those would have expired anyway).
+pub const ROOM_REVOCATIONS: &str = "rushgate_room_revocations";
 
 /// Gauge `{sale}`: units anyone can buy now.
 pub const SALE_AVAILABLE: &str = "rushgate_sale_available_units";
@@ -284,6 +287,11 @@ fn describe() {
         ROOM_STATE_AGE,
         Unit::Seconds,
         "Age of this node's cached room state; grows while the store is unreachable"
+    );
+    describe_gauge!(
+        ROOM_REVOCATIONS,
+        Unit::Count,
+        "Moved places and ended sessions whose tickets and passes this node refuses"
     );
     describe_gauge!(SALE_AVAILABLE, Unit::Count, "Units anyone can buy now");
     describe_gauge!(

@@ -14,8 +14,8 @@ use crate::config::RoomConfig;
 use crate::id::RoomId;
 use crate::ops::metrics::{
     ROOM_ACTIVE, ROOM_ADMISSION_RATE, ROOM_ADMITTED, ROOM_CONFIGURED_RATE, ROOM_ETA_P50,
-    ROOM_ETA_P90, ROOM_EVICTIONS, ROOM_JOINS, ROOM_LEAVES, ROOM_MAX_ACTIVE, ROOM_STATE_AGE,
-    ROOM_STATUS, ROOM_WAITING,
+    ROOM_ETA_P90, ROOM_EVICTIONS, ROOM_JOINS, ROOM_LEAVES, ROOM_MAX_ACTIVE, ROOM_REVOCATIONS,
+    ROOM_STATE_AGE, ROOM_STATUS, ROOM_WAITING,
 };
 use crate::store::{RoomParams, RoomState, RoomStatus};
 
@@ -273,6 +273,7 @@ impl Room {
             let on = if state.status == status { 1.0 } else { 0.0 };
             metrics::gauge!(ROOM_STATUS, "room" => id.clone(), "status" => status.as_str()).set(on);
         }
+        metrics::gauge!(ROOM_REVOCATIONS, "room" => id.clone()).set(self.revoked.len() as f64);
         metrics::gauge!(ROOM_STATE_AGE, "room" => id).set(taken_at.elapsed().as_secs_f64());
     }
 }
