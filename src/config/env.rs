@@ -53,9 +53,15 @@ pub(super) fn apply_env_overrides(
             continue; // a type error that deserialization reports with its path
         };
         let mut keys: Vec<String> = default_section.keys().cloned().collect();
-        // Optional keys (redis_url) serialize to nothing; they can still be set from env.
+        // Optional keys (redis_url, the identity keys) serialize to nothing; they can still be
+        // set from env (a deployment keeps the identity secret in its environment).
         if section == "store" {
             keys.push("redis_url".into());
+        }
+        if section == "identity" {
+            for key in ["secret", "jwks_url", "issuer", "audience", "cookie"] {
+                keys.push(key.into());
+            }
         }
         for key in keys {
             let var = format!(

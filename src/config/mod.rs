@@ -263,7 +263,8 @@ impl Config {
         }
         if !self.identity.enabled() && self.store.redis_url.is_some() {
             out.push(
-                "no [identity] key: join trusts the `user` key as sent, so anyone who knows a                  shopper's user id can take that shopper's place; set identity.secret or                  identity.jwks_url"
+                "no [identity] key: join trusts the `user` key as sent, so anyone who knows a shopper's \
+                 user id can take that shopper's place; set identity.secret or identity.jwks_url"
                     .to_string(),
             );
         }
@@ -360,6 +361,25 @@ mod tests {
             err.to_string().contains("RUSHGATE_STORE_REFRESH_MS"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn identity_keys_come_from_the_environment() {
+        let config = parse(
+            "",
+            &[
+                (
+                    "RUSHGATE_IDENTITY_SECRET",
+                    "a-secret-of-at-least-32-bytes-0123456789",
+                ),
+                ("RUSHGATE_IDENTITY_AUDIENCE", "rushgate"),
+            ],
+        )
+        .unwrap();
+        assert!(config.identity.enabled());
+        assert_eq!(config.identity.audience.as_deref(), Some("rushgate"));
+        let err = parse("", &[("RUSHGATE_IDENTITY_SECRET", "short")]).unwrap_err();
+        assert!(err.to_string().contains("identity.secret"), "{err}");
     }
 
     #[test]

@@ -173,11 +173,17 @@ async fn route_public(
             }
             .await,
         ),
-        // Claims are limited like joins, per client address: guessing codes costs a budget.
+        // Claims are limited like joins, per client address whatever token is sent: guessing
+        // codes costs the address's budget.
         (["rooms", room, "claim"], Method::POST) => (
             "claim",
             async {
-                limited(state, &req, Endpoint::Join, String::new())?;
+                state.limits.check(
+                    Endpoint::Join,
+                    req.headers(),
+                    req.extensions().get::<PeerAddr>().copied(),
+                    None,
+                )?;
                 queue::claim(state, room, req).await
             }
             .await,

@@ -536,7 +536,7 @@ impl Places<'_> {
         if minted && !self.anonymous_joins {
             return Err(PlaceError::Identity(IdentityError::TokenRequired));
         }
-        let shopper = shopper.unwrap_or_else(Shopper::anonymous);
+        let mut shopper = shopper.unwrap_or_else(Shopper::anonymous);
         if room.config.mode == RoomMode::Passthrough {
             let place = self.passthrough(room, &shopper, now)?;
             return Ok(Entered {
@@ -546,10 +546,15 @@ impl Places<'_> {
         }
         let outcome = match self
             .store
-            .join(&room.id, &shopper.id, minted, &room.params_now(), now)
+            .join_as(&room.id, &shopper.id, minted, &room.params_now(), now)
             .await
         {
-            Ok(outcome) => outcome,
+            Ok(joined) => {
+                // An identity whose place moved or whose session ended holds a later
+                // generation: its new ticket carries it, or every node would refuse it.
+                shopper.gen = joined.gen;
+                joined.outcome
+            }
             Err(e) => return self.store_failed_join(room, &shopper, e, now),
         };
         let (place, created) = match outcome {

@@ -32,7 +32,25 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response
     let path = rules::normalize(req.uri().path());
     match state.proxy.decide(&path) {
         Decision::Nowhere => Err(ApiError::NotFound(path.chars().take(128).collect())),
-        Decision::Forward(route) => send(state, route, req, None).await,
+        Decision::Forward(route) => {
+            // The shop may end a session from an unprotected page too (a /logout): the pass
+            // cookie is read now and checked only if the answer asks.
+            let pass = cookie(req.headers(), &route.pass_cookie).map(str::to_string);
+            let mut resp = send(state, route, req, None).await?;
+            if resp.headers().contains_key(SESSION_HEADER) {
+                let claims = pass.as_deref().and_then(|token| {
+                    let room = state.rooms.get(&route.room)?;
+                    state.places().check_pass(room, token).ok()
+                });
+                match claims {
+                    Some(claims) => end_if_asked(state, route, &claims, &mut resp),
+                    None => {
+                        resp.headers_mut().remove(SESSION_HEADER);
+                    }
+                }
+            }
+            Ok(resp)
+        }
         Decision::Protected(route) => match valid_pass(state, route, req.headers()) {
             Some(pass) => {
                 let claims = pass.1.clone();

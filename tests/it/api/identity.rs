@@ -199,6 +199,40 @@ async fn shop_signed_identity(kind: StoreKind) {
     assert_eq!(other.status, StatusCode::CREATED, "{}", other.body);
     assert_ne!(payload(other.str("pass"))["sub"], sub.as_str());
 
+    // u2 leaves, then joins again with its token: the new place's ticket and pass carry the
+    // generation the end raised, so they work (the old pass does not).
+    let u2_pass = other.str("pass").to_string();
+    let left = app.leave(&id, other.str("ticket")).await;
+    assert_eq!(left.str("gave_up"), "admitted", "{}", left.body);
+    let back = join_body(
+        &app,
+        &id,
+        json!({ "user_token": hs_token(SECRET, good_claims("u2")) }),
+    )
+    .await;
+    assert_eq!(back.status, StatusCode::CREATED, "{}", back.body);
+    assert_eq!(back.str("state"), "admitted", "{}", back.body);
+    let gate = |pass: String| {
+        let url = app.api(&format!("rooms/{id}/gate"));
+        let client = app.client.clone();
+        async move {
+            client
+                .get(url)
+                .bearer_auth(pass)
+                .send()
+                .await
+                .expect("gate")
+                .status()
+        }
+    };
+    assert_eq!(
+        gate(back.str("pass").to_string()).await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(gate(u2_pass).await, StatusCode::UNAUTHORIZED);
+    let polled = app.position(&id, back.str("ticket")).await;
+    assert_eq!(polled.str("state"), "admitted", "{}", polled.body);
+
     // The purchase's order-stream entry and the coupon log entry carry user_id = u1.
     let bought = app
         .send(

@@ -224,3 +224,51 @@ async fn ended_sessions_are_refused_everywhere_and_free_their_slot() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shop_ends_a_session_from_an_unprotected_page() {
+    let up = Upstream::start().await;
+    let id = room_id();
+    let mut r = proxied_room(&id, &up.url());
+    r.max_active = 1;
+    let app = spawn_app(config(None, vec![r])).await;
+    let holder = app.join(&id, None, None).await;
+    let waiter = app.join(&id, None, None).await;
+    let pass = admitted_pass(&app, &id, holder.str("ticket")).await;
+
+    // Without a pass the header only disappears.
+    let anonymous = reqwest::Client::new()
+        .get(format!("{}/logout", app.base))
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(anonymous.status(), StatusCode::OK);
+    assert!(anonymous.headers().get("rushgate-session").is_none());
+    assert_eq!(
+        app.position(&id, holder.str("ticket")).await.str("state"),
+        "admitted"
+    );
+
+    // With the pass cookie, /logout (not protected) ends the session: slot freed, pass revoked.
+    let logout = reqwest::Client::new()
+        .get(format!("{}/logout", app.base))
+        .header("cookie", format!("rg_pass_{id}={pass}"))
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(logout.status(), StatusCode::OK);
+    assert!(logout.headers().get("rushgate-session").is_none());
+    wait_until(Duration::from_secs(2), "the pass is revoked", || async {
+        app.client
+            .get(app.api(&format!("rooms/{id}/gate")))
+            .bearer_auth(&pass)
+            .send()
+            .await
+            .expect("gate")
+            .status()
+            == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    admitted_pass(&app, &id, waiter.str("ticket")).await;
+    app.stop().await;
+}

@@ -161,7 +161,7 @@ async fn handle(s: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>
             resp
         }
         // The shop logs the shopper out and tells rushgate to end the session.
-        "/products/logout" => {
+        "/products/logout" | "/logout" => {
             let mut resp = Response::new(text("bye".to_string()));
             resp.headers_mut()
                 .insert("rushgate-session", "end".parse().expect("hv"));
