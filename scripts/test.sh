@@ -62,10 +62,11 @@ echo "==> tests"
 # (scripts/bench.sh) is not part of CI.
 cargo test --locked -- --test-threads="${RUSHGATE_TEST_THREADS:-3}"
 
-# --- Proxy: browser test (headless Chromium through waiting page → product → buy) -----------
+# --- Proxy: browser tests (headless Chromium: waiting page → product → buy; moving a place) ---
 echo "==> browser test"
 cargo build --locked
 node tests/browser/flow.mjs
+node tests/browser/transfer.mjs
 # --- end Proxy (browser) -----------------------------------------------------------------------
 
 echo "==> benches compile"

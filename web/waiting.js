@@ -6,7 +6,7 @@
   var page = document.getElementById("rg-page");
   var headlines = { waiting: "You are in line", admitted: "It is your turn", sold_out: "Sold out",
                     closed: "The queue is closed", expired: "Your place has expired",
-                    prequeue: "The drop opens soon" };
+                    prequeue: "The drop opens soon", transferred: "Your place moved" };
   var first = cfg.first_position || 0;
   function each(name, fn) {
     var els = document.querySelectorAll('[data-rg="' + name + '"]');
@@ -63,10 +63,35 @@
         render(p);
         if (p.state === "admitted") { location.replace(cfg.return_url); return; }
         if (p.state === "expired") { location.replace(cfg.return_url); return; }
+        if (p.state === "transferred") return;   // another device holds the place now
         setTimeout(poll, p.poll_after_ms || cfg.poll_after_ms || 2000);
       })
       .catch(function () { setTimeout(poll, Math.max(2000, cfg.poll_after_ms || 0)); });
   }
+  // Moving the place to another device: a one-time code, shown as text, link and QR code (the
+  // SVG comes from rushgate itself). Shop templates without these elements simply lack it.
+  each("move", function (button) {
+    button.addEventListener("click", function () {
+      button.disabled = true;
+      fetch(cfg.position_url.replace(/\/position$/, "/transfer"), {
+        method: "POST", credentials: "same-origin", cache: "no-store",
+        headers: { "Content-Type": "application/json", Accept: "application/json" },
+        body: JSON.stringify({ "return": cfg.return_url })
+      }).then(function (r) { return r.json().then(function (b) { return { ok: r.ok, body: b }; }); })
+        .then(function (res) {
+          button.disabled = false;
+          if (!res.ok) { text("move-text", res.body.detail || "not available now"); }
+          else {
+            text("move-text", res.body.code);
+            text("move-expires", res.body.expires_in);
+            each("move-link", function (a) { a.href = res.body.url; });
+            each("move-qr", function (el) { el.innerHTML = res.body.qr_svg || ""; });
+          }
+          each("move-code", function (el) { el.hidden = false; });
+        })
+        .catch(function () { button.disabled = false; });
+    });
+  });
   if (cfg.opens_in_ms != null) { opensAt = Date.now() + cfg.opens_in_ms; countdown(); }
   if (cfg.state === "admitted") { location.replace(cfg.return_url); return; }
   setTimeout(poll, cfg.poll_after_ms || 2000);

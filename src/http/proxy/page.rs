@@ -25,7 +25,7 @@ pub(crate) struct Template {
 pub(crate) struct PageView<'a> {
     /// Room id.
     pub(crate) room: &'a str,
-    /// `waiting`, `admitted`, `sold_out`, `closed`, `expired` or `prequeue`.
+    /// `waiting`, `admitted`, `sold_out`, `closed`, `expired`, `prequeue` or `transferred`.
     pub(crate) state: &'a str,
     /// 1-based position among live waiters (0 when not waiting).
     pub(crate) position: u64,
@@ -136,6 +136,7 @@ fn headline(state: &str) -> &'static str {
         "sold_out" => "Sold out",
         "closed" => "The queue is closed",
         "prequeue" => "The drop opens soon",
+        "transferred" => "Your place moved",
         _ => "Your place has expired",
     }
 }
