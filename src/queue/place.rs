@@ -612,8 +612,8 @@ impl Places<'_> {
         })
     }
 
-    /// The proof-of-work rule before a new place: counts the request in the room's pressure,
-    /// then, when the room asks for work now, issues a challenge to a request without an answer
+    /// The proof-of-work rule before a new place: reads the room's pressure and counts the
+    /// request in it, then, when the room asks for work, issues a challenge to a request without an answer
     /// ([`PlaceError::WorkNeeded`]), or verifies the answer (one hash) and claims its challenge
     /// in the store so it makes one place on any node ([`PlaceError::WorkRefused`] with
     /// [`PowError::Replayed`] for a second use). When the store cannot be reached the claim
@@ -624,8 +624,11 @@ impl Places<'_> {
         work: Work<'_>,
         now: u64,
     ) -> Result<(), PlaceError> {
+        // Judged by the requests before it, then counted: a request's own arrival never decides
+        // its price, so a lone join after a quiet spell is never asked.
+        let difficulty = room.pow_difficulty(work.client, now);
         room.pressure().record(work.client, now);
-        let Some(difficulty) = room.pow_difficulty(work.client, now) else {
+        let Some(difficulty) = difficulty else {
             return Ok(());
         };
         let refused = |e: PowError| {
