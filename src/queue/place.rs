@@ -24,7 +24,7 @@ use super::pow::{Challenge, Challenges, PowError, Work};
 use super::room::{Eta, Room};
 use super::schedule::{rfc3339, Phase, Schedule};
 use super::snapshot::Located;
-use crate::config::{OnStoreError, RoomMode};
+use crate::config::{OnStoreError, PowMode, RoomMode};
 use crate::id::Identity;
 use crate::ops::metrics::{POW_CHALLENGES, POW_REFUSED, POW_SOLVED};
 use crate::pass::{
@@ -624,6 +624,10 @@ impl Places<'_> {
         work: Work<'_>,
         now: u64,
     ) -> Result<(), PlaceError> {
+        if room.config.pow == PowMode::Off {
+            // Nothing to count either: a room without proof of work keeps no pressure state.
+            return Ok(());
+        }
         // Judged by the requests before it, then counted: a request's own arrival never decides
         // its price, so a lone join after a quiet spell is never asked.
         let difficulty = room.pow_difficulty(work.client, now);
