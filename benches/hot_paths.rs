@@ -1,8 +1,9 @@
 //! Micro-benchmarks of the functions on the poll and admission paths: ticket verify (every
 //! poll), position lookup in a cached snapshot, pass sign and verify (every admission / proxied
-//! request), proof-of-work verification (every join that carries a solution), config parsing, the embedded store's join and purchase, and the router (a request
-//! through the public listener's service over a loopback keep-alive connection: routing, the
-//! handler and HTTP/1 framing). Crowd-scale numbers come from `loadtest/`.
+//! request), proof-of-work verification (every join that carries a solution), config parsing,
+//! the embedded store's join and purchase, and the router (a request through the public
+//! listener's service over a loopback keep-alive connection: routing, the handler and HTTP/1
+//! framing). Crowd-scale numbers come from `loadtest/`.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;

@@ -1,6 +1,7 @@
 //! Who a request says it is: the cookies and `Authorization: Bearer` token it presents, the
 //! names of rushgate's cookies (`rg_ticket_{room}`, `rg_pass_{room}`, `rg_pow_{room}`, built
-//! only here), and the TCP peer it came from. Reading a ticket or pass from a request happens here once.
+//! only here), and the TCP peer it came from. Reading a ticket or pass from a request happens
+//! here once.
 
 use std::fmt;
 

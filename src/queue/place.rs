@@ -613,11 +613,12 @@ impl Places<'_> {
     }
 
     /// The proof-of-work rule before a new place: reads the room's pressure and counts the
-    /// request in it, then, when the room asks for work, issues a challenge to a request without an answer
-    /// ([`PlaceError::WorkNeeded`]), or verifies the answer (one hash) and claims its challenge
-    /// in the store so it makes one place on any node ([`PlaceError::WorkRefused`] with
-    /// [`PowError::Replayed`] for a second use). When the store cannot be reached the claim
-    /// follows the room's outage rule: `fail_open` accepts the solution unclaimed.
+    /// request in it; then, when the room asks for work, issues a challenge to a request
+    /// without an answer ([`PlaceError::WorkNeeded`]), or verifies the answer (one hash) and
+    /// claims its challenge in the store so it makes one place on any node
+    /// ([`PlaceError::WorkRefused`] with [`PowError::Replayed`] for a second use). When the
+    /// store cannot be reached the claim follows the room's outage rule: `fail_open` accepts
+    /// the solution unclaimed. A room with `pow = "off"` returns at once.
     pub async fn check_work(
         &self,
         room: &Room,
