@@ -1,8 +1,9 @@
 //! Micro-benchmarks of the functions on the poll and admission paths: ticket verify (every
 //! poll), position lookup in a cached snapshot, pass sign and verify (every admission / proxied
-//! request), config parsing, the embedded store's join and purchase, and the router (a request
-//! through the public listener's service over a loopback keep-alive connection: routing, the
-//! handler and HTTP/1 framing). Crowd-scale numbers come from `loadtest/`.
+//! request), proof-of-work verification (every join that carries a solution), config parsing,
+//! the embedded store's join and purchase, and the router (a request through the public
+//! listener's service over a loopback keep-alive connection: routing, the handler and HTTP/1
+//! framing). Crowd-scale numbers come from `loadtest/`.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
@@ -16,6 +17,7 @@ use rushgate::config::{Config, RoomConfig};
 use rushgate::id::RoomId;
 use rushgate::pass::{PassIssuer, PassKeys, TicketClaims, TicketSigner};
 use rushgate::queue::params_for;
+use rushgate::queue::pow::{self, Challenges};
 use rushgate::queue::{Rates, Snapshot};
 use rushgate::store::sale::{SaleParams, SaleStore};
 use rushgate::store::{GoneBits, RoomState, RoomStatus};
@@ -38,6 +40,54 @@ fn tickets(c: &mut Criterion) {
     });
     c.bench_function("ticket_verify", |b| {
         b.iter(|| signer.verify(black_box(&token)))
+    });
+}
+
+/// The server's cost per join of a room with proof of work: checking a solution (one HMAC, one
+/// SHA-256, whatever the difficulty), a wrong nonce (the same work, refused at the last step), a
+/// forged challenge (refused at the MAC), and issuing a challenge.
+fn pow(c: &mut Criterion) {
+    let challenges = Challenges::new(b"bench-secret-0123456789abcdef");
+    let room = RoomId::parse("drop").unwrap();
+    let client: std::net::IpAddr = "203.0.113.7".parse().unwrap();
+    let now = 1_795_000_000_000;
+    let challenge = challenges.issue(&room, client, 12, now);
+    let nonce = pow::solve(&challenge.text, challenge.difficulty).to_string();
+    let wrong = (0u64..)
+        .map(|n| n.to_string())
+        .find(|n| pow::leading_zero_bits(&pow::work_hash(&challenge.text, n)) < 12)
+        .unwrap();
+    let forged = format!("{}A", &challenge.text[..challenge.text.len() - 1]);
+    assert!(challenges
+        .verify(&room, client, &challenge.text, &nonce, now)
+        .is_ok());
+    c.bench_function("pow_verify", |b| {
+        b.iter(|| {
+            challenges.verify(
+                &room,
+                client,
+                black_box(&challenge.text),
+                black_box(&nonce),
+                now,
+            )
+        })
+    });
+    c.bench_function("pow_verify_wrong_nonce", |b| {
+        b.iter(|| {
+            challenges.verify(
+                &room,
+                client,
+                black_box(&challenge.text),
+                black_box(&wrong),
+                now,
+            )
+        })
+    });
+    c.bench_function("pow_verify_forged", |b| {
+        b.iter(|| challenges.verify(&room, client, black_box(&forged), black_box(&nonce), now))
+    });
+    c.bench_function("pow_issue", |b| {
+        b.iter(|| challenges.issue(&room, black_box(client), 12, now))
     });
 }
 
@@ -222,5 +272,5 @@ fn router(c: &mut Criterion) {
     rt.block_on(app.shutdown());
 }
 
-criterion_group!(benches, tickets, passes, position, config, store, router);
+criterion_group!(benches, tickets, pow, passes, position, config, store, router);
 criterion_main!(benches);

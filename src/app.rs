@@ -18,6 +18,7 @@ use crate::http::state::{AppState, LiveState, ReloadHandle};
 use crate::http::{serve, Listener};
 use crate::ops::metrics;
 use crate::pass::{KeyError, PassIssuer, PassKeys, TicketSigner, UserTokens};
+use crate::queue::pow::Challenges;
 use crate::queue::{Rooms, StockGate};
 use crate::sale::{Coupons, Sales};
 use crate::store::{MemoryStore, RedisStore, SaleStore, Store, StoreError};
@@ -97,6 +98,7 @@ impl AppState {
             sale_store,
             passes: PassIssuer::new(keys, &config.passes.issuer, &config.passes.audience),
             tickets: TicketSigner::new(config.passes.ticket_secret.0.as_bytes()),
+            pow: Challenges::new(config.passes.ticket_secret.0.as_bytes()),
             user_tokens: UserTokens::from_config(&config.identity),
             store,
             metrics: metrics::install(),

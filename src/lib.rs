@@ -8,7 +8,8 @@
 //! - [`store`]: the only code that talks to storage: the `Store` / `SaleStore` traits, the key
 //!   table, Redis (Lua) and the embedded twin.
 //! - [`queue`]: rooms on a node (cached state, position arithmetic, ETA, pacer), schedules and
-//!   drops, operator controls, and the admission rules of a shopper's place.
+//!   drops, operator controls, the admission rules of a shopper's place, and proof of work
+//!   before a new place (challenges, pressure).
 //! - [`sale`]: sales and coupon campaigns on a node, the purchase and coupon rules, the keeper.
 //! - [`webhooks`]: signed operator alerts, delivered once per cluster.
 //! - [`http`]: the hyper service: state, credentials, router, handlers, problem+json errors,

@@ -1,12 +1,16 @@
 // rushgate waiting page: polls the position endpoint at the interval the server asks for, updates
-// the page, and goes to the shop once admitted (the position answer sets the pass cookie).
+// the page, and goes to the shop once admitted (the position answer sets the pass cookie). In the
+// `pow` state (no place yet: the room asks for a proof of work first) it solves the challenge in a
+// Web Worker, showing progress, leaves the answer in the room's rg_pow_ cookie and loads the page
+// again, which joins with it.
 (function () {
   "use strict";
   var cfg = JSON.parse(document.getElementById("rg-config").textContent);
   var page = document.getElementById("rg-page");
   var headlines = { waiting: "You are in line", admitted: "It is your turn", sold_out: "Sold out",
                     closed: "The queue is closed", expired: "Your place has expired",
-                    prequeue: "The drop opens soon", transferred: "Your place moved" };
+                    prequeue: "The drop opens soon", pow: "Just a moment",
+                    transferred: "Your place moved" };
   var first = cfg.first_position || 0;
   function each(name, fn) {
     var els = document.querySelectorAll('[data-rg="' + name + '"]');
@@ -68,6 +72,45 @@
       })
       .catch(function () { setTimeout(poll, Math.max(2000, cfg.poll_after_ms || 0)); });
   }
+  function bar(name, pct) {
+    each(name, function (el) {
+      el.setAttribute("aria-valuenow", pct);
+      if (el.firstElementChild) el.firstElementChild.style.width = pct + "%";
+    });
+  }
+  function again(ms) { setTimeout(function () { location.replace(cfg.return_url); }, ms); }
+  function solve(p) {
+    var expected = Math.pow(2, p.difficulty);
+    var worker;
+    try { worker = new Worker(p.worker_url); } catch (e) {
+      text("pow-status", "This browser cannot run the check; please try another one.");
+      return;
+    }
+    worker.onmessage = function (e) {
+      var m = e.data || {};
+      if (m.nonce != null) {
+        worker.terminate();
+        bar("pow-progress", 100);
+        text("pow-status", "Done: taking you to the line\u2026");
+        var maxAge = Math.max(1, Math.floor(p.expires_in_ms / 1000));
+        document.cookie = p.cookie + "=" + p.challenge + ":" + m.nonce + "; Path=/; Max-Age=" + maxAge +
+          "; SameSite=Lax" + (location.protocol === "https:" ? "; Secure" : "");
+        location.replace(cfg.return_url);
+      } else if (m.tried != null) {
+        // The chance that a search this long has found an answer: a bar that moves steadily.
+        var pct = Math.min(99, Math.floor(100 * (1 - Math.exp(-m.tried / expected))));
+        bar("pow-progress", pct);
+        text("pow-status", "Checking your browser\u2026 " + pct + "%");
+      } else if (m.error) {
+        text("pow-status", "The check failed; trying again\u2026");
+        again(5000);
+      }
+    };
+    worker.onerror = function () { text("pow-status", "The check failed; trying again\u2026"); again(10000); };
+    worker.postMessage({ challenge: p.challenge, difficulty: p.difficulty });
+    // An answer found after the challenge expired is refused: start over with a new one.
+    again(Math.max(5000, p.expires_in_ms - 2000));
+  }
   // Moving the place to another device: a one-time code, shown as text, link and QR code (the
   // SVG comes from rushgate itself). Shop templates without these elements simply lack it.
   each("move", function (button) {
@@ -92,6 +135,7 @@
         .catch(function () { button.disabled = false; });
     });
   });
+  if (cfg.state === "pow" && cfg.pow) { solve(cfg.pow); return; }
   if (cfg.opens_in_ms != null) { opensAt = Date.now() + cfg.opens_in_ms; countdown(); }
   if (cfg.state === "admitted") { location.replace(cfg.return_url); return; }
   setTimeout(poll, cfg.poll_after_ms || 2000);

@@ -46,7 +46,7 @@ pub use proxy::{
     check_template, fill, read_template, Pattern, Upstream, UpstreamUrl, DEMO_UPSTREAM,
     PLACEHOLDERS,
 };
-pub use rooms::{RoomConfig, RoomMode};
+pub use rooms::{PowMode, RoomConfig, RoomMode, MAX_POW_BITS};
 pub use sales::{CouponConfig, SaleConfig, ShopConfig};
 pub use server::{parse_net, AdminConfig, SecureCookies, ServerConfig};
 pub use store::{OnStoreError, StoreConfig};
@@ -403,6 +403,58 @@ mod tests {
         );
         let err = parse(text, &[("RUSHGATE_ROOMS_DROP_OPENS_AT", "tomorrow")]).unwrap_err();
         assert!(err.to_string().contains("opens_at"), "{err}");
+    }
+
+    #[test]
+    fn pow_settings_default_off_are_validated_and_overridable() {
+        let config = parse("[[rooms]]\nid = \"drop\"\n", &[]).unwrap();
+        assert_eq!(config.rooms[0].pow, PowMode::Off);
+        assert_eq!(
+            (config.rooms[0].pow_min_bits, config.rooms[0].pow_max_bits),
+            (8, 22)
+        );
+
+        let text = "[[rooms]]\nid = \"a\"\npow = \"always\"\npow_min_bits = 0\npow_max_bits = 33\n\
+                    [[rooms]]\nid = \"b\"\npow = \"adaptive\"\npow_min_bits = 20\npow_max_bits = 12\n";
+        let err = parse(text, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("rooms[0].pow_min_bits: must be between 1 and 32"),
+            "{err}"
+        );
+        assert!(
+            err.contains("rooms[0].pow_max_bits: must be between 1 and 32"),
+            "{err}"
+        );
+        assert!(
+            err.contains("rooms[1].pow_min_bits: must not be greater than pow_max_bits"),
+            "{err}"
+        );
+        let err = parse("[[rooms]]\nid = \"a\"\npow = \"sometimes\"\n", &[]).unwrap_err();
+        assert!(err.to_string().starts_with("rooms[0].pow:"), "{err}");
+
+        let config = parse(
+            "[[rooms]]\nid = \"summer-drop\"\n",
+            &[
+                ("RUSHGATE_ROOMS_SUMMER_DROP_POW", "adaptive"),
+                ("RUSHGATE_ROOMS_SUMMER_DROP_POW_MIN_BITS", "10"),
+                ("RUSHGATE_ROOMS_SUMMER_DROP_POW_MAX_BITS", "16"),
+            ],
+        )
+        .unwrap();
+        let room = &config.rooms[0];
+        assert_eq!(
+            (room.pow, room.pow_min_bits, room.pow_max_bits),
+            (PowMode::Adaptive, 10, 16)
+        );
+        let err = parse(
+            "[[rooms]]\nid = \"a\"\n",
+            &[("RUSHGATE_ROOMS_A_POW_MAX_BITS", "lots")],
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("RUSHGATE_ROOMS_A_POW_MAX_BITS"),
+            "{err}"
+        );
     }
 
     #[test]

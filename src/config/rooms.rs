@@ -1,4 +1,5 @@
-//! `[[rooms]]`: the waiting rooms, their pacing, schedule and proxy fields, and [`RoomMode`].
+//! `[[rooms]]`: the waiting rooms, their pacing, schedule, proof-of-work and proxy fields,
+//! [`RoomMode`] and [`PowMode`].
 //! Room ids follow the one id rule of [`crate::id`]; the proxy fields' value rules live in
 //! `config/proxy.rs`.
 
@@ -74,6 +75,43 @@ pub struct RoomConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub closes_at: Option<time::OffsetDateTime>,
+    /// Whether a join that makes a new place must carry a proof of work (default `off`).
+    #[serde(default)]
+    pub pow: PowMode,
+    /// The least work asked, in leading zero bits of the solution's SHA-256 (1–32, default 8:
+    /// about 256 hashes, a few milliseconds in a browser).
+    #[serde(default = "defaults::pow_min_bits")]
+    pub pow_min_bits: u8,
+    /// The most work ever asked, however high the pressure (1–32, at least `pow_min_bits`;
+    /// default 22: about four million hashes, some seconds in a browser).
+    #[serde(default = "defaults::pow_max_bits")]
+    pub pow_max_bits: u8,
+}
+
+/// When a join that makes a new place must first solve a proof-of-work challenge. Shoppers who
+/// already hold a place (a valid ticket) and polls are never asked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PowMode {
+    /// Never.
+    #[default]
+    Off,
+    /// Only under pressure: joins per second above the admission rate, or many joins from one
+    /// client address; the work then grows with the pressure.
+    Adaptive,
+    /// Every new place, at least `pow_min_bits`, more under pressure.
+    Always,
+}
+
+impl PowMode {
+    /// The config name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PowMode::Off => "off",
+            PowMode::Adaptive => "adaptive",
+            PowMode::Always => "always",
+        }
+    }
 }
 
 /// How a room lets arrivals in while it is open.
@@ -116,7 +154,17 @@ mod defaults {
     pub fn idle_timeout_seconds() -> u32 {
         60
     }
+    pub fn pow_min_bits() -> u8 {
+        8
+    }
+    pub fn pow_max_bits() -> u8 {
+        22
+    }
 }
+
+/// Most leading zero bits a challenge may ask: 2^32 hashes is minutes of a fast machine's
+/// time, already far past what a shopper can be asked to wait.
+pub const MAX_POW_BITS: u8 = 32;
 
 impl RoomConfig {
     /// A room with every optional key set, so env overrides can name keys a file left out
@@ -149,6 +197,9 @@ impl RoomConfig {
             opens_at: None,
             prequeue_opens_at: None,
             closes_at: None,
+            pow: PowMode::default(),
+            pow_min_bits: defaults::pow_min_bits(),
+            pow_max_bits: defaults::pow_max_bits(),
         }
     }
 
@@ -190,6 +241,17 @@ impl RoomConfig {
             if start.is_some_and(|start| closes <= start) {
                 field("closes_at", "must be after opens_at");
             }
+        }
+        for (name, bits) in [
+            ("pow_min_bits", self.pow_min_bits),
+            ("pow_max_bits", self.pow_max_bits),
+        ] {
+            if !(1..=MAX_POW_BITS).contains(&bits) {
+                field(name, "must be between 1 and 32");
+            }
+        }
+        if self.pow_min_bits > self.pow_max_bits {
+            field("pow_min_bits", "must not be greater than pow_max_bits");
         }
         for (name, problem) in proxy::check_room(self) {
             field(&name, &problem);

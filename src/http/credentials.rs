@@ -1,6 +1,7 @@
 //! Who a request says it is: the cookies and `Authorization: Bearer` token it presents, the
-//! names of rushgate's cookies (`rg_ticket_{room}`, `rg_pass_{room}`, built only here), and the
-//! TCP peer it came from. Reading a ticket or pass from a request happens here once.
+//! names of rushgate's cookies (`rg_ticket_{room}`, `rg_pass_{room}`, `rg_pow_{room}`, built
+//! only here), and the TCP peer it came from. Reading a ticket or pass from a request happens
+//! here once.
 
 use std::fmt;
 
@@ -18,6 +19,8 @@ pub struct PeerAddr(pub std::net::SocketAddr);
 const TICKET_COOKIE: &str = "rg_ticket_";
 /// Prefix of the pass cookie names.
 const PASS_COOKIE: &str = "rg_pass_";
+/// Prefix of the proof-of-work answer cookie names.
+const POW_COOKIE: &str = "rg_pow_";
 
 /// Name of the cookie that holds a shopper's ticket (place in line) for `room`.
 pub fn ticket_cookie(room: impl fmt::Display) -> String {
@@ -29,10 +32,16 @@ pub fn pass_cookie(room: impl fmt::Display) -> String {
     format!("{PASS_COOKIE}{room}")
 }
 
-/// Whether a cookie is one of rushgate's own (ticket or pass of any room): the proxy keeps
-/// them from the shop.
+/// Name of the cookie in which the waiting page hands its proof-of-work answer for `room`
+/// (`{challenge}:{nonce}`) to the next load of the page.
+pub fn pow_cookie(room: impl fmt::Display) -> String {
+    format!("{POW_COOKIE}{room}")
+}
+
+/// Whether a cookie is one of rushgate's own (ticket, pass or proof-of-work answer of any
+/// room): the proxy keeps them from the shop.
 pub fn is_rushgate_cookie(name: &str) -> bool {
-    name.starts_with(TICKET_COOKIE) || name.starts_with(PASS_COOKIE)
+    name.starts_with(TICKET_COOKIE) || name.starts_with(PASS_COOKIE) || name.starts_with(POW_COOKIE)
 }
 
 /// The pass a request presents for `room`: the bearer token, else the pass cookie.

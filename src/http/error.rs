@@ -1,12 +1,15 @@
 //! `ApiError`: the one place that turns a failure into an HTTP status and an RFC 9457
-//! `application/problem+json` body (with `Retry-After` where a retry can help).
+//! `application/problem+json` body (with `Retry-After` where a retry can help, and a
+//! proof-of-work challenge's `challenge`, `difficulty` and `expires_in` members).
 
 use http::{header, HeaderValue, Response, StatusCode};
 
 use super::body::{full, Body};
+use crate::clock::now_ms;
 use crate::config::{join_problems, Problem};
 use crate::pass::{TokenError, UserTokenError};
 use crate::queue::place::{IdentityError, PlaceError};
+use crate::queue::pow::{Challenge, PowError};
 use crate::store::StoreError;
 
 /// Everything a request can fail with. Display is the problem `detail` shown to the client.
@@ -152,6 +155,14 @@ pub enum ApiError {
     /// A transfer code whose place moved or ended after it was made.
     #[error("the place moved or ended after this code was made; ask for a new code")]
     StaleTransferCode,
+    /// The room asks for a proof of work before a new place (401 `pow-required`); the problem
+    /// carries the challenge, its difficulty and the seconds it stays valid.
+    #[error("this room asks for a proof of work before a new place: find a decimal nonce such that SHA-256(challenge \":\" nonce) starts with {} zero bits, then join again with {{\"pow\": {{\"challenge\": …, \"nonce\": …}}}}", .0.difficulty)]
+    PowRequired(Challenge),
+    /// The proof of work presented was refused: 400 `pow-invalid` when malformed, 409
+    /// `pow-replayed` when already used, else 401 `pow-invalid`.
+    #[error("{0}")]
+    PowRefused(PowError),
     /// The store is unreachable and the room fails closed.
     #[error("the queue is temporarily unavailable; retry shortly")]
     StoreUnavailable,
@@ -171,6 +182,8 @@ impl From<PlaceError> for ApiError {
             PlaceError::NoPlace => ApiError::NoPlace,
             PlaceError::UnknownCode => ApiError::UnknownTransferCode,
             PlaceError::StaleCode => ApiError::StaleTransferCode,
+            PlaceError::WorkNeeded(challenge) => ApiError::PowRequired(challenge),
+            PlaceError::WorkRefused(e) => ApiError::PowRefused(e),
         }
     }
 }
@@ -320,6 +333,26 @@ impl ApiError {
                 "stale-transfer-code",
                 "Stale transfer code",
             ),
+            PowRequired(_) => (
+                StatusCode::UNAUTHORIZED,
+                "pow-required",
+                "Proof of work required",
+            ),
+            PowRefused(PowError::Malformed) => (
+                StatusCode::BAD_REQUEST,
+                "pow-invalid",
+                "Invalid proof of work",
+            ),
+            PowRefused(PowError::Replayed) => (
+                StatusCode::CONFLICT,
+                "pow-replayed",
+                "Proof of work already used",
+            ),
+            PowRefused(_) => (
+                StatusCode::UNAUTHORIZED,
+                "pow-invalid",
+                "Invalid proof of work",
+            ),
             StoreUnavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store-unavailable",
@@ -387,6 +420,12 @@ impl ApiError {
         });
         if let Some(id) = request_id {
             body["request_id"] = serde_json::Value::from(id);
+        }
+        if let ApiError::PowRequired(challenge) = &self {
+            body["challenge"] = serde_json::Value::from(challenge.text.as_str());
+            body["difficulty"] = serde_json::Value::from(challenge.difficulty);
+            body["expires_in"] =
+                serde_json::Value::from(challenge.expires_ms.saturating_sub(now_ms()) / 1000);
         }
         let mut resp = Response::new(full(body.to_string()));
         *resp.status_mut() = status;

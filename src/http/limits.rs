@@ -156,6 +156,16 @@ impl Limits {
             .unwrap_or(peer)
     }
 
+    /// The address a client is known by for per-address rules (rate limits, proof-of-work
+    /// challenges and pressure): [`Limits::client_ip`], IPv6 by its /64 and IPv4-mapped IPv6
+    /// as IPv4. A request without a peer (an in-process service call) is `0.0.0.0`.
+    pub fn client_address(&self, headers: &HeaderMap, peer: Option<PeerAddr>) -> IpAddr {
+        match peer {
+            Some(p) => bucket(self.client_ip(headers, p.0.ip())),
+            None => IpAddr::from([0, 0, 0, 0]),
+        }
+    }
+
     fn is_trusted(&self, ip: IpAddr) -> bool {
         self.trusted.iter().any(|net| net.contains(&ip))
     }

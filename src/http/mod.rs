@@ -1,5 +1,6 @@
 //! The hyper service: the state every request runs on, credentials (cookies, bearer, peer),
-//! body and JSON helpers, problem+json errors, rate limits, the router and a handler per area
+//! body and JSON helpers, problem+json errors, rate limits, proof-of-work answers and the
+//! solver script, the router and a handler per area
 //! (each parses the request, calls the domain and renders the answer), the reverse proxy to the
 //! shop, and the accept loop that serves a bound listener with graceful shutdown.
 
@@ -11,6 +12,7 @@ pub mod json;
 pub mod limits;
 mod pass;
 pub mod place;
+pub mod pow;
 mod probes;
 pub mod proxy;
 pub(crate) mod queue;

@@ -6,10 +6,13 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 
 use super::body::{full, Body};
-use super::credentials::{bearer, cookie, pass_from_cookie, presented_ticket, ticket_cookie};
+use super::credentials::{
+    bearer, cookie, pass_from_cookie, presented_ticket, ticket_cookie, PeerAddr,
+};
 use super::error::ApiError;
 use super::json::{json, parse_optional_json, read_limited};
 use super::place::{cleared_cookies, respond};
+use super::pow::{self, PowAnswer};
 use super::proxy::is_local_path;
 use super::state::AppState;
 use crate::clock::now_ms;
@@ -29,10 +32,14 @@ struct JoinBody {
     user: Option<String>,
     /// A shop-signed user token (JWT): joins as its `sub`.
     user_token: Option<String>,
+    /// A solved proof-of-work challenge, for a room that asks for one before a new place.
+    pow: Option<PowAnswer>,
 }
 
 /// `POST {prefix}/v1/rooms/{room}/join`: the place of the bearer ticket presented, or a new
-/// one (`201`) for the body's `user` key (or a random identity).
+/// one (`201`) for the body's `user` key (or a random identity). A room with `pow` on answers a
+/// new place's request without a solution `401 pow-required` with a challenge (nothing
+/// changes); the place of a valid ticket is never asked for work.
 pub async fn join(
     state: &AppState,
     room_id: &str,
@@ -40,6 +47,7 @@ pub async fn join(
 ) -> Result<Response<Body>, ApiError> {
     let room = state.room(room_id)?;
     let (parts, body) = req.into_parts();
+    let peer = parts.extensions.get::<PeerAddr>().copied();
     let bytes = read_limited(&parts.headers, body).await?;
     let body: JoinBody = parse_optional_json(&bytes)?;
     let headers = &parts.headers;
@@ -71,9 +79,15 @@ pub async fn join(
         }),
     };
     let pass = pass_from_cookie(headers, &room.id);
+    let work = pow::work(
+        state,
+        headers,
+        peer,
+        body.pow.as_ref().map(PowAnswer::as_answer),
+    );
     let entered = state
         .places()
-        .enter(room, presented, pass, shopper, now)
+        .enter(room, presented, pass, shopper, work, now)
         .await?;
     let status = if entered.created {
         StatusCode::CREATED

@@ -13,7 +13,7 @@ use super::credentials::PeerAddr;
 use super::credentials::{bearer, cookie, pass_cookie, ticket_cookie};
 use super::error::ApiError;
 use super::limits::Endpoint;
-use super::{admin, pass, probes, queue, sale};
+use super::{admin, pass, pow, probes, queue, sale};
 use crate::http::state::AppState;
 use crate::ops::logging::REQUEST_TARGET;
 use crate::ops::request_id::{self, RequestId};
@@ -196,6 +196,7 @@ async fn route_public(
         }
         (["rooms", room, "wait"], _) => ("wait", crate::http::proxy::wait(state, room, &req).await),
         (["passes", "verify"], Method::POST) => ("pass_verify", pass::verify(state, req).await),
+        (["pow", "worker.js"], Method::GET | Method::HEAD) => ("pow_worker", Ok(pow::worker())),
         (["sales", sale, "purchase"], Method::POST) => (
             "purchase",
             async {
@@ -232,7 +233,7 @@ async fn route_public(
             }
             .await,
         ),
-        (["rooms", _], _) | (["rooms", _, "position"], _) => {
+        (["rooms", _], _) | (["rooms", _, "position"], _) | (["pow", "worker.js"], _) => {
             ("method", Err(not_allowed(&req, "GET")))
         }
         (["rooms", _, "join" | "leave" | "transfer"], _)

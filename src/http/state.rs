@@ -15,6 +15,7 @@ use crate::config::{join_problems, Config, Problem};
 use crate::http::proxy::Proxy;
 use crate::pass::{PassIssuer, TicketSigner, UserTokens};
 use crate::queue::place::Places;
+use crate::queue::pow::Challenges;
 use crate::queue::{Room, Rooms};
 use crate::sale::{Coupons, Sale, Sales};
 use crate::store::{SaleStore, Store};
@@ -39,6 +40,8 @@ pub struct AppState {
     pub passes: PassIssuer,
     /// Ticket signer / verifier.
     pub tickets: TicketSigner,
+    /// Proof-of-work challenges (keyed from the ticket secret).
+    pub pow: Challenges,
     /// Verifier of the shop's user tokens (`None` without an `[identity]` key).
     pub user_tokens: Option<UserTokens>,
     /// Prometheus renderer.
@@ -133,6 +136,7 @@ impl AppState {
         Places {
             store: &*self.store,
             tickets: &self.tickets,
+            challenges: &self.pow,
             passes: &self.passes,
             on_store_error: self.config.store.on_store_error,
             anonymous_joins: !self.config.identity.required,

@@ -92,6 +92,18 @@ pub const WEBHOOK_DELIVERIES: &str = "rushgate_webhook_deliveries_total";
 /// `purchase`, `coupon`).
 pub const LIMITER_REJECTIONS: &str = "rushgate_limiter_rejections_total";
 
+/// Counter `{room}`: proof-of-work challenges issued by this node.
+pub const POW_CHALLENGES: &str = "rushgate_pow_challenges_total";
+/// Counter `{room}`: proof-of-work solutions accepted by this node (each made one place).
+pub const POW_SOLVED: &str = "rushgate_pow_solved_total";
+/// Counter `{room, reason}`: proof-of-work solutions refused by this node (`malformed`,
+/// `bad_mac`, `wrong_room`, `other_address`, `expired`, `not_enough_work`, `replayed`).
+pub const POW_REFUSED: &str = "rushgate_pow_refused_total";
+/// Gauge `{room}`: the proof-of-work difficulty in force on this node, in leading zero bits,
+/// for an address that made no joins of its own (0: no work asked). Rooms with `pow = "off"`
+/// export none.
+pub const POW_DIFFICULTY: &str = "rushgate_pow_difficulty_bits";
+
 /// Bucket bounds (seconds) of every `_seconds` histogram: 0.5 ms to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -347,6 +359,25 @@ fn describe() {
         LIMITER_REJECTIONS,
         Unit::Count,
         "Requests refused with 429 by a rate limit, by endpoint"
+    );
+    describe_counter!(
+        POW_CHALLENGES,
+        Unit::Count,
+        "Proof-of-work challenges issued by this node"
+    );
+    describe_counter!(
+        POW_SOLVED,
+        Unit::Count,
+        "Proof-of-work solutions accepted by this node (one place each)"
+    );
+    describe_counter!(
+        POW_REFUSED,
+        Unit::Count,
+        "Proof-of-work solutions refused by this node, by reason"
+    );
+    describe_gauge!(
+        POW_DIFFICULTY,
+        "Proof-of-work difficulty in force on this node in leading zero bits (0: none asked)"
     );
 }
 

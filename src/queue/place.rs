@@ -6,23 +6,33 @@
 //! Functions of the room, the store and one `now` read per request; no HTTP type. The JSON
 //! API, the proxy's waiting page and its auto-join all go through [`Places`].
 //!
+//! A room with `pow` on asks for a proof of work ([`super::pow`]) at the one point where a
+//! new place would be made, after the presented ticket's place (when it still stands) has been
+//! answered: a shopper holding a place, waiting or admitted, is never asked, and a ticket whose
+//! place is gone cannot be used to skip the work.
+//!
 //! A poll of a waiting ticket is answered from the room's cached snapshot: verify the ticket's
 //! HMAC, locate its sequence number, buffer a seen-record. Only a ticket at or past the serving
 //! watermark (admitted, or evicted at the head) asks the store, once, to claim its session.
 
+use std::net::IpAddr;
+
 use serde::Serialize;
 
 use super::drops;
+use super::pow::{Challenge, Challenges, PowError, Work};
 use super::room::{Eta, Room};
 use super::schedule::{rfc3339, Phase, Schedule};
 use super::snapshot::Located;
-use crate::config::{OnStoreError, RoomMode};
+use crate::config::{OnStoreError, PowMode, RoomMode};
 use crate::id::Identity;
+use crate::ops::metrics::{POW_CHALLENGES, POW_REFUSED, POW_SOLVED};
 use crate::pass::PassClaims;
 use crate::pass::{
     Holder, KeyError, PassIssuer, TicketClaims, TicketSigner, TokenError, UserId, UserTokenError,
     UserTokens,
 };
+use crate::store::keys::pow_claim_key;
 use crate::store::{
     Claimed, EndedBy, JoinOutcome, LeaveOutcome, Lookup, Revocation, RevokeReason, RoomStatus,
     Store, StoreError, TransferClaim, TransferOffer,
@@ -72,7 +82,18 @@ pub enum PlaceError {
     /// The place changed holder or ended after the code was made; the code is spent.
     #[error("the place moved or ended after this code was made; ask for a new code")]
     StaleCode,
+    /// The room asks for a proof of work before a new place and none came: solve this
+    /// challenge and ask again with the answer. Nothing changed.
+    #[error("a proof of work is needed before a new place ({} leading zero bits)", .0.difficulty)]
+    WorkNeeded(Challenge),
+    /// The proof of work presented was refused (see [`PowError`]). Nothing changed.
+    #[error(transparent)]
+    WorkRefused(#[from] PowError),
 }
+
+/// How long a solved challenge's claim outlives the challenge: a node whose clock runs behind
+/// still finds the claim while it takes the challenge for unexpired.
+const POW_CLAIM_MARGIN_MS: u64 = 30_000;
 
 /// State of a place, as the JSON contract names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -299,13 +320,16 @@ pub struct PlaceBody {
     pub opens_in_ms: Option<u64>,
 }
 
-/// The admission rules with what they need: the store, the ticket and pass signers, and the
-/// store-outage rule. Cheap to build per request from borrowed handles.
+/// The admission rules with what they need: the store, the ticket and pass signers, the
+/// proof-of-work challenges, and the store-outage rule. Cheap to build per request from
+/// borrowed handles.
 pub struct Places<'a> {
     /// Room storage.
     pub store: &'a dyn Store,
     /// Ticket signer / verifier.
     pub tickets: &'a TicketSigner,
+    /// Proof-of-work challenge issuer / verifier.
+    pub challenges: &'a Challenges,
     /// Pass signer / verifier.
     pub passes: &'a PassIssuer,
     /// What a join or claim does when the store is unavailable.
@@ -492,12 +516,15 @@ impl Places<'_> {
     /// Finds or makes the place of a shopper: the place of the ticket presented (a strict one
     /// must be valid; an invalid lenient one is replaced), or a new place for `shopper` (a
     /// random one when `None`). `pass` is the pass the shopper already holds for the room.
+    /// Before a new place is made, the room's proof-of-work rule is applied to `work` (see
+    /// [`Places::check_work`]); answering a place that stands never asks for work.
     pub async fn enter(
         &self,
         room: &Room,
         presented: Option<Presented<'_>>,
         pass: Option<&str>,
         shopper: Option<Shopper>,
+        work: Work<'_>,
         now: u64,
     ) -> Result<Entered, PlaceError> {
         let now_secs = now / 1000;
@@ -536,6 +563,7 @@ impl Places<'_> {
         if minted && !self.anonymous_joins {
             return Err(PlaceError::Identity(IdentityError::TokenRequired));
         }
+        self.check_work(room, work, now).await?;
         let mut shopper = shopper.unwrap_or_else(Shopper::anonymous);
         if room.config.mode == RoomMode::Passthrough {
             let place = self.passthrough(room, &shopper, now)?;
@@ -774,6 +802,76 @@ impl Places<'_> {
             place,
             created: true,
         })
+    }
+
+    /// The proof-of-work rule before a new place: reads the room's pressure and counts the
+    /// request in it; then, when the room asks for work, issues a challenge to a request
+    /// without an answer ([`PlaceError::WorkNeeded`]), or verifies the answer (one hash) and
+    /// claims its challenge in the store so it makes one place on any node
+    /// ([`PlaceError::WorkRefused`] with [`PowError::Replayed`] for a second use). When the
+    /// store cannot be reached the claim follows the room's outage rule: `fail_open` accepts
+    /// the solution unclaimed. A room with `pow = "off"` returns at once.
+    pub async fn check_work(
+        &self,
+        room: &Room,
+        work: Work<'_>,
+        now: u64,
+    ) -> Result<(), PlaceError> {
+        if room.config.pow == PowMode::Off {
+            // Nothing to count either: a room without proof of work keeps no pressure state.
+            return Ok(());
+        }
+        // Judged by the requests before it, then counted: a request's own arrival never decides
+        // its price, so a lone join after a quiet spell is never asked.
+        let difficulty = room.pow_difficulty(work.client, now);
+        room.pressure().record(work.client, now);
+        let Some(difficulty) = difficulty else {
+            return Ok(());
+        };
+        let refused = |e: PowError| {
+            metrics::counter!(POW_REFUSED, "room" => room.config.id.clone(), "reason" => e.reason())
+                .increment(1);
+            PlaceError::WorkRefused(e)
+        };
+        let Some(answer) = work.answer else {
+            return Err(PlaceError::WorkNeeded(self.issue_challenge(
+                room,
+                work.client,
+                difficulty,
+                now,
+            )));
+        };
+        let solved = self
+            .challenges
+            .verify(&room.id, work.client, answer.challenge, answer.nonce, now)
+            .map_err(refused)?;
+        let ttl = solved.expires_ms.saturating_sub(now) + POW_CLAIM_MARGIN_MS;
+        let key = pow_claim_key(&room.id, &solved.id);
+        match self.store.claim_once(&key, ttl, now).await {
+            Ok(true) => {}
+            Ok(false) => return Err(refused(PowError::Replayed)),
+            Err(StoreError::Unavailable(_)) if self.on_store_error == OnStoreError::FailOpen => {
+                tracing::warn!(room = %room.id, "store unavailable: accepting a proof of work without its single-use claim");
+            }
+            Err(e) => return Err(e.into()),
+        }
+        metrics::counter!(POW_SOLVED, "room" => room.config.id.clone()).increment(1);
+        Ok(())
+    }
+
+    /// A new challenge for `client` at the difficulty in force now, at least the room's floor,
+    /// whatever the room's mode: for a client whose answer was refused and who is to try again
+    /// (pressure is not counted again).
+    pub fn fresh_challenge(&self, room: &Room, client: IpAddr, now: u64) -> Challenge {
+        let difficulty = room
+            .pow_difficulty(client, now)
+            .unwrap_or(room.config.pow_min_bits);
+        self.issue_challenge(room, client, difficulty, now)
+    }
+
+    fn issue_challenge(&self, room: &Room, client: IpAddr, difficulty: u8, now: u64) -> Challenge {
+        metrics::counter!(POW_CHALLENGES, "room" => room.config.id.clone()).increment(1);
+        self.challenges.issue(&room.id, client, difficulty, now)
     }
 
     fn sign(&self, room: &Room, shopper: &Shopper, seq: u64, iat: u64, pos: u64) -> String {

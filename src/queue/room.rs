@@ -1,5 +1,6 @@
-//! A room on this node: its settings, its cached snapshot, and the buffer of waiters seen since
-//! the last flush. Everything a poll needs is here, in memory.
+//! A room on this node: its settings, its cached snapshot, the buffer of waiters seen since
+//! the last flush, and its join pressure (proof of work). Everything a poll needs is here, in
+//! memory.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,14 +9,15 @@ use std::sync::{Arc, Mutex};
 use arc_swap::{ArcSwap, ArcSwapOption};
 
 use super::eta::seconds_for;
+use super::pressure::{PowPolicy, Pressure};
 use super::revoked::Revocations;
 use super::snapshot::{Located, Snapshot};
-use crate::config::RoomConfig;
+use crate::config::{PowMode, RoomConfig};
 use crate::id::RoomId;
 use crate::ops::metrics::{
-    ROOM_ACTIVE, ROOM_ADMISSION_RATE, ROOM_ADMITTED, ROOM_CONFIGURED_RATE, ROOM_ETA_P50,
-    ROOM_ETA_P90, ROOM_EVICTIONS, ROOM_JOINS, ROOM_LEAVES, ROOM_MAX_ACTIVE, ROOM_REVOCATIONS,
-    ROOM_STATE_AGE, ROOM_STATUS, ROOM_WAITING,
+    POW_DIFFICULTY, ROOM_ACTIVE, ROOM_ADMISSION_RATE, ROOM_ADMITTED, ROOM_CONFIGURED_RATE,
+    ROOM_ETA_P50, ROOM_ETA_P90, ROOM_EVICTIONS, ROOM_JOINS, ROOM_LEAVES, ROOM_MAX_ACTIVE,
+    ROOM_REVOCATIONS, ROOM_STATE_AGE, ROOM_STATUS, ROOM_WAITING,
 };
 use crate::store::{RoomParams, RoomState, RoomStatus};
 
@@ -74,6 +76,8 @@ pub struct Room {
     buyers: Mutex<HashSet<String>>,
     /// Moved places and ended sessions, learned from the store's feed every refresh.
     pub revoked: Revocations,
+    /// Requests for a new place on this node, for the proof-of-work difficulty.
+    pressure: Pressure,
 }
 
 impl Room {
@@ -90,7 +94,26 @@ impl Room {
             stock: ArcSwapOption::empty(),
             buyers: Mutex::new(HashSet::new()),
             revoked: Revocations::default(),
+            pressure: Pressure::new(),
         }
+    }
+
+    /// The room's join pressure on this node (proof of work).
+    pub fn pressure(&self) -> &Pressure {
+        &self.pressure
+    }
+
+    /// The work a request for a new place from `client` needs now (leading zero bits), or
+    /// `None`, by the room's `pow` settings and the admission rate in force (see
+    /// [`Pressure::difficulty`]).
+    pub fn pow_difficulty(&self, client: std::net::IpAddr, now_ms: u64) -> Option<u8> {
+        let (admit_per_minute, _) = self.settings_in_force(&self.snapshot().state);
+        self.pressure.difficulty(
+            client,
+            admit_per_minute,
+            now_ms,
+            PowPolicy::of(&self.config),
+        )
     }
 
     /// Buffers an admitted shopper who reserved stock; the pacer records it in the store before
@@ -247,6 +270,15 @@ impl Room {
     pub fn observe_metrics(&self) {
         let id = self.config.id.clone();
         let snapshot = self.snapshot();
+        if self.config.pow != PowMode::Off {
+            let (admit_per_minute, _) = self.settings_in_force(&snapshot.state);
+            let bits = self.pressure.room_difficulty(
+                admit_per_minute,
+                crate::clock::now_ms(),
+                PowPolicy::of(&self.config),
+            );
+            metrics::gauge!(POW_DIFFICULTY, "room" => id.clone()).set(bits.map_or(0.0, f64::from));
+        }
         let Some(taken_at) = snapshot.taken_at else {
             return; // nothing read from the store yet: report nothing rather than zeros
         };

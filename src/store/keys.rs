@@ -32,6 +32,9 @@
 //! - `gone` BITMAP by seq: left or evicted waiters.
 //! - `alive:<interval>` BITMAP by seq, one per liveness interval (idle timeout / 10), expiring on
 //!   its own: a waiter is alive when its bit is set in any interval of the last idle timeout.
+//! - `pow:<challenge id>` string: a solved proof-of-work challenge, claimed once with
+//!   `claim_once` (SET NX PX, kept until the challenge has expired), so one solution makes one
+//!   place on any node ([`pow_claim_key`]).
 //!
 //! Sale, `rg:{sale}:...`:
 //! - `stock` HASH available / reserved / confirmed / total.
@@ -84,4 +87,11 @@ pub fn sale_key(id: &str, name: &str) -> String {
 /// The claim key of webhook event `event_id`: one node delivers each event.
 pub fn webhook_claim_key(event_id: &str) -> String {
     format!("rg:{{hooks}}:{event_id}")
+}
+
+/// The claim key of the proof-of-work challenge `challenge_id` of `room` (`rg:{room}:pow:<id>`):
+/// the first join that presents its solution claims it, on any node; every later one is a
+/// replay. `challenge_id` is the challenge's random id (base64url, never contains `{` or `}`).
+pub fn pow_claim_key(room: &RoomId, challenge_id: &str) -> String {
+    RoomKeys::new(room).key(&format!("pow:{challenge_id}"))
 }

@@ -4,7 +4,10 @@
 // shop behind a room with one slot, held by a "blocker" shopper, so the waiting page is really
 // shown. Then: open the protected product page → the waiting page shows a position → the blocker
 // leaves → the page is admitted and taken back to the product page → buy → order confirmation.
-// Screenshots go to target/browser/{waiting,confirmation}.png. Any failed step exits non-zero.
+// A second room asks for a proof of work on every new place (pow = "always", 10 bits): its
+// product page first shows the waiting page in its pow state, whose Web Worker solves the
+// challenge with WebCrypto, and the browser reaches the product page with a pass.
+// Screenshots go to target/browser/{waiting,confirmation,pow}.png. Any failed step exits non-zero.
 //
 // Usage: node tests/browser/flow.mjs   (RUSHGATE_BIN and CHROMIUM override the paths)
 
@@ -64,6 +67,17 @@ ticket_secret = "browser-test-ticket-secret"
 [shop]
 api_key = "browser-test-shop-key"
 
+# Listed first: its protect rule must win over the drop's /products/*.
+[[rooms]]
+id = "guarded"
+admit_per_minute = 6000
+max_active = 100
+upstream = "builtin:demo"
+protect = ["/products/hoodies"]
+pow = "always"
+pow_min_bits = 10
+pow_max_bits = 10
+
 [[rooms]]
 id = "drop"
 admit_per_minute = 6000
@@ -77,6 +91,11 @@ bypass = ["*.css", "/health"]
 [[sales]]
 id = "sneakers"
 room = "drop"
+stock = 5
+
+[[sales]]
+id = "hoodies"
+room = "guarded"
 stock = 5
 `);
 
@@ -131,6 +150,35 @@ stock = 5
   const reservation = (await page.textContent("#reservation")).trim();
   if (!reservation.startsWith("sneakers.")) throw new Error(`reservation "${reservation}"`);
   await page.screenshot({ path: join(shots, "confirmation.png"), fullPage: true });
+
+  step("a room with pow = always: the waiting page solves the challenge in a Web Worker");
+  const powPage = await browser.newPage({ viewport: { width: 420, height: 860 } });
+  powPage.setDefaultTimeout(15_000);
+  const workers = [];
+  powPage.on("worker", (w) => workers.push(w.url()));
+  // Hold the worker script back until the pow state has been looked at (a 10-bit challenge is
+  // solved in milliseconds, and the page then moves on by itself).
+  let release;
+  const held = new Promise((r) => { release = r; });
+  await powPage.route("**/_rushgate/v1/pow/worker.js", async (route) => { await held; await route.continue(); });
+  await powPage.goto(`${base}/products/hoodies`);
+  await powPage.waitForSelector('#rg-page[data-state="pow"]');
+  if (!(await powPage.isVisible('[data-rg="pow-progress"]'))) throw new Error("no progress bar in the pow state");
+  if (!(await powPage.evaluate(() => isSecureContext && !!crypto.subtle))) throw new Error("no WebCrypto on the page");
+  await powPage.screenshot({ path: join(shots, "pow.png"), fullPage: true });
+  const before = await (await fetch(`${api}/rooms/guarded`)).json();
+  if (before.last_number !== 0) throw new Error(`a place was made before the work: ${JSON.stringify(before)}`);
+  release();
+
+  step("the answer joins: the browser reaches the product page with a pass");
+  await powPage.waitForSelector("#buy", { timeout: 20_000 });
+  if (!powPage.url().endsWith("/products/hoodies")) throw new Error(`pow room led to ${powPage.url()}`);
+  const powPass = await powPage.textContent("#pass-info");
+  if (!powPass.includes("admitted")) throw new Error(`product page without pass: ${powPass}`);
+  if (!workers.some((u) => u.endsWith("/_rushgate/v1/pow/worker.js"))) throw new Error(`no worker ran: ${workers}`);
+  const metrics = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
+  const solved = metrics.split("\n").find((l) => l.startsWith("rushgate_pow_solved_total") && l.includes('room="guarded"'));
+  if (!solved || !solved.endsWith(" 1")) throw new Error(`server did not count one solution: ${solved}`);
 
   step(`browser flow passed; screenshots in ${shots}`);
 } catch (e) {

@@ -25,7 +25,8 @@ pub(crate) struct Template {
 pub(crate) struct PageView<'a> {
     /// Room id.
     pub(crate) room: &'a str,
-    /// `waiting`, `admitted`, `sold_out`, `closed`, `expired`, `prequeue` or `transferred`.
+    /// `waiting`, `admitted`, `sold_out`, `closed`, `expired`, `prequeue`, `transferred`, or
+    /// `pow` (no place yet: a proof of work first).
     pub(crate) state: &'a str,
     /// 1-based position among live waiters (0 when not waiting).
     pub(crate) position: u64,
@@ -45,6 +46,22 @@ pub(crate) struct PageView<'a> {
     pub(crate) position_url: &'a str,
     /// Scheduled drop before the opening: ms until it opens (the page counts down).
     pub(crate) opens_in_ms: Option<u64>,
+    /// State `pow`: the challenge the page's script solves before joining.
+    pub(crate) pow: Option<PowView<'a>>,
+}
+
+/// A proof-of-work challenge as the waiting page's script gets it.
+pub(crate) struct PowView<'a> {
+    /// The challenge text.
+    pub(crate) challenge: &'a str,
+    /// Leading zero bits asked.
+    pub(crate) difficulty: u8,
+    /// How long the challenge stays valid.
+    pub(crate) expires_in_ms: u64,
+    /// Where the Web Worker script is served.
+    pub(crate) worker_url: &'a str,
+    /// The cookie the answer goes back in (`rg_pow_{room}`).
+    pub(crate) cookie: &'a str,
 }
 
 impl Template {
@@ -68,7 +85,8 @@ impl Template {
         let eta = eta_text(view.eta.0, view.eta.1);
         let progress = progress_percent(view.first_position, view.position, view.state);
         let refresh = match view.state {
-            "sold_out" | "closed" => 30,
+            // Without a script there is no solving: a slow refresh, not a loop.
+            "sold_out" | "closed" | "pow" => 30,
             _ => view.poll_after_ms.div_ceil(1000).max(1),
         };
         let config = serde_json::json!({
@@ -79,6 +97,13 @@ impl Template {
             "return_url": view.return_url,
             "position_url": view.position_url,
             "opens_in_ms": view.opens_in_ms,
+            "pow": view.pow.as_ref().map(|p| serde_json::json!({
+                "challenge": p.challenge,
+                "difficulty": p.difficulty,
+                "expires_in_ms": p.expires_in_ms,
+                "worker_url": p.worker_url,
+                "cookie": p.cookie,
+            })),
         });
         // Safe inside <script>: no `<`, `>` or `&` can close the element or start a comment.
         let config = config
@@ -137,6 +162,7 @@ fn headline(state: &str) -> &'static str {
         "closed" => "The queue is closed",
         "prequeue" => "The drop opens soon",
         "transferred" => "Your place moved",
+        "pow" => "Just a moment",
         _ => "Your place has expired",
     }
 }
@@ -192,6 +218,7 @@ mod tests {
             return_url,
             position_url: "/_rushgate/v1/rooms/drop/position",
             opens_in_ms: None,
+            pow: None,
         }
     }
 
@@ -205,6 +232,29 @@ mod tests {
         assert!(html.contains("aria-live"));
         assert!(!html.contains("{{"), "unfilled placeholder");
         assert!(html.contains("http-equiv=\"refresh\" content=\"2\""));
+    }
+
+    #[test]
+    fn the_pow_state_carries_the_challenge_to_the_script() {
+        let mut v = view("", "/p");
+        v.state = "pow";
+        v.position = 0;
+        v.pow = Some(PowView {
+            challenge: "drop.10.1795000120.AAAAAAAAAAAAAAAA.BBBBBBBBBBBB.CCCC",
+            difficulty: 10,
+            expires_in_ms: 120_000,
+            worker_url: "/_rushgate/v1/pow/worker.js",
+            cookie: "rg_pow_drop",
+        });
+        let html = Template::builtin().render(&v);
+        assert!(html.contains("data-state=\"pow\""));
+        assert!(html.contains("Just a moment"));
+        assert!(html.contains("\"difficulty\":10"));
+        assert!(html.contains("drop.10.1795000120.AAAAAAAAAAAAAAAA.BBBBBBBBBBBB.CCCC"));
+        assert!(html.contains("/_rushgate/v1/pow/worker.js"));
+        assert!(html.contains("data-rg=\"pow-progress\""));
+        assert!(html.contains("http-equiv=\"refresh\" content=\"30\""));
+        assert!(!html.contains("{{"), "unfilled placeholder");
     }
 
     #[test]

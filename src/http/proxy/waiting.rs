@@ -1,20 +1,29 @@
 //! A shopper without a valid pass: joins automatically (the same `enter` as the join endpoint,
 //! with the ticket cookie) and gets the waiting page, the JSON place body for
 //! `Accept: application/json`, or, when admitted at once, a redirect back to the page asked for.
+//!
+//! When the room asks for a proof of work before a new place, the page comes in its `pow`
+//! state: its script solves the challenge in a Web Worker, leaves the answer in the
+//! `rg_pow_{room}` cookie and loads the page again, and that request joins with it (so the
+//! join is this same auto-join, with the identity cookie and the return URL). A JSON client
+//! gets the `401 pow-required` problem instead.
 
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::page::PageView;
+use super::page::{PageView, PowView};
 use crate::clock::now_ms;
 use crate::http::body::{full, Body};
 use crate::http::credentials::PeerAddr;
-use crate::http::credentials::{cookie, pass_from_cookie, ticket_cookie};
+use crate::http::credentials::{cookie, pass_from_cookie, pow_cookie, ticket_cookie};
 use crate::http::error::ApiError;
 use crate::http::limits::Endpoint;
 use crate::http::place::{place_cookies, respond};
+use crate::http::pow;
 use crate::http::state::AppState;
-use crate::queue::place::{identify, place_body, PlaceState, Presented, Shopper};
+use crate::queue::place::{identify, place_body, PlaceError, PlaceState, Presented, Shopper};
+use crate::queue::pow::Challenge;
+use crate::queue::Room;
 
 /// Longest return URL carried through the waiting page.
 const MAX_RETURN_URL: usize = 2048;
@@ -46,10 +55,25 @@ pub(crate) async fn admit_or_wait(
     });
     let pass = pass_from_cookie(headers, &room.id);
     let shopper = vouched_shopper(state, headers, ticket, now).await;
-    let entered = state
-        .places()
-        .enter(room, presented, pass, shopper, now)
-        .await?;
+    let answer = pow::cookie_answer(headers, &room.id);
+    let work = pow::work(state, headers, peer, answer);
+    let places = state.places();
+    let entered = match places
+        .enter(room, presented, pass, shopper, work, now)
+        .await
+    {
+        Ok(entered) => entered,
+        Err(PlaceError::WorkNeeded(challenge)) if !wants_json(headers) => {
+            return Ok(pow_page(state, room, headers, &challenge, return_to, now));
+        }
+        Err(PlaceError::WorkRefused(e)) if !wants_json(headers) => {
+            // A stale or replayed answer cookie (an old tab, say): the page starts over.
+            tracing::debug!(error = %e, room = %room.id, "proof of work refused; new challenge");
+            let challenge = places.fresh_challenge(room, work.client, now);
+            return Ok(pow_page(state, room, headers, &challenge, return_to, now));
+        }
+        Err(e) => return Err(e.into()),
+    };
     let place = entered.place;
     if wants_json(headers) {
         let status = if entered.created {
@@ -57,7 +81,9 @@ pub(crate) async fn admit_or_wait(
         } else {
             StatusCode::OK
         };
-        return Ok(respond(state, room, headers, status, place, now));
+        let mut resp = respond(state, room, headers, status, place, now);
+        clear_answer(&mut resp, headers, room);
+        return Ok(resp);
     }
     let cookies = place_cookies(state, room, headers, &place, now);
     let mut resp = if place.state == PlaceState::Admitted {
@@ -90,13 +116,9 @@ pub(crate) async fn admit_or_wait(
             return_url: return_to,
             position_url: &position_url,
             opens_in_ms: body.opens_in_ms,
+            pow: None,
         });
-        let mut resp = Response::new(full(html));
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/html; charset=utf-8"),
-        );
-        resp
+        html_page(html)
     };
     let h = resp.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -105,7 +127,71 @@ pub(crate) async fn admit_or_wait(
     for cookie in cookies {
         h.append(header::SET_COOKIE, cookie);
     }
+    clear_answer(&mut resp, headers, room);
     Ok(resp)
+}
+
+/// The waiting page in its `pow` state: nothing changed yet; its script solves `challenge`
+/// and comes back to `return_to` with the answer.
+fn pow_page(
+    state: &AppState,
+    room: &Room,
+    headers: &HeaderMap,
+    challenge: &Challenge,
+    return_to: &str,
+    now: u64,
+) -> Response<Body> {
+    let position_url = format!(
+        "{}/v1/rooms/{}/position",
+        state.config.server.api_prefix, room.id
+    );
+    let worker_url = pow::worker_url(state);
+    let cookie = pow_cookie(&room.id);
+    let html = state.proxy.page(room.id.as_str()).render(&PageView {
+        room: room.id.as_str(),
+        state: "pow",
+        position: 0,
+        first_position: 0,
+        eta: (None, None),
+        remaining: room.stock_gate().map(|g| g.remaining),
+        message: &room.config.message,
+        poll_after_ms: 0,
+        return_url: return_to,
+        position_url: &position_url,
+        opens_in_ms: None,
+        pow: Some(PowView {
+            challenge: &challenge.text,
+            difficulty: challenge.difficulty,
+            expires_in_ms: challenge.expires_ms.saturating_sub(now),
+            worker_url: &worker_url,
+            cookie: &cookie,
+        }),
+    });
+    let mut resp = html_page(html);
+    clear_answer(&mut resp, headers, room);
+    resp
+}
+
+/// An HTML page that no cache keeps or shares (it differs by cookie).
+fn html_page(html: String) -> Response<Body> {
+    let mut resp = Response::new(full(html));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::VARY, HeaderValue::from_static("Cookie, Accept"));
+    resp
+}
+
+/// Deletes the proof-of-work answer cookie when the request carried one: it has been used.
+fn clear_answer(resp: &mut Response<Body>, headers: &HeaderMap, room: &Room) {
+    if pow::cookie_answer(headers, &room.id).is_some() {
+        if let Some(cleared) = pow::cleared_cookie(&room.id) {
+            resp.headers_mut().append(header::SET_COOKIE, cleared);
+        }
+    }
 }
 
 /// The shopper the shop's identity cookie (`identity.cookie`) vouches for, when the page's

@@ -23,8 +23,8 @@ pub struct MemoryStore {
     rooms: Mutex<HashMap<RoomId, RoomData>>,
     /// Sales and coupons (see `sale.rs`).
     sales: Mutex<sale::SaleBook>,
-    /// `claim_once` keys → expiry ms.
-    once: Mutex<HashMap<String, u64>>,
+    /// `claim_once` keys → expiry ms, and when expired ones were last dropped.
+    once: Mutex<(HashMap<String, u64>, u64)>,
 }
 
 impl MemoryStore {
@@ -732,9 +732,15 @@ impl Store for MemoryStore {
     }
 
     async fn claim_once(&self, key: &str, ttl_ms: u64, now: u64) -> Result<bool, StoreError> {
-        let mut once = self.once.lock().unwrap_or_else(|p| p.into_inner());
-        once.retain(|_, expiry| *expiry > now);
-        if once.contains_key(key) {
+        let mut guard = self.once.lock().unwrap_or_else(|p| p.into_inner());
+        let (once, swept) = &mut *guard;
+        // Expired claims are dropped once a second, not on every call: every join of a room
+        // with proof of work claims a key, and a sweep per call made each claim O(live claims).
+        if now >= *swept + 1000 {
+            once.retain(|_, expiry| *expiry > now);
+            *swept = now;
+        }
+        if once.get(key).is_some_and(|&expiry| expiry > now) {
             return Ok(false);
         }
         once.insert(key.to_string(), now + ttl_ms);

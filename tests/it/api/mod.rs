@@ -4,6 +4,7 @@ mod admin;
 mod drops;
 mod identity;
 mod limits;
+mod pow;
 mod queue_basics;
 mod reload;
 mod sales;
