@@ -72,6 +72,8 @@ pub struct RedisServer {
     dir: TempDir,
     child: Option<Child>,
     extra: Vec<String>,
+    /// A config file in `dir`, passed first on every start (Sentinel rewrites it in place).
+    conf: Option<PathBuf>,
 }
 
 /// A port nothing listens on right now, for a server the test starts in another process
@@ -116,11 +118,26 @@ impl RedisServer {
 
     /// Starts a redis-server with extra `--flag value` arguments.
     pub async fn start_with(extra: &[&str]) -> RedisServer {
+        Self::start_with_conf(None, extra).await
+    }
+
+    /// Starts a redis-server whose config file `redis.conf` in its temp dir holds `conf`
+    /// (given as the first argument, before the flags), with extra `--flag value` arguments.
+    /// The file stays for [`restart`](Self::restart): `redis-server redis.conf --sentinel`
+    /// runs a Sentinel, which needs a config file it can rewrite.
+    pub async fn start_with_conf(conf: Option<&str>, extra: &[&str]) -> RedisServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let conf = conf.map(|text| {
+            let path = dir.path().join("redis.conf");
+            std::fs::write(&path, text).expect("write redis.conf");
+            path
+        });
         let mut server = RedisServer {
             port: free_port(),
-            dir: tempfile::tempdir().expect("temp dir"),
+            dir,
             child: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            conf,
         };
         server.spawn().await;
         server
@@ -144,6 +161,9 @@ impl RedisServer {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        if let Some(conf) = &self.conf {
+            args.insert(0, conf.to_str().expect("utf8 conf path").to_string());
+        }
         if !self.extra.iter().any(|a| a == "--appendonly") {
             args.extend(["--appendonly".to_string(), "no".to_string()]);
         }
@@ -167,6 +187,12 @@ impl RedisServer {
     /// `redis://127.0.0.1:<port>`
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The server's process id while it runs (`None` after [`kill`](Self::kill)), for
+    /// signals such as SIGSTOP.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// SIGKILLs the server (no shutdown save).

@@ -13,3 +13,5 @@ mod edges;
 mod layers;
 mod ops;
 mod proxy;
+#[allow(dead_code)] // helpers for the store-topology tests; the self-tests use most of them
+mod topology;
