@@ -3,10 +3,16 @@
 //! break happened, within a deadline. Timings are printed (`--nocapture`) for the budget.
 
 use std::io;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 
 use super::{pause, resume, ClientAuth, Cluster, FaultProxy, SentinelSet, TlsRedis};
 use crate::harness::{wait_until, RedisServer};
@@ -29,6 +35,22 @@ async fn tls_redis_answers_over_tls_only() {
     let refused = redis.cli_with(&other_ca, &["PING"]);
     assert!(
         refused.contains("certificate verify failed") && !refused.contains("PONG"),
+        "{refused}"
+    );
+    // rustls (what a rustls-based client verifies with) accepts the chain for 127.0.0.1,
+    // with or without the client certificate, and rejects it against the other CA.
+    let identity = Some((certs.client_cert.as_path(), certs.client_key.as_path()));
+    let reply = rustls_ping(redis.port, &certs.ca, identity).await;
+    assert_eq!(reply.unwrap(), "+PONG");
+    assert_eq!(
+        rustls_ping(redis.port, &certs.ca, None).await.unwrap(),
+        "+PONG"
+    );
+    let refused = rustls_ping(redis.port, &certs.other_ca, None)
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("invalid peer certificate"),
         "{refused}"
     );
     // Plain text is refused: redis-cli without TLS gets an error, a raw PING a closed socket.
@@ -72,6 +94,10 @@ async fn tls_redis_requiring_client_certs_refuses_others() {
         "--key",
         path(&certs.other_client_key),
     ];
+    assert!(rustls_ping(redis.port, &certs.ca, None).await.is_err());
+    let identity = Some((certs.client_cert.as_path(), certs.client_key.as_path()));
+    let reply = rustls_ping(redis.port, &certs.ca, identity).await;
+    assert_eq!(reply.unwrap(), "+PONG");
     let stranger = redis.cli_with(&stranger, &["PING"]);
     assert!(
         stranger.contains("Error") && !stranger.contains("PONG"),
@@ -284,9 +310,42 @@ async fn round_trip(conn: &mut TcpStream) -> Duration {
     sent.elapsed()
 }
 
+/// An inline PING over TLS with rustls (ring), trusting only `ca` and presenting `identity`
+/// (certificate, key) if given; the reply line, or why the handshake or the read failed.
+async fn rustls_ping(port: u16, ca: &Path, identity: Option<(&Path, &Path)>) -> io::Result<String> {
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(ca).expect("CA PEM"))
+        .expect("CA certificate");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots);
+    let config = match identity {
+        Some((cert, key)) => config
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_file(cert).expect("client certificate PEM")],
+                PrivateKeyDer::from_pem_file(key).expect("client key PEM"),
+            )
+            .expect("client identity"),
+        None => config.with_no_client_auth(),
+    };
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let server = ServerName::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST).into());
+    let mut tls = connector.connect(server, connect(port).await).await?;
+    tls.write_all(b"PING\r\n").await?;
+    read_reply(&mut tls, Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|| Err(io::ErrorKind::TimedOut.into()))
+}
+
 /// One reply line without its CRLF: `None` if nothing complete arrived `within`, an error if
 /// the connection closed or failed first.
-async fn read_reply(conn: &mut TcpStream, within: Duration) -> Option<io::Result<String>> {
+async fn read_reply<S: AsyncRead + Unpin>(
+    conn: &mut S,
+    within: Duration,
+) -> Option<io::Result<String>> {
     let mut line = Vec::new();
     let read = async {
         let mut buf = [0u8; 256];
@@ -304,6 +363,6 @@ async fn read_reply(conn: &mut TcpStream, within: Duration) -> Option<io::Result
     tokio::time::timeout(within, read).await.ok()
 }
 
-fn path(p: &std::path::Path) -> &str {
+fn path(p: &Path) -> &str {
     p.to_str().expect("utf8 temp path")
 }
