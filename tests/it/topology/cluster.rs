@@ -13,6 +13,8 @@ const SLOTS: u16 = 16_384;
 
 /// Six cluster nodes, every process killed when dropped. A node that misses pings for 1 s
 /// (`cluster-node-timeout 1000`) is marked failed and its replica elected in its place.
+/// Nodes announce their real `127.0.0.1:<port>`, so clients follow redirects straight to
+/// them ([`FaultProxy`](super::FaultProxy) cannot stand in front of a cluster node).
 pub struct Cluster {
     /// The first three were made masters by `--cluster create`, the last three replicas.
     nodes: Vec<RedisServer>,
@@ -121,6 +123,15 @@ impl Cluster {
     /// The ports of all six nodes, masters at start first.
     pub fn ports(&self) -> Vec<u16> {
         self.nodes.iter().map(|n| n.port).collect()
+    }
+
+    /// The process id of the node on `port` while it runs (for [`pause`](super::pause));
+    /// `None` once killed or if no node has that port.
+    pub fn pid_of(&self, port: u16) -> Option<u32> {
+        self.nodes
+            .iter()
+            .find(|n| n.port == port)
+            .and_then(RedisServer::pid)
     }
 
     /// The hash slot of `key` (`CLUSTER KEYSLOT`).

@@ -16,7 +16,9 @@ use tokio::time::Instant;
 use crate::harness::free_port;
 
 /// A proxy from `127.0.0.1:<port>` to `127.0.0.1:<upstream>`, forwarding bytes both ways
-/// unchanged until a fault is switched on. Dropping it closes every connection.
+/// unchanged until a fault is switched on. Dropping it closes every connection. Bytes pass
+/// untouched, so a [`TlsRedis`](super::TlsRedis) behind it is reached at
+/// `rediss://127.0.0.1:<port>` (its certificate names 127.0.0.1).
 pub struct FaultProxy {
     /// The port clients connect to.
     pub port: u16,

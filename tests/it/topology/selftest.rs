@@ -22,7 +22,7 @@ const SILENCE: Duration = Duration::from_millis(500);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_redis_answers_over_tls_only() {
-    let redis = TlsRedis::start().await;
+    let mut redis = TlsRedis::start().await;
     let certs = redis.certs();
     assert_eq!(redis.url(), format!("rediss://127.0.0.1:{}", redis.port));
     assert_eq!(redis.cli(&["PING"]).trim(), "PONG");
@@ -72,6 +72,10 @@ async fn tls_redis_answers_over_tls_only() {
         },
     )
     .await;
+    // A restart keeps the port and the certificates.
+    redis.restart().await;
+    let reply = rustls_ping(redis.port, redis.ca_file(), None).await;
+    assert_eq!(reply.unwrap(), "+PONG");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,7 +141,9 @@ async fn sentinels_promote_the_replica_when_the_master_dies() {
     )
     .await;
 
+    assert!(set.pid_of(master).is_some());
     assert_eq!(set.kill_master(), master);
+    assert_eq!(set.pid_of(master), None);
     let killed = Instant::now();
     let promoted = set.wait_failover(Duration::from_secs(25)).await;
     let failover = killed.elapsed();
@@ -167,7 +173,9 @@ async fn cluster_places_rooms_apart_and_fails_over() {
     let key = format!("rg:{{{a}}}:q");
     assert_eq!(cluster.cli(&["SET", &key, "v"]).trim(), "OK");
 
+    assert!(cluster.pid_of(master_a).is_some());
     assert_eq!(cluster.kill_master_of(slot_a), master_a);
+    assert_eq!(cluster.pid_of(master_a), None);
     let killed = Instant::now();
     let promoted = cluster
         .wait_failover_of(slot_a, Duration::from_secs(25))

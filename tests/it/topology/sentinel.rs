@@ -94,6 +94,16 @@ impl SentinelSet {
         self.data.iter().map(|s| s.port).collect()
     }
 
+    /// The process id of the data server or Sentinel on `port` while it runs (for
+    /// [`pause`](super::pause)); `None` once killed or if no server of the set has that port.
+    pub fn pid_of(&self, port: u16) -> Option<u32> {
+        self.data
+            .iter()
+            .chain(&self.sentinels)
+            .find(|s| s.port == port)
+            .and_then(RedisServer::pid)
+    }
+
     /// The master's port as the first Sentinel that answers names it
     /// (`SENTINEL get-master-addr-by-name`). Panics if none answers.
     pub fn current_master(&self) -> u16 {

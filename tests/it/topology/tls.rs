@@ -153,6 +153,13 @@ impl TlsRedis {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Starts the server again on the same port with the same certificates (after
+    /// [`kill`](Self::kill), or killing it first); returns once it answers PING over TLS.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+
     /// SIGKILLs the server.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
