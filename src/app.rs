@@ -52,13 +52,13 @@ impl AppState {
     /// Creates a development key when the key file is missing and the config allows it.
     pub fn from_config(config: Config) -> Result<AppState, StartError> {
         let (store, sale_store): (Arc<dyn Store>, Arc<dyn SaleStore>) =
-            match &config.store.redis_url {
-                Some(url) => {
-                    let redis = Arc::new(RedisStore::connect(
-                        url,
-                        config.store.pool_size,
-                        Duration::from_millis(config.store.command_timeout_ms),
-                    )?);
+            match RedisStore::from_config(
+                &config.store,
+                config.store.pool_size,
+                Duration::from_millis(config.store.command_timeout_ms),
+            )? {
+                Some(redis) => {
+                    let redis = Arc::new(redis);
                     (redis.clone(), redis)
                 }
                 None => {

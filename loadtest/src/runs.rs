@@ -102,7 +102,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     let redis = match config.as_ref().and_then(|c| c.store.redis_url.clone()) {
         Some(url) => {
             if store.is_none() {
-                let s = RedisStore::connect(&url, 8, Duration::from_secs(5))?;
+                let s = RedisStore::from_config(&c_store(&config), 8, Duration::from_secs(5))?
+                    .ok_or_else(|| anyhow::anyhow!("no Redis configured"))?;
                 s.wait_connected(Duration::from_secs(5)).await?;
                 store = Some(Arc::new(s));
             }
@@ -539,6 +540,11 @@ async fn prepare_poll(t: &Target, s: &Scenario, extra: &mut Value) -> anyhow::Re
             format!("Bearer {ticket}")
         })
         .collect())
+}
+
+/// The `[store]` section of the node's config (the default when there is none).
+fn c_store(config: &Option<rushgate::config::Config>) -> rushgate::config::StoreConfig {
+    config.as_ref().map(|c| c.store.clone()).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -232,10 +232,10 @@ pub fn sale_add_stock(config_path: &Path, sale: &str, units: i64) -> ExitCode {
         eprintln!("error: no sale `{sale}` in {}", config_path.display());
         return ExitCode::from(EXIT_BAD_CONFIG);
     };
-    let Some(url) = config.store.redis_url.clone() else {
+    if config.store.redis().is_none() {
         eprintln!(
             "error: {} uses the embedded store, which lives inside the running server; \
-             sale add-stock needs [store] redis_url",
+             sale add-stock needs [store] redis_url or [store.sentinel]",
             config_path.display()
         );
         return ExitCode::from(EXIT_BAD_CONFIG);
@@ -246,7 +246,8 @@ pub fn sale_add_stock(config_path: &Path, sale: &str, units: i64) -> ExitCode {
     };
     let timeout = std::time::Duration::from_millis(config.store.command_timeout_ms.max(1000));
     let result = runtime.block_on(async {
-        let store = RedisStore::connect(&url, 1, timeout)?;
+        let store = RedisStore::from_config(&config.store, 1, timeout)?
+            .ok_or_else(|| crate::store::StoreError::Unavailable("no Redis configured".into()))?;
         store.wait_connected(timeout * 5).await?;
         // Before any server ran, the sale starts from its configured stock (a no-op after).
         store.init_sale(&sale, initial).await?;

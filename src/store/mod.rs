@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 pub use memory::MemoryStore;
-pub use redis::RedisStore;
+pub use redis::{RedisStore, TlsFiles};
 pub use sale::SaleStore;
 
 use crate::id::RoomId;

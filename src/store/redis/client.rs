@@ -2,6 +2,7 @@
 //! failures mapped to [`StoreError`] (unavailable or protocol), readiness kept truthful, and
 //! script runs coalesced per room or sale by the batchers.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,17 +11,92 @@ use dashmap::DashMap;
 use fred::prelude::*;
 use fred::types::scripts::Script;
 
+use fred::types::config::{ClusterDiscoveryPolicy, ServerConfig, TlsConfig, TlsConnector};
+
 use super::batch::{Batcher, Batchers};
+use crate::config::{RedisTarget, StoreConfig};
 use crate::id::RoomId;
 use crate::ops::metrics::{STORE_COMMANDS, STORE_ERRORS, STORE_LATENCY};
 use crate::store::keys::RoomKeys;
 use crate::store::StoreError;
+
+/// The PEM files of a TLS connection to Redis (all optional: the system's roots verify the
+/// server, and no client certificate is sent).
+#[derive(Debug, Clone, Default)]
+pub struct TlsFiles {
+    /// Certificate authorities that sign the server's certificate.
+    pub ca: Option<PathBuf>,
+    /// Client certificate chain.
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key.
+    pub key: Option<PathBuf>,
+}
+
+/// rustls settings from `files`: the given CAs (else the system's), the server's name checked
+/// against its certificate (an IP address as an IP SAN), a client certificate when given. A
+/// server whose certificate does not verify is refused at the handshake, and the error says
+/// `invalid peer certificate`.
+fn tls_config(files: &TlsFiles) -> Result<TlsConfig, String> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    match &files.ca {
+        Some(path) => {
+            for cert in CertificateDer::pem_file_iter(path)
+                .map_err(|e| format!("tls_ca_file {}: {e}", path.display()))?
+            {
+                let cert = cert.map_err(|e| format!("tls_ca_file {}: {e}", path.display()))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("tls_ca_file {}: {e}", path.display()))?;
+            }
+            if roots.is_empty() {
+                return Err(format!(
+                    "tls_ca_file {}: no certificate in it",
+                    path.display()
+                ));
+            }
+        }
+        None => {
+            for cert in rustls_native_roots() {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    let config = match (&files.cert, &files.key) {
+        (Some(cert), Some(key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("tls_cert_file {}: {e}", cert.display()))?;
+            let key = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| format!("tls_key_file {}: {e}", key.display()))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("client certificate: {e}"))?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    Ok(TlsConfig::from(TlsConnector::from(config)))
+}
+
+/// The system's root certificates (what verifies a managed Redis's public certificate).
+fn rustls_native_roots() -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    rustls_native_certs::load_native_certs().certs
+}
 
 /// Redis-backed store. Clone is cheap; all clones share one connection pool.
 #[derive(Clone)]
 pub struct RedisStore {
     pub(super) pool: Pool,
     pub(super) healthy: Arc<AtomicBool>,
+    /// The last connection error (a refused TLS certificate, a refused password, a host that
+    /// does not answer), so "unavailable" can say why.
+    last_error: Arc<std::sync::Mutex<Option<String>>>,
     batchers: Arc<Batchers>,
 }
 
@@ -34,15 +110,62 @@ const MAX_BATCH: usize = 128;
 const IN_FLIGHT: usize = 1;
 
 impl RedisStore {
-    /// Builds the pool and starts connecting in the background. Never waits for Redis: a store
-    /// that is down at start makes the node unready, and it recovers when Redis comes up.
+    /// Builds the pool for `target` and starts connecting in the background. Never waits for
+    /// Redis: a store that is down at start makes the node unready, and it recovers when Redis
+    /// comes up. A Sentinel target follows the master through failovers; a cluster target
+    /// follows MOVED / ASK redirections and topology changes.
     pub fn connect(
-        url: &str,
+        target: &RedisTarget,
+        tls: &TlsFiles,
         pool_size: usize,
         command_timeout: Duration,
     ) -> Result<Self, StoreError> {
-        let mut config = Config::from_url(url)
-            .map_err(|e| StoreError::Unavailable(format!("bad redis_url: {e}")))?;
+        let bad = |e: String| StoreError::Unavailable(format!("bad store settings: {e}"));
+        let mut config = match target {
+            RedisTarget::Single { url } => {
+                Config::from_url(url).map_err(|e| bad(format!("redis_url: {e}")))?
+            }
+            RedisTarget::Cluster {
+                nodes,
+                username,
+                password,
+                ..
+            } => Config {
+                server: ServerConfig::Clustered {
+                    hosts: nodes
+                        .iter()
+                        .map(|(h, p)| Server::new(h.as_str(), *p))
+                        .collect(),
+                    policy: ClusterDiscoveryPolicy::default(),
+                },
+                username: username.clone(),
+                password: password.clone(),
+                ..Config::default()
+            },
+            RedisTarget::Sentinel {
+                master,
+                nodes,
+                password,
+                sentinel_password,
+            } => Config {
+                server: ServerConfig::Sentinel {
+                    hosts: nodes
+                        .iter()
+                        .map(|(h, p)| Server::new(h.as_str(), *p))
+                        .collect(),
+                    service_name: master.clone(),
+                    username: None,
+                    password: sentinel_password.clone(),
+                },
+                password: password.clone(),
+                ..Config::default()
+            },
+        };
+        config.tls = if target.tls() {
+            Some(tls_config(tls).map_err(bad)?)
+        } else {
+            None
+        };
         config.fail_fast = false;
         let pool = Builder::from_config(config)
             .with_performance_config(|perf| {
@@ -53,24 +176,79 @@ impl RedisStore {
                 conn.internal_command_timeout = command_timeout;
                 // A write that may have run must not be replayed blindly on another connection.
                 conn.max_command_attempts = 1;
+                // Redirections (MOVED / ASK) during resharding and failover are followed; they
+                // are not a failed attempt of the command.
+                conn.max_redirections = 16;
             })
             .set_policy(ReconnectPolicy::new_constant(0, 250))
             .build_pool(pool_size)
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let last_error: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+        for client in pool.clients() {
+            let last = last_error.clone();
+            // Logged once per distinct cause, not once per reconnection attempt. The listener
+            // tasks run until the pool quits (dropping a handle detaches, it does not stop).
+            drop(client.on_error(move |(error, server)| {
+                let last = last.clone();
+                async move {
+                    let text = match server {
+                        Some(s) => format!("{s}: {error}"),
+                        None => error.to_string(),
+                    };
+                    let mut held = last.lock().unwrap_or_else(|p| p.into_inner());
+                    if held.as_deref() != Some(text.as_str()) {
+                        tracing::warn!(error = %text, "redis connection failed");
+                        *held = Some(text);
+                    }
+                    Ok(())
+                }
+            }));
+            let last = last_error.clone();
+            drop(client.on_reconnect(move |_| {
+                let last = last.clone();
+                async move {
+                    *last.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    Ok(())
+                }
+            }));
+        }
         // The handles end when the pool quits; reconnection runs inside them.
         let _handles = pool.connect_pool();
         Ok(Self {
             pool,
             healthy: Arc::new(AtomicBool::new(false)),
+            last_error,
             batchers: Arc::default(),
         })
+    }
+
+    /// The Redis store `config` names, or `None` for the embedded store.
+    pub fn from_config(
+        config: &StoreConfig,
+        pool_size: usize,
+        command_timeout: Duration,
+    ) -> Result<Option<Self>, StoreError> {
+        let Some(target) = config.redis() else {
+            return Ok(None);
+        };
+        let tls = TlsFiles {
+            ca: config.tls_ca_file.clone(),
+            cert: config.tls_cert_file.clone(),
+            key: config.tls_key_file.clone(),
+        };
+        Self::connect(&target, &tls, pool_size, command_timeout).map(Some)
     }
 
     /// Waits until every connection is up (or fails after `timeout`).
     pub async fn wait_connected(&self, timeout: Duration) -> Result<(), StoreError> {
         tokio::time::timeout(timeout, self.pool.wait_for_connect())
             .await
-            .map_err(|_| StoreError::Unavailable("timed out connecting to redis".into()))?
+            .map_err(|_| {
+                StoreError::Unavailable(match self.last_connection_error() {
+                    Some(e) => format!("timed out connecting to redis: {e}"),
+                    None => "timed out connecting to redis".into(),
+                })
+            })?
             .map_err(|e| self.fail(e))
     }
 
@@ -113,6 +291,14 @@ impl RedisStore {
             .await
     }
 
+    /// Why the last connection attempt failed, if one did.
+    pub fn last_connection_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     fn fail(&self, e: Error) -> StoreError {
         // A command that found no connection to write to (the server just went away) fails with
         // kind Unknown before the pool notices; `is_connected` is true while any pool client
@@ -128,7 +314,15 @@ impl RedisStore {
             || !self.pool.is_connected();
         if unavailable {
             self.healthy.store(false, Ordering::Relaxed);
-            StoreError::Unavailable(e.to_string())
+            match self
+                .last_connection_error()
+                .filter(|_| !self.pool.is_connected())
+            {
+                Some(cause) => {
+                    StoreError::Unavailable(format!("{e} (last connection error: {cause})"))
+                }
+                None => StoreError::Unavailable(e.to_string()),
+            }
         } else {
             StoreError::Protocol(e.to_string())
         }

@@ -11,4 +11,4 @@ mod reply;
 mod rooms;
 mod sale;
 
-pub use client::RedisStore;
+pub use client::{RedisStore, TlsFiles};

@@ -38,7 +38,9 @@ impl Fixture {
 
     async fn redis() -> Fixture {
         let server = harness::RedisServer::start().await;
-        let store = RedisStore::connect(&server.url(), 4, Duration::from_secs(10))
+        let target = rushgate::config::RedisTarget::Single { url: server.url() };
+        let tls = rushgate::store::TlsFiles::default();
+        let store = RedisStore::connect(&target, &tls, 4, Duration::from_secs(10))
             .expect("redis store builds");
         store
             .wait_connected(Duration::from_secs(10))

@@ -204,7 +204,7 @@ fn check_config_names_every_problem_with_exit_2() {
         (
             "redis url scheme",
             "[store]\nredis_url = \"http://localhost\"\n",
-            &["store.redis_url: must start with redis://"],
+            &["store.redis_url: must start with redis://, rediss:// (TLS), redis-cluster://"],
         ),
     ];
     for (what, text, needles) in cases {

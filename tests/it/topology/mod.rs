@@ -12,6 +12,7 @@ mod sentinel;
 mod tls;
 
 mod selftest;
+mod stores;
 
 pub use certs::Certs;
 pub use cluster::Cluster;

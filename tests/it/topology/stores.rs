@@ -1,0 +1,344 @@
+//! rushgate on each real topology: a TLS-only Redis (with a client certificate, and refused
+//! with a CA that does not sign the server), a Sentinel-watched master that fails over during a
+//! sale, and a Redis Cluster with two rooms on different masters and a master failover during
+//! a drop. Each runs the shopper's path over HTTP (join, poll, admission, purchase, confirm,
+//! coupon claim, admin API) and checks the sale never oversells.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::stream::{self, StreamExt};
+use reqwest::StatusCode;
+use rushgate::config::{Config, CouponConfig, SaleConfig, Secret, SentinelConfig};
+use serde_json::json;
+
+use super::{ClientAuth, Cluster, SentinelSet, TlsRedis};
+use crate::harness::*;
+
+const SHOP_KEY: &str = "topology-shop-key-0123456789";
+
+/// A config on `redis_url` (or none) with rooms, a sale of `stock` units behind the first room
+/// and a coupon campaign for it.
+fn shop_config(redis_url: Option<String>, rooms: &[String], stock: u64) -> Config {
+    let mut c = config(redis_url, rooms.iter().map(|r| room(r)).collect());
+    c.sales = rooms
+        .iter()
+        .map(|r| SaleConfig::with_ids(&format!("s{}", &r[1..]), r, stock))
+        .collect();
+    c.coupons = vec![CouponConfig {
+        id: format!("c{}", &rooms[0][1..]),
+        limit: 5,
+        room: Some(rooms[0].clone()),
+    }];
+    c.shop.api_key = Secret(SHOP_KEY.into());
+    c.store.command_timeout_ms = 1_000;
+    c
+}
+
+/// The shopper's path on `app` in `room`: join, poll until admitted, buy one unit, the shop
+/// confirms it, claim a coupon; plus the admin status. Returns the reservation id.
+async fn shopper_path(app: &TestApp, room: &str, coupon: Option<&str>) -> String {
+    let joined = app.join(room, None, None).await;
+    assert_eq!(joined.status, StatusCode::CREATED, "{}", joined.body);
+    let ticket = joined.str("ticket").to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let pass = loop {
+        let p = app.position(room, &ticket).await;
+        if p.str("state") == "admitted" {
+            break p.str("pass").to_string();
+        }
+        assert!(Instant::now() < deadline, "not admitted: {}", p.body);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let sale = format!("s{}", &room[1..]);
+    let bought = app
+        .send(
+            app.client
+                .post(app.api(&format!("sales/{sale}/purchase")))
+                .bearer_auth(&pass)
+                .json(&json!({ "quantity": 1, "idempotency_key": ticket })),
+        )
+        .await;
+    assert_eq!(bought.status, StatusCode::CREATED, "{}", bought.body);
+    let rsv = bought.str("reservation_id").to_string();
+    let confirmed = app
+        .send(
+            app.client
+                .post(app.api(&format!("reservations/{rsv}/confirm")))
+                .bearer_auth(SHOP_KEY),
+        )
+        .await;
+    assert_eq!(confirmed.str("state"), "confirmed", "{}", confirmed.body);
+    if let Some(c) = coupon {
+        let claimed = app
+            .send(
+                app.client
+                    .post(app.api(&format!("coupons/{c}/claim")))
+                    .bearer_auth(&pass),
+            )
+            .await;
+        assert_eq!(claimed.status, StatusCode::CREATED, "{}", claimed.body);
+    }
+    let status = app.admin_get(&format!("/admin/v1/rooms/{room}")).await;
+    assert_eq!(status.status, StatusCode::OK, "{}", status.body);
+    rsv
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_redis_with_a_client_certificate() {
+    let redis = TlsRedis::start_with(ClientAuth::Required).await;
+    let id = room_id();
+    let mut c = shop_config(Some(redis.url()), std::slice::from_ref(&id), 10);
+    c.store.tls_ca_file = Some(redis.ca_file().to_path_buf());
+    c.store.tls_cert_file = Some(redis.cert_file().to_path_buf());
+    c.store.tls_key_file = Some(redis.key_file().to_path_buf());
+    assert!(c.validate().is_ok());
+    let app = spawn_app(c).await;
+    wait_until(
+        Duration::from_secs(10),
+        "the node is ready over TLS",
+        || async { app.admin_get("/readyz").await.status == StatusCode::OK },
+    )
+    .await;
+    app.wait_sales_read().await;
+    shopper_path(&app, &id, Some(&format!("c{}", &id[1..]))).await;
+    // The data really is in the TLS server.
+    let q = redis.cli(&["EXISTS", &format!("rg:{{{id}}}:seq")]);
+    assert_eq!(q.trim(), "1", "{q}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_redis_with_a_certificate_that_does_not_verify_is_refused() {
+    let redis = TlsRedis::start().await;
+    // The server's certificate is signed by a CA this node does not trust.
+    let store = rushgate::store::RedisStore::connect(
+        &rushgate::config::RedisTarget::Single { url: redis.url() },
+        &rushgate::store::TlsFiles {
+            ca: Some(redis.certs().other_ca.clone()),
+            ..Default::default()
+        },
+        1,
+        Duration::from_secs(2),
+    )
+    .expect("pool");
+    let err = store
+        .wait_connected(Duration::from_secs(5))
+        .await
+        .expect_err("must not connect");
+    let text = err.to_string().to_lowercase();
+    assert!(text.contains("certificate"), "{text}");
+    // And plain text to a TLS port is not silently accepted either.
+    let plain = rushgate::store::RedisStore::connect(
+        &rushgate::config::RedisTarget::Single {
+            url: format!("redis://127.0.0.1:{}", redis.port),
+        },
+        &rushgate::store::TlsFiles::default(),
+        1,
+        Duration::from_secs(1),
+    )
+    .expect("pool");
+    assert!(plain.wait_connected(Duration::from_secs(3)).await.is_err());
+    // A node configured so stays unready and says why in /readyz.
+    let id = room_id();
+    let mut c = config(Some(redis.url()), vec![room(&id)]);
+    c.store.tls_ca_file = Some(redis.certs().other_ca.clone());
+    let app = spawn_app(c).await;
+    let ready = app.admin_get("/readyz").await;
+    assert_eq!(
+        ready.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        ready.body
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sentinel_failover_during_a_sale_recovers_without_restart() {
+    let mut set = SentinelSet::start().await;
+    let id = room_id();
+    let mut c = shop_config(None, std::slice::from_ref(&id), 300);
+    c.store.sentinel = Some(SentinelConfig {
+        master: set.master_name().to_string(),
+        nodes: set.sentinel_addrs(),
+        password: None,
+        sentinel_password: None,
+    });
+    assert!(c.validate().is_ok(), "{:?}", c.validate());
+    let nodes = Arc::new([spawn_app(c.clone()).await, spawn_app(c).await]);
+    for n in nodes.iter() {
+        n.wait_sales_read().await;
+    }
+    shopper_path(&nodes[0], &id, None).await;
+
+    // 1,000 buyers on two nodes for 300 units; the master dies a third of the way through.
+    let sale = format!("s{}", &id[1..]);
+    let told_created = Arc::new(AtomicU64::new(0));
+    let buyers = {
+        let (nodes, id, sale, told) = (
+            nodes.clone(),
+            id.clone(),
+            sale.clone(),
+            told_created.clone(),
+        );
+        tokio::spawn(async move {
+            stream::iter(0..1_000usize)
+                .map(|i| {
+                    let (nodes, id, sale, told) =
+                        (nodes.clone(), id.clone(), sale.clone(), told.clone());
+                    async move {
+                        let node = &nodes[i % 2];
+                        let state = &node.app.as_ref().expect("running").state;
+                        let now = rushgate::clock::now_ms() / 1000;
+                        let pass = state
+                            .passes
+                            .issue(&id, &format!("b{i:015}"), 1, now, now + 600)
+                            .expect("pass");
+                        // Retry with the same key through the failover, as a careful client does.
+                        for _ in 0..60 {
+                            let r = node
+                                .client
+                                .post(node.api(&format!("sales/{sale}/purchase")))
+                                .bearer_auth(&pass)
+                                .json(&json!({ "quantity": 1, "idempotency_key": format!("k{i}") }))
+                                .send()
+                                .await;
+                            match r.map(|r| r.status()) {
+                                Ok(StatusCode::CREATED | StatusCode::OK) => {
+                                    told.fetch_add(1, Ordering::Relaxed);
+                                    return;
+                                }
+                                Ok(StatusCode::CONFLICT) => return,
+                                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+                            }
+                        }
+                    }
+                })
+                .buffer_unordered(50)
+                .collect::<Vec<()>>()
+                .await
+        })
+    };
+    wait_until(
+        Duration::from_secs(20),
+        "a third of the buyers are served",
+        || {
+            let told = told_created.clone();
+            async move { told.load(Ordering::Relaxed) >= 100 }
+        },
+    )
+    .await;
+    let old = set.kill_master();
+    let killed_at = Instant::now();
+    let new = set.wait_failover(Duration::from_secs(25)).await;
+    assert_ne!(old, new);
+    // Both nodes recover on the new master without a restart.
+    for n in nodes.iter() {
+        wait_until(
+            Duration::from_secs(30),
+            "the node follows the new master",
+            || async { n.admin_get("/readyz").await.status == StatusCode::OK },
+        )
+        .await;
+    }
+    shopper_path(&nodes[1], &id, None).await;
+    eprintln!(
+        "sentinel: both nodes ready on the new master {:?} after the kill",
+        killed_at.elapsed()
+    );
+    buyers.await.expect("buyers");
+
+    // Never oversold: the new master's counters add up and hold at most the stock.
+    let store = &nodes[0].app.as_ref().expect("running").state.sale_store;
+    let st = store.sale_state(&typed_sale(&sale)).await.expect("state");
+    assert_eq!(
+        st.available + st.reserved + st.confirmed,
+        st.total,
+        "{st:?}"
+    );
+    assert!(st.reserved + st.confirmed <= 300, "{st:?}");
+    let for_nodes = Arc::try_unwrap(nodes).ok().expect("sole owner");
+    for n in for_nodes {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_rooms_on_two_masters_and_a_master_failover() {
+    let mut cluster = Cluster::start().await;
+    let (a, b) = cluster.rooms_on_different_masters();
+    assert_ne!(
+        cluster.master_of_slot(cluster.room_slot(&a)),
+        cluster.master_of_slot(cluster.room_slot(&b))
+    );
+    let c = shop_config(Some(cluster.url()), &[a.clone(), b.clone()], 50);
+    assert!(c.validate().is_ok(), "{:?}", c.validate());
+    let app = spawn_app(c).await;
+    wait_until(
+        Duration::from_secs(10),
+        "the node is ready on the cluster",
+        || async { app.admin_get("/readyz").await.status == StatusCode::OK },
+    )
+    .await;
+    app.wait_sales_read().await;
+    shopper_path(&app, &a, Some(&format!("c{}", &a[1..]))).await;
+    shopper_path(&app, &b, None).await;
+    // Each room's keys are there (on its own master: `cli` follows the redirection).
+    for room in [&a, &b] {
+        let key = format!("rg:{{{room}}}:seq");
+        assert_eq!(cluster.cli(&["EXISTS", &key]).trim(), "1");
+    }
+
+    // FIFO in each room: ten joins each, admitted in join order.
+    for room in [&a, &b] {
+        let mut tickets = Vec::new();
+        for _ in 0..10 {
+            tickets.push(app.join(room, None, None).await.str("ticket").to_string());
+        }
+        let seqs: Vec<u64> = tickets
+            .iter()
+            .map(|t| {
+                t.split('.')
+                    .nth(2)
+                    .and_then(|s| s.parse().ok())
+                    .expect("seq")
+            })
+            .collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    }
+
+    // The master of room a dies: the node follows the promoted replica without a restart.
+    let slot = cluster.room_slot(&a);
+    cluster.kill_master_of(slot);
+    let killed_at = Instant::now();
+    cluster
+        .wait_failover_of(slot, Duration::from_secs(25))
+        .await;
+    wait_until(Duration::from_secs(30), "room a works again", || async {
+        app.join(&a, None, None).await.status == StatusCode::CREATED
+    })
+    .await;
+    eprintln!(
+        "cluster: room a joins again {:?} after its master died",
+        killed_at.elapsed()
+    );
+    shopper_path(&app, &a, None).await;
+    shopper_path(&app, &b, None).await;
+    // Never oversold in either room.
+    let store = &app.app.as_ref().expect("running").state.sale_store;
+    for room in [&a, &b] {
+        let st = store
+            .sale_state(&typed_sale(&format!("s{}", &room[1..])))
+            .await
+            .expect("state");
+        assert_eq!(
+            st.available + st.reserved + st.confirmed,
+            st.total,
+            "{st:?}"
+        );
+        assert!(st.reserved + st.confirmed <= 50);
+    }
+    app.stop().await;
+}
