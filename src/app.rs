@@ -48,7 +48,8 @@ pub enum StartError {
 }
 
 impl AppState {
-    /// Builds the state: store (Redis when `redis_url` is set, else embedded), keys, rooms.
+    /// Builds the state: store (Redis when `redis_url` or `[store.sentinel]` is set, else
+    /// embedded), keys, rooms.
     /// Creates a development key when the key file is missing and the config allows it.
     pub fn from_config(config: Config) -> Result<AppState, StartError> {
         let (store, sale_store): (Arc<dyn Store>, Arc<dyn SaleStore>) =
@@ -104,6 +105,7 @@ impl AppState {
             metrics: metrics::install(),
             proxy: Proxy::from_config(&config)?,
             reload: None,
+            draining: Arc::default(),
             config: Arc::new(config),
         })
     }
@@ -189,6 +191,14 @@ impl App {
         self.live.load_full()
     }
 
+    /// Starts draining: `/readyz` answers 503 from now on, everything else is served as before
+    /// (a load balancer takes the node out; shoppers' tickets work on every other node).
+    pub fn drain(&self) {
+        self.state
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Stops accepting, drains in-flight requests (bounded by the grace period) and flushes the
     /// batched liveness records.
     pub async fn shutdown(mut self) {
@@ -219,8 +229,20 @@ pub async fn run(config: Config, path: PathBuf) -> Result<(), StartError> {
     if let Some(reload) = app.state.reload.clone() {
         tokio::spawn(reload_on_sighup(reload));
     }
-    shutdown_signal().await;
-    tracing::info!("shutdown signal received; draining");
+    if shutdown_signal().await == Signal::Terminate {
+        let drain = Duration::from_secs(app.state.config.server.drain_seconds);
+        tracing::info!(
+            seconds = drain.as_secs(),
+            "SIGTERM: draining (readyz answers 503, requests are still served)"
+        );
+        app.drain();
+        tokio::select! {
+            _ = tokio::time::sleep(drain) => {}
+            // A second signal stops at once (an operator in a hurry).
+            _ = shutdown_signal() => {}
+        }
+    }
+    tracing::info!("shutting down: in-flight requests finish");
     app.shutdown().await;
     Ok(())
 }
@@ -269,8 +291,17 @@ async fn reload_on_sighup(reload: ReloadHandle) {
     let _ = reload;
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-pub async fn shutdown_signal() {
+/// Which signal asked the process to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGINT (Ctrl-C): stop now, gracefully.
+    Interrupt,
+    /// SIGTERM (an orchestrator): drain first, then stop.
+    Terminate,
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM, saying which.
+pub async fn shutdown_signal() -> Signal {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -286,7 +317,7 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
+        _ = ctrl_c => Signal::Interrupt,
+        _ = term => Signal::Terminate,
     }
 }

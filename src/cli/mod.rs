@@ -114,7 +114,7 @@ pub enum SaleCommand {
     /// Add units to a sale (negative removes unsold units); a sold-out room reopens within one
     /// refresh on every node.
     AddStock {
-        /// Configuration file (its `[store] redis_url` is used).
+        /// Configuration file (its `[store]` Redis is used: redis_url or sentinel).
         #[arg(long, default_value = "config/rushgate.toml")]
         config: PathBuf,
         /// Sale id.

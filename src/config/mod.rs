@@ -261,7 +261,7 @@ impl Config {
                 "shop.api_key is the shipped placeholder; set RUSHGATE_SHOP_API_KEY".to_string(),
             );
         }
-        if !self.identity.enabled() && self.store.redis_url.is_some() {
+        if !self.identity.enabled() && self.store.redis().is_some() {
             out.push(
                 "no [identity] key: join trusts the `user` key as sent, so anyone who knows a shopper's \
                  user id can take that shopper's place; set identity.secret or identity.jwks_url"

@@ -24,6 +24,9 @@ pub struct ServerConfig {
     pub api_prefix: String,
     /// How long in-flight requests may take to finish on shutdown.
     pub shutdown_grace_seconds: u64,
+    /// On SIGTERM, how long the node keeps serving with `/readyz` answering 503 before it
+    /// stops accepting, so a load balancer moves traffic away first (SIGINT skips it).
+    pub drain_seconds: u64,
     /// Maximum simultaneous connections per listener; further accepts wait.
     pub max_connections: usize,
     /// Proxies (addresses or CIDR blocks) whose `X-Forwarded-For` is believed for the client IP.
@@ -38,6 +41,7 @@ impl Default for ServerConfig {
             secure_cookies: SecureCookies::Auto,
             api_prefix: "/_rushgate".into(),
             shutdown_grace_seconds: 10,
+            drain_seconds: 5,
             max_connections: 50_000,
             trusted_proxies: Vec::new(),
         }
@@ -99,6 +103,12 @@ impl ServerConfig {
             bad(
                 "server.api_prefix",
                 "must start with '/' and not end with '/'",
+            );
+        }
+        if self.drain_seconds > 600 {
+            bad(
+                "server.drain_seconds",
+                "must be at most 600 (a load balancer notices a 503 within seconds)",
             );
         }
         if self.max_connections == 0 {

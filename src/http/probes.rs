@@ -14,6 +14,15 @@ pub fn livez() -> Response<Body> {
 
 /// `GET /readyz`: 200 when the store answered its last command, else 503.
 pub fn readyz(state: &AppState) -> Response<Body> {
+    if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        let mut resp = json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({ "status": "draining", "store": if state.store.healthy() { "ok" } else { "unavailable" } }),
+        );
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+        return resp;
+    }
     if state.store.healthy() {
         json(
             StatusCode::OK,
@@ -22,7 +31,11 @@ pub fn readyz(state: &AppState) -> Response<Body> {
     } else {
         let mut resp = json(
             StatusCode::SERVICE_UNAVAILABLE,
-            &serde_json::json!({ "status": "not ready", "store": "unavailable" }),
+            &serde_json::json!({
+                "status": "not ready",
+                "store": "unavailable",
+                "cause": state.store.connection_error(),
+            }),
         );
         resp.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));

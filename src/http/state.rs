@@ -54,6 +54,9 @@ pub struct AppState {
     pub webhooks: Webhooks,
     /// Asks the supervisor for a hot reload (`None` before the server runs).
     pub reload: Option<ReloadHandle>,
+    /// The node is draining before it stops: `/readyz` answers 503 while requests are still
+    /// served. Shared by every state a reload builds.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The state every new request starts from; swapped whole on reload.

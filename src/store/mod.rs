@@ -606,4 +606,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether the last store command succeeded (readiness).
     fn healthy(&self) -> bool;
+
+    /// Why the store could not be reached the last time a connection failed (a refused TLS
+    /// certificate, a refused password, nobody answering), while it is still failing.
+    fn connection_error(&self) -> Option<String> {
+        None
+    }
 }

@@ -311,6 +311,10 @@ impl RedisStore {
                 | ErrorKind::Backpressure
                 | ErrorKind::Routing
         ) || e.details().starts_with("Failed to route command")
+            // A failover or resync in progress: the command did not run; retrying later works.
+            || ["CLUSTERDOWN", "READONLY", "LOADING", "MASTERDOWN", "NOREPLICAS", "TRYAGAIN"]
+                .iter()
+                .any(|code| e.details().starts_with(code))
             || !self.pool.is_connected();
         if unavailable {
             self.healthy.store(false, Ordering::Relaxed);

@@ -632,4 +632,8 @@ impl Store for RedisStore {
     fn healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }
+
+    fn connection_error(&self) -> Option<String> {
+        self.last_connection_error()
+    }
 }

@@ -4,6 +4,7 @@
 use crate::harness;
 
 mod deploy;
+mod drain;
 mod logs;
 mod prometheus;
 mod request_ids;
