@@ -27,6 +27,10 @@ pub struct StoreConfig {
     pub tls_cert_file: Option<PathBuf>,
     /// PEM (PKCS#8, PKCS#1 or SEC1) private key of `tls_cert_file`.
     pub tls_key_file: Option<PathBuf>,
+    /// Replicas that must confirm a purchase, coupon claim, transfer or admission (`WAIT`)
+    /// before it is answered; 0: answer once the master has it. A confirmation that does not
+    /// come within the command timeout is a 503 (retry with the same key), never a success.
+    pub durable_acks: u32,
     /// What requests that need the store get while it is unreachable.
     pub on_store_error: OnStoreError,
     /// Per-command timeout; a slower store counts as unavailable.
@@ -45,6 +49,7 @@ impl Default for StoreConfig {
             tls_ca_file: None,
             tls_cert_file: None,
             tls_key_file: None,
+            durable_acks: 0,
             on_store_error: OnStoreError::FailClosed,
             command_timeout_ms: 1000,
             refresh_ms: 250,
@@ -243,6 +248,22 @@ impl StoreConfig {
                 {
                     bad(field, "names no readable file");
                 }
+            }
+        }
+        if self.durable_acks > 0 {
+            match self.redis() {
+                None => bad(
+                    "store.durable_acks",
+                    "needs a Redis with replicas (the embedded store has none)",
+                ),
+                Some(RedisTarget::Cluster { .. }) => bad(
+                    "store.durable_acks",
+                    "is not supported on a Redis Cluster yet (one server or Sentinel)",
+                ),
+                Some(_) => {}
+            }
+            if self.durable_acks > 16 {
+                bad("store.durable_acks", "must be at most 16");
             }
         }
         if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {

@@ -97,6 +97,9 @@ pub struct RedisStore {
     /// The last connection error (a refused TLS certificate, a refused password, a host that
     /// does not answer), so "unavailable" can say why.
     last_error: Arc<std::sync::Mutex<Option<String>>>,
+    /// Replicas that must confirm acknowledged writes (`store.durable_acks`).
+    durable_acks: u32,
+    command_timeout: Duration,
     batchers: Arc<Batchers>,
 }
 
@@ -218,6 +221,8 @@ impl RedisStore {
             pool,
             healthy: Arc::new(AtomicBool::new(false)),
             last_error,
+            durable_acks: 0,
+            command_timeout,
             batchers: Arc::default(),
         })
     }
@@ -236,7 +241,9 @@ impl RedisStore {
             cert: config.tls_cert_file.clone(),
             key: config.tls_key_file.clone(),
         };
-        Self::connect(&target, &tls, pool_size, command_timeout).map(Some)
+        let mut store = Self::connect(&target, &tls, pool_size, command_timeout)?;
+        store.durable_acks = config.durable_acks;
+        Ok(Some(store))
     }
 
     /// Waits until every connection is up (or fails after `timeout`).
@@ -289,6 +296,48 @@ impl RedisStore {
         let key = RoomKeys::new(room).key("meta");
         self.run(self.pool.next().hset::<(), _, _>(key, fields))
             .await
+    }
+
+    /// Runs a script whose effect is acknowledged to a shopper (purchase, coupon, transfer,
+    /// admission): with `durable_acks` = N it then sends `WAIT N` on the same connection and
+    /// fails as unavailable unless N replicas confirmed the write, so a success survives a
+    /// master failover. The write did run on the master: the caller's retry (same key, same
+    /// ticket) finds it instead of repeating it.
+    pub(super) async fn eval_acked(
+        &self,
+        script: &Script,
+        keys: Vec<String>,
+        args: Vec<String>,
+    ) -> Result<Value, StoreError> {
+        if self.durable_acks == 0 {
+            return self.eval(script, keys, args).await;
+        }
+        let client = self.pool.next();
+        let started = std::time::Instant::now();
+        let result = self
+            .run(script.evalsha_with_reload::<Value, _, _>(client, keys, args))
+            .await;
+        let result = match result {
+            Ok(value) => {
+                let timeout_ms = (self.command_timeout.as_millis() as i64 * 3 / 4).max(1);
+                let wanted = i64::from(self.durable_acks);
+                let acked: i64 = self.run(client.wait(wanted, timeout_ms)).await?;
+                if acked < wanted {
+                    Err(StoreError::Unavailable(format!(
+                        "only {acked} of {wanted} replicas confirmed the write within \
+                         {timeout_ms} ms; it may not survive a failover"
+                    )))
+                } else {
+                    Ok(value)
+                }
+            }
+            Err(e) => Err(e),
+        };
+        metrics::histogram!(STORE_LATENCY).record(started.elapsed().as_secs_f64());
+        if result.is_err() {
+            metrics::counter!(STORE_ERRORS).increment(1);
+        }
+        result
     }
 
     /// Why the last connection attempt failed, if one did.

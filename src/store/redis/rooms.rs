@@ -120,7 +120,7 @@ impl RedisStore {
             args.extend([c.identity, flag(c.minted)]);
         }
         let reply = array(
-            self.eval(&SCRIPTS.join, keys, args).await?,
+            self.eval_acked(&SCRIPTS.join, keys, args).await?,
             4 * n,
             "join reply",
         )?;
@@ -303,7 +303,7 @@ impl Store for RedisStore {
             p.session_ms.to_string(),
             held.map_or_else(String::new, |g| g.to_string()),
         ];
-        match self.eval(&SCRIPTS.claim, keys, args).await? {
+        match self.eval_acked(&SCRIPTS.claim, keys, args).await? {
             Value::Null => Ok(Claimed::Absent),
             Value::Integer(-1) => Ok(Claimed::Moved),
             v => int(&v, "claim expiry").map(Claimed::Session),
@@ -414,7 +414,7 @@ impl Store for RedisStore {
             k.key("pre"),
         ];
         let args = vec![now.to_string(), until_ms.to_string()];
-        let reply = self.eval(&SCRIPTS.claim_transfer, keys, args).await?;
+        let reply = self.eval_acked(&SCRIPTS.claim_transfer, keys, args).await?;
         let Value::Array(r) = reply else {
             return Err(bad("transfer claim"));
         };

@@ -79,7 +79,7 @@ impl RedisStore {
             args.push(c.user_id);
         }
         let replies = array(
-            self.eval(&SCRIPTS.purchase, keys, args).await?,
+            self.eval_acked(&SCRIPTS.purchase, keys, args).await?,
             3 * n,
             "purchase replies",
         )?;
@@ -289,7 +289,7 @@ impl SaleStore for RedisStore {
             user_id.to_string(),
         ];
         let v = array(
-            self.eval(&SCRIPTS.claim_coupon, keys, args).await?,
+            self.eval_acked(&SCRIPTS.claim_coupon, keys, args).await?,
             2,
             "coupon",
         )?;

@@ -169,6 +169,8 @@ async fn sentinel_failover_during_a_sale_recovers_without_restart() {
         password: None,
         sentinel_password: None,
     });
+    // Every success must survive the failover: one replica confirms it first.
+    c.store.durable_acks = 1;
     assert!(c.validate().is_ok(), "{:?}", c.validate());
     let nodes = Arc::new([spawn_app(c.clone()).await, spawn_app(c).await]);
     for n in nodes.iter() {
@@ -179,7 +181,9 @@ async fn sentinel_failover_during_a_sale_recovers_without_restart() {
     // 1,000 buyers on two nodes for 300 units; the master dies a third of the way through.
     let sale = format!("s{}", &id[1..]);
     let told_created = Arc::new(AtomicU64::new(0));
+    let acknowledged = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let buyers = {
+        let acknowledged = acknowledged.clone();
         let (nodes, id, sale, told) = (
             nodes.clone(),
             id.clone(),
@@ -191,6 +195,7 @@ async fn sentinel_failover_during_a_sale_recovers_without_restart() {
                 .map(|i| {
                     let (nodes, id, sale, told) =
                         (nodes.clone(), id.clone(), sale.clone(), told.clone());
+                    let acknowledged = acknowledged.clone();
                     async move {
                         let node = &nodes[i % 2];
                         let state = &node.app.as_ref().expect("running").state;
@@ -208,12 +213,20 @@ async fn sentinel_failover_during_a_sale_recovers_without_restart() {
                                 .json(&json!({ "quantity": 1, "idempotency_key": format!("k{i}") }))
                                 .send()
                                 .await;
-                            match r.map(|r| r.status()) {
-                                Ok(StatusCode::CREATED | StatusCode::OK) => {
+                            let Ok(r) = r else {
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                                continue;
+                            };
+                            match r.status() {
+                                StatusCode::CREATED | StatusCode::OK => {
+                                    let body: serde_json::Value =
+                                        r.json().await.unwrap_or_default();
+                                    let rsv = body["reservation_id"].as_str().unwrap_or("");
+                                    acknowledged.lock().expect("lock").push(rsv.to_string());
                                     told.fetch_add(1, Ordering::Relaxed);
                                     return;
                                 }
-                                Ok(StatusCode::CONFLICT) => return,
+                                StatusCode::CONFLICT => return,
                                 _ => tokio::time::sleep(Duration::from_millis(200)).await,
                             }
                         }
@@ -246,12 +259,40 @@ async fn sentinel_failover_during_a_sale_recovers_without_restart() {
         )
         .await;
     }
-    shopper_path(&nodes[1], &id, None).await;
     eprintln!(
         "sentinel: both nodes ready on the new master {:?} after the kill",
         killed_at.elapsed()
     );
-    buyers.await.expect("buyers");
+    // The promoted replica has no replica of its own: no write can be confirmed by one now, so
+    // an acknowledged write answers 503 (retry later), never a success that a second failover
+    // could lose.
+    let joined = nodes[1].join(&id, None, None).await;
+    assert_eq!(
+        joined.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        joined.body
+    );
+    // The buyers still retrying would only meet 503s now.
+    buyers.abort();
+    let _ = buyers.await;
+
+    // With durable_acks = 1, every reservation a buyer was told about is on the new master.
+    let acknowledged = acknowledged.lock().expect("lock").clone();
+    assert!(acknowledged.len() >= 100, "{}", acknowledged.len());
+    let master = set.current_master();
+    for rsv in &acknowledged {
+        let held = set.cli(master, &["HEXISTS", &format!("rg:{{{sale}}}:rsv"), rsv]);
+        assert_eq!(
+            held.trim(),
+            "1",
+            "acknowledged reservation {rsv} lost in the failover"
+        );
+    }
+    eprintln!(
+        "sentinel: {} acknowledged reservations, all on the new master",
+        acknowledged.len()
+    );
 
     // Never oversold: the new master's counters add up and hold at most the stock.
     let store = &nodes[0].app.as_ref().expect("running").state.sale_store;
