@@ -11,38 +11,11 @@
 //
 // Usage: node tests/browser/flow.mjs   (RUSHGATE_BIN and CHROMIUM override the paths)
 
-import { spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, writeFileSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import { chromium } from "playwright-core";
-
-const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
-const bin = process.env.RUSHGATE_BIN || join(root, "target/debug/rushgate");
-const chromiumPath = process.env.CHROMIUM || "/usr/bin/chromium";
-const shots = join(root, "target/browser");
-const deadline = Date.now() + 60_000;
-
-function freePort() {
-  return new Promise((ok, fail) => {
-    const s = createServer();
-    s.on("error", fail);
-    s.listen(0, "127.0.0.1", () => { const { port } = s.address(); s.close(() => ok(port)); });
-  });
-}
-
-async function until(what, check, timeoutMs = 15_000) {
-  const end = Math.min(Date.now() + timeoutMs, deadline);
-  for (;;) {
-    try { const v = await check(); if (v) return v; } catch { /* not yet */ }
-    if (Date.now() > end) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-function step(name) { console.log(`==> ${name}`); }
+import { chromiumPath, freePort, shots, startRushgate, step, until } from "./harness.mjs";
 
 const dir = mkdtempSync(join(tmpdir(), "rushgate-browser-"));
 let server;
@@ -99,12 +72,7 @@ room = "guarded"
 stock = 5
 `);
 
-  step(`start ${bin}`);
-  server = spawn(bin, ["serve", "--config", config], { stdio: ["ignore", "ignore", "pipe"] });
-  let serverLog = "";
-  server.stderr.on("data", (d) => { serverLog += d; });
-  server.on("exit", (code) => { if (code !== null && code !== 0) console.error(serverLog); });
-  await until("rushgate answers", async () => (await fetch(`${base}/health`)).ok);
+  server = await startRushgate(config, base);
 
   step("a blocker takes the room's only slot");
   const joined = await (await fetch(`${api}/rooms/drop/join`, { method: "POST" })).json();
