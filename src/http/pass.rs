@@ -43,7 +43,7 @@ pub async fn verify(state: &AppState, req: Request<Incoming>) -> Result<Response
     // A pass whose session ended or whose place moved is no longer valid, on every node from
     // its next refresh.
     if let Some(room) = state.rooms.get(&claims.room) {
-        if room.revoked.check(&claims.sub, claims.gen).is_some() {
+        if room.revoked.refuses(&claims) {
             return Err(ApiError::BadPass(crate::pass::TokenError::Revoked));
         }
     }

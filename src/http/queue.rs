@@ -13,7 +13,7 @@ use super::error::ApiError;
 use super::json::{json, parse_optional_json, read_limited};
 use super::place::{cleared_cookies, respond};
 use super::pow::{self, PowAnswer};
-use super::proxy::is_local_path;
+use super::proxy::{is_local_path, percent_decode, percent_encode, query_param};
 use super::state::AppState;
 use crate::clock::now_ms;
 use crate::pass::TicketClaims;
@@ -264,14 +264,7 @@ pub fn claim_page(
     uri: &http::Uri,
 ) -> Result<Response<Body>, ApiError> {
     let room = state.room(room_id)?;
-    let query = |name: &str| {
-        uri.query().and_then(|q| {
-            q.split('&')
-                .filter_map(|kv| kv.split_once('='))
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| crate::http::proxy::percent_decode(v))
-        })
-    };
+    let query = |name: &str| query_param(uri, name).map(percent_decode);
     let code: String = query("code")
         .unwrap_or_default()
         .chars()
@@ -348,18 +341,6 @@ fn absolute_url(state: &AppState, headers: &HeaderMap, path: &str) -> String {
         }
         None => path.to_string(),
     }
-}
-
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
-                char::from(b).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 /// `GET {prefix}/v1/rooms/{room}`: public status, from the cache.

@@ -47,7 +47,7 @@ pub fn require_pass(
     }
     // Revoked passes (session ended, place moved) are refused from this node's next refresh.
     if let Some(r) = state.rooms.get(room) {
-        if r.revoked.check(&claims.sub, claims.gen).is_some() {
+        if r.revoked.refuses(&claims) {
             return Err(ApiError::BadPass(TokenError::Revoked));
         }
     }

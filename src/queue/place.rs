@@ -418,7 +418,7 @@ impl Places<'_> {
         token: &str,
     ) -> Result<std::sync::Arc<PassClaims>, TokenError> {
         let claims = self.passes.verify_for_room(token, room.id.as_str())?;
-        if room.revoked.check(&claims.sub, claims.gen).is_some() {
+        if room.revoked.refuses(&claims) {
             return Err(TokenError::Revoked);
         }
         Ok(claims)

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
 
+use crate::pass::PassClaims;
 use crate::store::{Revocation, RevokeReason};
 
 /// One identity's revocation: tickets and passes below `gen` are refused.
@@ -44,6 +45,11 @@ impl Revocations {
             .get(identity)
             .filter(|r| gen < r.gen)
             .map(|r| r.reason)
+    }
+
+    /// Whether a pass is revoked: its place moved on or its session ended.
+    pub fn refuses(&self, pass: &PassClaims) -> bool {
+        self.check(&pass.sub, pass.gen).is_some()
     }
 
     /// Applies feed entries (in feed order; an older generation never replaces a newer one).

@@ -119,14 +119,8 @@ fn product(
 }
 
 fn order(reservation: &str, req: &Request<Incoming>) -> String {
-    let query = |key: &str| {
-        req.uri().query().and_then(|q| {
-            q.split('&')
-                .filter_map(|kv| kv.split_once('='))
-                .find(|(k, _)| *k == key)
-                .and_then(|(_, v)| v.parse::<u64>().ok())
-        })
-    };
+    let query =
+        |key: &str| super::rules::query_param(req.uri(), key).and_then(|v| v.parse::<u64>().ok());
     let until = query("expires_at")
         .map(|exp| {
             let mins = exp.saturating_sub(now_ms() / 1000).div_ceil(60);

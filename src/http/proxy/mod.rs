@@ -27,7 +27,7 @@ use std::sync::Arc;
 pub use forward::PASS_HEADER;
 pub use gate::gate;
 pub use handle::handle;
-pub(crate) use rules::percent_decode;
+pub(crate) use rules::{percent_decode, percent_encode, query_param};
 pub(crate) use waiting::is_local_path;
 pub use waiting::wait;
 

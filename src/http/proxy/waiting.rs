@@ -241,12 +241,8 @@ pub async fn wait(
         .get("x-original-uri")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let from_query = req.uri().query().and_then(|q| {
-        q.split('&')
-            .filter_map(|kv| kv.split_once('='))
-            .find(|(k, _)| *k == "return")
-            .map(|(_, v)| super::rules::percent_decode(v))
-    });
+    let from_query =
+        super::rules::query_param(req.uri(), "return").map(super::rules::percent_decode);
     let return_to = from_header
         .or(from_query)
         .filter(|u| is_local_path(u))
