@@ -12,13 +12,13 @@ use serde_json::{json, Value};
 
 use super::body::Body;
 use super::credentials::bearer_is;
-use super::error::ApiError;
+use super::error::{ApiError, Retry};
 use super::json::{json, parse_json, read_limited};
 use crate::clock::now_ms;
 use crate::http::state::AppState;
 use crate::id::Identity;
 use crate::queue::{control, Room};
-use crate::store::{LeaveOutcome, RoomStatus};
+use crate::store::{LeaveOutcome, RoomStatus, StoreError};
 
 /// Checks `Authorization: Bearer <admin.token>` in constant time. Without a configured token
 /// the API is open (config validation allows that only on a loopback admin listener).
@@ -223,7 +223,15 @@ pub async fn stock(
     let (applied, available) = state
         .sale_store
         .add_stock(&sale.id, body.units, now_ms())
-        .await?;
+        .await
+        .map_err(|e| match e {
+            // A change of stock is not idempotent: the operator reads the counters first.
+            StoreError::Unavailable(_) => ApiError::StoreUnavailable(Retry::CheckFirst(format!(
+                "GET /admin/v1/sales/{}",
+                sale.config.id
+            ))),
+            other => other.into(),
+        })?;
     tracing::info!(sale = %sale.config.id, applied, available, "stock changed by operator");
     Ok(json(
         StatusCode::OK,

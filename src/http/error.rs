@@ -163,17 +163,84 @@ pub enum ApiError {
     /// `pow-replayed` when already used, else 401 `pow-invalid`.
     #[error("{0}")]
     PowRefused(PowError),
-    /// The store is unreachable and the room fails closed.
-    #[error("the queue is temporarily unavailable; retry shortly")]
-    StoreUnavailable,
+    /// The store did not answer (unreachable, failing over, or slower than
+    /// `command_timeout_ms`). A write may still have been applied: the [`Retry`] says what
+    /// may have happened and how to repeat the request so it happens at most once.
+    #[error("the queue's store did not answer; {0}")]
+    StoreUnavailable(Retry),
     /// A fault on our side (never caused by input).
     #[error("internal error")]
     Internal(String),
 }
 
+/// What a 503 from the store means for the request, and how to repeat it. Every write is
+/// named before it is sent (a reservation id, a ticket, the user the coupon is for), so a
+/// repeat made as this says finds what the first attempt did instead of doing it twice.
+#[derive(Debug, Clone)]
+pub enum Retry {
+    /// The write may have been applied; repeating the same request (same ticket, pass, user
+    /// token or key) finds it, or makes it when it was not.
+    Repeat,
+    /// A purchase sent without an idempotency key: it may have reserved `reservation_id`.
+    /// Repeating it with `idempotency_key` answers that reservation, or makes it.
+    WithKey {
+        /// The key to send on the retry.
+        idempotency_key: String,
+        /// The reservation the first attempt may have made.
+        reservation_id: String,
+    },
+    /// A new place's join: it may have made a place for `ticket`. Repeating the join with
+    /// this ticket (the cookie this answer sets, or `Authorization: Bearer`) answers that
+    /// place, or makes it.
+    WithTicket {
+        /// The pending ticket.
+        ticket: String,
+        /// Its `Set-Cookie` value, when the handler knows the cookie's attributes.
+        cookie: Option<HeaderValue>,
+    },
+    /// A transfer claim: it may have moved the place to this device. Repeating the claim
+    /// with the same code and this `claim_id` answers that move, or makes it.
+    WithClaimId(String),
+    /// A write that a blind repeat could do twice: read `check` first, then repeat only
+    /// what it did not do.
+    CheckFirst(String),
+}
+
+impl Retry {
+    /// The retry instruction, as the problem's `retry` member and the end of its `detail`.
+    pub fn instruction(&self) -> &'static str {
+        match self {
+            Retry::Repeat => "the request may have been applied; repeating the same request after Retry-After is safe: it finds what the first attempt did",
+            Retry::WithKey { .. } => "the purchase may have reserved `reservation_id`; repeat it with this `idempotency_key`: it answers that reservation, or makes it, never a second one",
+            Retry::WithTicket { .. } => "the join may have made a place; repeat it with this `ticket` (the cookie set here, or Authorization: Bearer): it answers that place, or makes it, never a second one",
+            Retry::WithClaimId(_) => "the claim may have moved the place; repeat it with the same code and this `claim_id`: it answers that move, or makes it",
+            Retry::CheckFirst(_) => "the change may have been applied; read `check` before repeating it, because a blind repeat may apply it twice",
+        }
+    }
+}
+
+impl std::fmt::Display for Retry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.instruction())
+    }
+}
+
 impl From<PlaceError> for ApiError {
     fn from(e: PlaceError) -> Self {
         match e {
+            PlaceError::Pending {
+                error: StoreError::Unavailable(_),
+                ticket,
+            } => ApiError::StoreUnavailable(Retry::WithTicket {
+                ticket,
+                cookie: None,
+            }),
+            PlaceError::Pending { error, .. } => error.into(),
+            PlaceError::ClaimPending {
+                error: StoreError::Unavailable(_),
+                claim_id,
+            } => ApiError::StoreUnavailable(Retry::WithClaimId(claim_id)),
+            PlaceError::ClaimPending { error, .. } => error.into(),
             PlaceError::BadTicket(e) => ApiError::BadTicket(e),
             PlaceError::Store(e) => e.into(),
             PlaceError::Pass(e) => ApiError::Internal(e.to_string()),
@@ -197,7 +264,7 @@ impl From<IdentityError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Unavailable(_) => ApiError::StoreUnavailable,
+            StoreError::Unavailable(_) => ApiError::StoreUnavailable(Retry::Repeat),
             StoreError::Protocol(msg) => ApiError::Internal(msg),
         }
     }
@@ -353,7 +420,7 @@ impl ApiError {
                 "pow-invalid",
                 "Invalid proof of work",
             ),
-            StoreUnavailable => (
+            StoreUnavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store-unavailable",
                 "Queue unavailable",
@@ -421,6 +488,25 @@ impl ApiError {
         if let Some(id) = request_id {
             body["request_id"] = serde_json::Value::from(id);
         }
+        if let ApiError::StoreUnavailable(retry) = &self {
+            body["outcome"] = serde_json::Value::from("unknown");
+            body["retry"] = serde_json::Value::from(retry.instruction());
+            match retry {
+                Retry::Repeat => {}
+                Retry::WithKey {
+                    idempotency_key,
+                    reservation_id,
+                } => {
+                    body["idempotency_key"] = serde_json::Value::from(idempotency_key.as_str());
+                    body["reservation_id"] = serde_json::Value::from(reservation_id.as_str());
+                }
+                Retry::WithTicket { ticket, .. } => {
+                    body["ticket"] = serde_json::Value::from(ticket.as_str());
+                }
+                Retry::WithClaimId(id) => body["claim_id"] = serde_json::Value::from(id.as_str()),
+                Retry::CheckFirst(check) => body["check"] = serde_json::Value::from(check.as_str()),
+            }
+        }
         if let ApiError::PowRequired(challenge) = &self {
             body["challenge"] = serde_json::Value::from(challenge.text.as_str());
             body["difficulty"] = serde_json::Value::from(challenge.difficulty);
@@ -436,8 +522,17 @@ impl ApiError {
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         match self {
-            ApiError::StoreUnavailable
-            | ApiError::Identity(IdentityError::Token(UserTokenError::KeysUnavailable(_))) => {
+            ApiError::StoreUnavailable(retry) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+                if let Retry::WithTicket {
+                    cookie: Some(cookie),
+                    ..
+                } = retry
+                {
+                    headers.append(header::SET_COOKIE, cookie);
+                }
+            }
+            ApiError::Identity(IdentityError::Token(UserTokenError::KeysUnavailable(_))) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
             }
             ApiError::MethodNotAllowed { allow, .. } => {

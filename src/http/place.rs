@@ -6,10 +6,11 @@ use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 
 use super::body::Body;
 use super::credentials::{bearer, cookie, pass_cookie, ticket_cookie};
+use super::error::{ApiError, Retry};
 use super::json::json;
 use super::state::AppState;
 use crate::config::SecureCookies;
-use crate::queue::place::{place_body, Place, TICKET_MAX_AGE_SECS};
+use crate::queue::place::{place_body, Place, PENDING_TICKET_SECS, TICKET_MAX_AGE_SECS};
 use crate::queue::Room;
 
 /// The JSON place body (join / position contract) with the place's cookies.
@@ -67,6 +68,32 @@ pub fn place_cookies(
         .iter()
         .filter_map(|c| HeaderValue::from_str(c).ok())
         .collect()
+}
+
+/// Gives the pending ticket of a 503'd join its cookie (same attributes as a place's ticket),
+/// so a browser's retry presents it and finds the place the first attempt may have made.
+pub fn with_pending_cookie(
+    state: &AppState,
+    room: &Room,
+    headers: &HeaderMap,
+    error: ApiError,
+) -> ApiError {
+    match error {
+        ApiError::StoreUnavailable(Retry::WithTicket { ticket, .. }) => {
+            let secure = if secure_cookie(state, headers) {
+                "; Secure"
+            } else {
+                ""
+            };
+            let cookie = HeaderValue::from_str(&format!(
+                "{}={ticket}; Path=/; Max-Age={PENDING_TICKET_SECS}; HttpOnly; SameSite=Lax{secure}",
+                ticket_cookie(&room.id)
+            ))
+            .ok();
+            ApiError::StoreUnavailable(Retry::WithTicket { ticket, cookie })
+        }
+        other => other,
+    }
 }
 
 /// The `Set-Cookie` value that deletes the room's pass cookie (the ticket stays).

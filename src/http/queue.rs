@@ -11,7 +11,7 @@ use super::credentials::{
 };
 use super::error::ApiError;
 use super::json::{json, parse_optional_json, read_limited};
-use super::place::{cleared_cookies, respond};
+use super::place::{cleared_cookies, respond, with_pending_cookie};
 use super::pow::{self, PowAnswer};
 use super::proxy::{is_local_path, percent_decode, percent_encode, query_param};
 use super::state::AppState;
@@ -88,7 +88,8 @@ pub async fn join(
     let entered = state
         .places()
         .enter(room, presented, pass, shopper, work, now)
-        .await?;
+        .await
+        .map_err(|e| with_pending_cookie(state, room, headers, e.into()))?;
     let status = if entered.created {
         StatusCode::CREATED
     } else {
@@ -216,6 +217,8 @@ struct TransferBody {
 struct ClaimBody {
     /// The transfer code.
     code: Option<String>,
+    /// The claim id a 503 gave, when repeating that claim.
+    claim_id: Option<String>,
 }
 
 /// Longest transfer code text looked at (codes are 10 characters; spaces and dashes allowed).
@@ -242,9 +245,21 @@ pub async fn claim(
             field: "code",
             problem: "required: the 10-character transfer code",
         })?;
+    let claim_id = body.claim_id.as_deref();
+    if claim_id.is_some_and(|c| {
+        c.is_empty() || c.len() > 64 || !c.bytes().all(|b| b.is_ascii_alphanumeric())
+    }) {
+        return Err(ApiError::InvalidField {
+            field: "claim_id",
+            problem: "must be the claim_id a 503 answer gave (1 to 64 letters and digits)",
+        });
+    }
     let now = now_ms();
     let pass = pass_from_cookie(&parts.headers, &room.id);
-    let place = state.places().claim_transfer(room, code, pass, now).await?;
+    let place = state
+        .places()
+        .claim_transfer(room, code, claim_id, pass, now)
+        .await?;
     Ok(respond(
         state,
         room,

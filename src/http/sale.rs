@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::body::Body;
 use super::credentials::{bearer_is, pass_cookie, presented_pass};
-use super::error::ApiError;
+use super::error::{ApiError, Retry};
 use super::json::{json, parse_json, parse_optional_json, read_limited};
 use crate::clock::now_ms;
 use crate::http::state::AppState;
@@ -23,6 +23,7 @@ use crate::queue::place::identify;
 use crate::sale::coupon;
 use crate::sale::purchase::{self, Order};
 use crate::store::sale::{PurchaseOutcome, Reservation, ReservationState};
+use crate::store::StoreError;
 
 /// Largest quantity one purchase may ask for (2^31 - 1): anything above is surely a mistake.
 const MAX_QUANTITY: u64 = i32::MAX as u64;
@@ -136,7 +137,15 @@ pub async fn purchase(
         idempotency_key: idem,
     };
     let room = state.rooms.get(&sale.config.room).map(|r| &**r);
-    let outcome = purchase::purchase(&*state.sale_store, sale, room, order, now_ms()).await?;
+    let outcome = purchase::purchase(&*state.sale_store, sale, room, order, now_ms())
+        .await
+        .map_err(|u| match u.error {
+            StoreError::Unavailable(_) => ApiError::StoreUnavailable(Retry::WithKey {
+                idempotency_key: u.idempotency_key,
+                reservation_id: u.reservation_id,
+            }),
+            other => other.into(),
+        })?;
     match outcome {
         PurchaseOutcome::Reserved(r) => Ok(json(
             StatusCode::CREATED,

@@ -56,6 +56,18 @@ pub struct TicketClaims {
     pub uid: Option<UserId>,
 }
 
+impl TicketClaims {
+    /// `pos` of a pending ticket (with `seq` 0): the ticket of a join the store did not
+    /// answer. It names the identity the join was for, so presenting it again finds the place
+    /// that join may have made instead of making a second one.
+    pub const PENDING: u64 = u64::MAX;
+
+    /// Whether this is a pending ticket ([`TicketClaims::PENDING`]).
+    pub fn is_pending(&self) -> bool {
+        self.seq == 0 && self.pos == Self::PENDING
+    }
+}
+
 /// HMAC-SHA256 signer/verifier of tickets. Cloning is cheap (one `Arc`).
 ///
 /// The secret never appears in `Debug` output.

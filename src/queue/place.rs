@@ -89,7 +89,32 @@ pub enum PlaceError {
     /// The proof of work presented was refused (see [`PowError`]). Nothing changed.
     #[error(transparent)]
     WorkRefused(#[from] PowError),
+    /// The store did not answer a new anonymous place's join, which may still have made the
+    /// place. `ticket` names it (a pending ticket, see [`TicketClaims::PENDING`]): a join
+    /// that presents it finds that place, or makes it when the first attempt did not, so the
+    /// retry never makes a second one.
+    #[error("{error}")]
+    Pending {
+        /// The failure.
+        error: StoreError,
+        /// The ticket to retry with.
+        ticket: String,
+    },
+    /// The store did not answer a transfer claim, which may still have moved the place.
+    /// Repeating the claim with `claim_id` gets that move if it was made (or makes it).
+    #[error("{error}")]
+    ClaimPending {
+        /// The failure.
+        error: StoreError,
+        /// The claim id to retry with.
+        claim_id: String,
+    },
 }
+
+/// How long a pending ticket ([`TicketClaims::PENDING`]) may complete its join: a retry
+/// comes within seconds; an old one is a stale cookie and starts over (a new place, with a
+/// proof of work where the room asks for one).
+pub const PENDING_TICKET_SECS: u64 = 600;
 
 /// How long a solved challenge's claim outlives the challenge: a node whose clock runs behind
 /// still finds the claim while it takes the challenge for unexpired.
@@ -467,20 +492,32 @@ impl Places<'_> {
     /// Claims a transfer code: the place moves to this device (same position, a new ticket of
     /// the next holder generation; an admitted place's pass moves too) and every ticket and
     /// pass of the old holder stops working (here at once, elsewhere from the next refresh).
+    ///
+    /// `claim_id` names this claim: the one a client repeats after a 503 (it gets the move
+    /// the first attempt made, if it made one), or `None` for a new claim, named here. A
+    /// claim the store did not answer is [`PlaceError::ClaimPending`] with the id to repeat.
     pub async fn claim_transfer(
         &self,
         room: &Room,
         code: &str,
+        claim_id: Option<&str>,
         pass: Option<&str>,
         now: u64,
     ) -> Result<Place, PlaceError> {
         let code = normalize_code(code).ok_or(PlaceError::UnknownCode)?;
         let until = now + REVOCATION_KEEP_MS;
+        let claim_id = match claim_id {
+            Some(id) => id.to_string(),
+            None => uuid::Uuid::new_v4().simple().to_string(),
+        };
         let moved = match self
             .store
-            .claim_transfer(&room.id, &code, now, until)
-            .await?
-        {
+            .claim_transfer(&room.id, &code, &claim_id, now, until)
+            .await
+            .map_err(|error| match error {
+                StoreError::Unavailable(_) => PlaceError::ClaimPending { error, claim_id },
+                other => other.into(),
+            })? {
             TransferClaim::Moved(t) => t,
             TransferClaim::Unknown => return Err(PlaceError::UnknownCode),
             TransferClaim::Stale => return Err(PlaceError::StaleCode),
@@ -563,8 +600,20 @@ impl Places<'_> {
         if minted && !self.anonymous_joins {
             return Err(PlaceError::Identity(IdentityError::TokenRequired));
         }
-        self.check_work(room, work, now).await?;
-        let mut shopper = shopper.unwrap_or_else(Shopper::anonymous);
+        // An anonymous shopper is named before anything is written: when the store does not
+        // answer, the 503 carries a ticket for this identity, and the retry finds what the
+        // first attempt did (see `PlaceError::Pending`).
+        let shopper = shopper.unwrap_or_else(Shopper::anonymous);
+        let pending = |error: PlaceError| match error {
+            PlaceError::Store(error @ StoreError::Unavailable(_)) if minted => {
+                PlaceError::Pending {
+                    error,
+                    ticket: self.sign(room, &shopper, 0, now_secs, TicketClaims::PENDING),
+                }
+            }
+            other => other,
+        };
+        self.check_work(room, work, now).await.map_err(pending)?;
         if room.config.mode == RoomMode::Passthrough {
             let place = self.passthrough(room, &shopper, now)?;
             return Ok(Entered {
@@ -572,6 +621,21 @@ impl Places<'_> {
                 created: true,
             });
         }
+        self.join_store(room, shopper.clone(), minted, now)
+            .await
+            .map_err(pending)
+    }
+
+    /// Joins `shopper` in the store and renders the outcome (the store's failure follows the
+    /// room's outage rule).
+    async fn join_store(
+        &self,
+        room: &Room,
+        mut shopper: Shopper,
+        minted: bool,
+        now: u64,
+    ) -> Result<Entered, PlaceError> {
+        let now_secs = now / 1000;
         let outcome = match self
             .store
             .join_as(&room.id, &shopper.id, minted, &room.params_now(), now)
@@ -639,6 +703,9 @@ impl Places<'_> {
             RoomMode::Passthrough => return self.passthrough(room, &shopper, now),
             RoomMode::Queue | RoomMode::SafetyNet => {}
         }
+        if claims.is_pending() {
+            return self.resolve_pending(room, claims, now).await;
+        }
         if claims.seq == 0 {
             if let Some(opens) = room.params.prequeue_until_ms {
                 if now < opens && !room.snapshot().state.prequeue.frozen {
@@ -671,6 +738,32 @@ impl Places<'_> {
                 Ok(place) => Ok(place),
                 Err(ticket) => self.admitted(room, &shopper, ticket, claims.pos, now).await,
             },
+        }
+    }
+
+    /// A pending ticket (a join the store did not answer): joins its identity again, which
+    /// answers the place the first attempt made, if it made one, and makes it otherwise.
+    /// Only the join that issued the ticket passed the room's checks (proof of work
+    /// included), so an old pending ticket is expired rather than a way around them.
+    async fn resolve_pending(
+        &self,
+        room: &Room,
+        claims: &TicketClaims,
+        now: u64,
+    ) -> Result<Place, PlaceError> {
+        if (now / 1000).saturating_sub(claims.iat) > PENDING_TICKET_SECS {
+            return Ok(Place::without_ticket(PlaceState::Expired));
+        }
+        let shopper = Shopper::of_ticket(claims);
+        match self.join_store(room, shopper, false, now).await {
+            Ok(entered) => Ok(entered.place),
+            Err(PlaceError::Store(error @ StoreError::Unavailable(_))) => {
+                Err(PlaceError::Pending {
+                    error,
+                    ticket: self.tickets.sign(claims),
+                })
+            }
+            Err(e) => Err(e),
         }
     }
 

@@ -6,7 +6,9 @@
 use super::Sale;
 use crate::id::ReservationId;
 use crate::queue::Room;
-use crate::store::sale::{PurchaseOutcome, ReservationState, SaleStore, SettleOutcome};
+use crate::store::sale::{
+    keyed_reservation_id, PurchaseOutcome, ReservationState, SaleStore, SettleOutcome,
+};
 use crate::store::StoreError;
 
 /// One purchase request, already checked at the edge.
@@ -23,35 +25,68 @@ pub struct Order<'a> {
     pub idempotency_key: &'a str,
 }
 
+/// A purchase the store did not answer: it may have reserved all the same (a timed-out call
+/// can still run, and a `WAIT` for replicas can time out after it ran). Repeating the order
+/// with `idempotency_key` answers `reservation_id` if it was made and makes it otherwise, so
+/// the buyer never holds two reservations for one order.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct Uncertain {
+    /// The failure.
+    pub error: StoreError,
+    /// The key to repeat the order with: the buyer's own, or one made for this order.
+    pub idempotency_key: String,
+    /// The reservation the order made, if it made one.
+    pub reservation_id: String,
+}
+
 /// Reserves `order` in `sale` at `now`. On a new reservation the room behind the sale (when
 /// given) learns the remaining stock and that the buyer bought, without a store round trip.
 /// Every other outcome changed nothing.
+///
+/// The reservation is named before the store is asked: an order without a key gets a random
+/// one here, and its reservation the id that key names ([`keyed_reservation_id`]). The store
+/// is sent the order as unkeyed (a new random key can have no reservation yet, so it skips
+/// the lookup), and a failure returns the key: the retry sends it, and finds the
+/// reservation.
 pub async fn purchase(
     store: &dyn SaleStore,
     sale: &Sale,
     room: Option<&Room>,
     order: Order<'_>,
     now: u64,
-) -> Result<PurchaseOutcome, StoreError> {
-    // A keyed purchase's reservation is named from its key by the store; only one without a
-    // key needs a fresh random id.
-    let new_id = if order.idempotency_key.is_empty() {
-        format!("{}.{}", sale.config.id, uuid::Uuid::new_v4().simple())
+) -> Result<PurchaseOutcome, Uncertain> {
+    let made_key;
+    let (sent_key, key, new_id) = if order.idempotency_key.is_empty() {
+        made_key = uuid::Uuid::new_v4().simple().to_string();
+        let id = keyed_reservation_id(&sale.id, order.buyer, &made_key);
+        ("", made_key.as_str(), id)
     } else {
-        String::new()
+        // A keyed purchase's reservation is named from its key by the store.
+        (order.idempotency_key, order.idempotency_key, String::new())
     };
-    let outcome = store
+    let outcome = match store
         .purchase(
             &sale.id,
             order.buyer,
             order.user_id.unwrap_or(""),
             order.quantity,
-            order.idempotency_key,
+            sent_key,
             &sale.params,
             &new_id,
             now,
         )
-        .await?;
+        .await
+    {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            return Err(Uncertain {
+                error,
+                reservation_id: keyed_reservation_id(&sale.id, order.buyer, key),
+                idempotency_key: key.to_string(),
+            })
+        }
+    };
     sale.count_purchase(outcome.label());
     if let (PurchaseOutcome::Reserved(r), Some(room)) = (&outcome, room) {
         room.note_sold(r.available, sale.admit_cap_for(r.available));

@@ -529,12 +529,15 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<TransferOffer, StoreError>;
 
     /// Claims transfer `code` (once, on any node): raises the place's holder generation and
-    /// appends a [`Revocation`] kept until `until_ms`. Keys: xfer:<code>, holder, revoked,
-    /// meta, q, active, pre.
+    /// appends a [`Revocation`] kept until `until_ms`. `claim` names this claim (made by the
+    /// caller before the call, no spaces): for 5 minutes after a move, the same `claim`
+    /// gets the same `Moved` again (nothing changes), any other `Unknown`. Keys: xfer:<code>,
+    /// holder, revoked, meta, q, active, pre.
     async fn claim_transfer(
         &self,
         room: &RoomId,
         code: &str,
+        claim: &str,
         now_ms: u64,
         until_ms: u64,
     ) -> Result<TransferClaim, StoreError>;

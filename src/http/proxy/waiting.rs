@@ -18,7 +18,7 @@ use crate::http::credentials::PeerAddr;
 use crate::http::credentials::{cookie, pass_from_cookie, pow_cookie, ticket_cookie};
 use crate::http::error::ApiError;
 use crate::http::limits::Endpoint;
-use crate::http::place::{place_cookies, respond};
+use crate::http::place::{place_cookies, respond, with_pending_cookie};
 use crate::http::pow;
 use crate::http::state::AppState;
 use crate::queue::place::{identify, place_body, PlaceError, PlaceState, Presented, Shopper};
@@ -72,7 +72,7 @@ pub(crate) async fn admit_or_wait(
             let challenge = places.fresh_challenge(room, work.client, now);
             return Ok(pow_page(state, room, headers, &challenge, return_to, now));
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(with_pending_cookie(state, room, headers, e.into())),
     };
     let place = entered.place;
     if wants_json(headers) {

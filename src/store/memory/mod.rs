@@ -17,6 +17,9 @@ use super::{
 };
 use crate::id::RoomId;
 
+/// How long a moved transfer code answers its claim id again (`claim_transfer.lua`: 5 min).
+const CLAIM_REPLAY_MS: u64 = 300_000;
+
 /// The embedded store. Cheap to share behind an `Arc`; state lives until the process exits.
 #[derive(Default)]
 pub struct MemoryStore {
@@ -80,8 +83,10 @@ struct RoomData {
     revoked: VecDeque<Revocation>,
     rev_total: u64,
     rev_trimmed: u64,
-    /// `rg:{room}:xfer:<code>` → (expiry ms, generation, identity, uid).
+    /// `rg:{room}:xfer:<code>` → (expiry ms, generation, identity, uid) while offered.
     transfers: HashMap<String, (u64, u32, String, String)>,
+    /// `rg:{room}:xfer:<code>` after its move: (expiry ms, claim id, the move).
+    claimed: HashMap<String, (u64, String, Transferred)>,
 }
 
 /// A growable bitmap with Redis's layout (bit 0 = most significant bit of byte 0).
@@ -552,7 +557,8 @@ impl Store for MemoryStore {
                 return TransferOffer::Absent;
             }
             r.transfers.retain(|_, (exp, ..)| *exp > now);
-            if r.transfers.contains_key(code) {
+            r.claimed.retain(|_, (exp, ..)| *exp > now);
+            if r.transfers.contains_key(code) || r.claimed.contains_key(code) {
                 return TransferOffer::Taken;
             }
             r.transfers.insert(
@@ -567,10 +573,18 @@ impl Store for MemoryStore {
         &self,
         room: &RoomId,
         code: &str,
+        claim: &str,
         now: u64,
         until_ms: u64,
     ) -> Result<TransferClaim, StoreError> {
         Ok(self.with_room(room, |r| {
+            if let Some((exp, by, moved)) = r.claimed.get(code) {
+                return if *exp > now && by == claim {
+                    TransferClaim::Moved(moved.clone())
+                } else {
+                    TransferClaim::Unknown
+                };
+            }
             let Some((exp, gen, identity, uid)) = r.transfers.remove(code) else {
                 return TransferClaim::Unknown;
             };
@@ -586,13 +600,18 @@ impl Store for MemoryStore {
                 return TransferClaim::Stale;
             }
             let gen = r.revoke(&identity, RevokeReason::Transferred, until_ms);
-            TransferClaim::Moved(Transferred {
+            let moved = Transferred {
                 identity,
                 gen,
                 seq: seq.unwrap_or(0),
                 admitted,
                 uid,
-            })
+            };
+            r.claimed.insert(
+                code.to_string(),
+                (now + CLAIM_REPLAY_MS, claim.to_string(), moved.clone()),
+            );
+            TransferClaim::Moved(moved)
         }))
     }
 

@@ -400,6 +400,7 @@ impl Store for RedisStore {
         &self,
         room: &RoomId,
         code: &str,
+        claim: &str,
         now: u64,
         until_ms: u64,
     ) -> Result<TransferClaim, StoreError> {
@@ -413,7 +414,7 @@ impl Store for RedisStore {
             k.key("active"),
             k.key("pre"),
         ];
-        let args = vec![now.to_string(), until_ms.to_string()];
+        let args = vec![now.to_string(), until_ms.to_string(), claim.to_string()];
         let reply = self.eval_acked(&SCRIPTS.claim_transfer, keys, args).await?;
         let Value::Array(r) = reply else {
             return Err(bad("transfer claim"));

@@ -68,7 +68,7 @@ async fn transfer_moves_a_waiting_place_once(s: &dyn Store) {
         TransferOffer::Absent
     );
     let moved = match s
-        .claim_transfer(&room, "CODE234567", t + 1, t + DAY)
+        .claim_transfer(&room, "CODE234567", "claim1", t + 1, t + DAY)
         .await
         .unwrap()
     {
@@ -80,7 +80,22 @@ async fn transfer_moves_a_waiting_place_once(s: &dyn Store) {
     assert_eq!(moved.uid, "shop-user");
     // Once, whoever asks next.
     assert_eq!(
-        s.claim_transfer(&room, "CODE234567", t + 2, t + DAY)
+        s.claim_transfer(&room, "CODE234567", "claim2", t + 2, t + DAY)
+            .await
+            .unwrap(),
+        TransferClaim::Unknown
+    );
+    // The claim that moved it, repeated (its answer was lost): the same move, nothing new.
+    assert_eq!(
+        s.claim_transfer(&room, "CODE234567", "claim1", t + 3, t + DAY)
+            .await
+            .unwrap(),
+        TransferClaim::Moved(moved.clone())
+    );
+    assert_eq!(s.revocations(&room, 0).await.unwrap().1, 1);
+    // ...for five minutes.
+    assert_eq!(
+        s.claim_transfer(&room, "CODE234567", "claim1", t + 300_001, t + DAY)
             .await
             .unwrap(),
         TransferClaim::Unknown
@@ -158,7 +173,7 @@ async fn transfer_of_an_admitted_session_and_stale_codes(s: &dyn Store) {
         .await
         .unwrap();
     let moved = match s
-        .claim_transfer(&room, "AAAA222222", t + 1, t + DAY)
+        .claim_transfer(&room, "AAAA222222", "c1", t + 1, t + DAY)
         .await
         .unwrap()
     {
@@ -178,7 +193,7 @@ async fn transfer_of_an_admitted_session_and_stale_codes(s: &dyn Store) {
     );
     // The second code was made before the move: spent, and moves nothing.
     assert_eq!(
-        s.claim_transfer(&room, "BBBB222222", t + 3, t + DAY)
+        s.claim_transfer(&room, "BBBB222222", "c2", t + 3, t + DAY)
             .await
             .unwrap(),
         TransferClaim::Stale
@@ -188,7 +203,7 @@ async fn transfer_of_an_admitted_session_and_stale_codes(s: &dyn Store) {
         .await
         .unwrap();
     assert_eq!(
-        s.claim_transfer(&room, "CCCC222222", t + 2_000, t + DAY)
+        s.claim_transfer(&room, "CCCC222222", "c3", t + 2_000, t + DAY)
             .await
             .unwrap(),
         TransferClaim::Unknown,
