@@ -29,6 +29,9 @@
 //!   by index.
 //! - `xfer:<code>` STRING `gen identity expires_ms uid`: a one-time transfer code (expiring on
 //!   its own too).
+//! - `leases` HASH node id → `slots expires_ms`: session slots leased to nodes for a store
+//!   outage (`on_store_error = "capped"`); their sum is `meta.leased`, valid until
+//!   `meta.leased_until`, and no admission takes those slots meanwhile.
 //! - `gone` BITMAP by seq: left or evicted waiters.
 //! - `alive:<interval>` BITMAP by seq, one per liveness interval (idle timeout / 10), expiring on
 //!   its own: a waiter is alive when its bit is set in any interval of the last idle timeout.

@@ -325,6 +325,17 @@ pub enum TransferOffer {
     Taken,
 }
 
+/// A node's lease on a room's session slots ([`Store::lease`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Lease {
+    /// Slots granted to this node.
+    pub slots: u64,
+    /// Nodes holding a lease now, this one included when granted.
+    pub holders: u64,
+    /// Slots leased to all nodes together.
+    pub leased: u64,
+}
+
 /// A transfer claimed: the place's new holder generation and where it stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transferred {
@@ -603,6 +614,34 @@ pub trait Store: Send + Sync + 'static {
     /// Claims `key` for `ttl_ms` (`SET NX PX`): true for exactly one caller across all nodes
     /// until it expires. Webhook events use it so each is delivered once per cluster.
     async fn claim_once(&self, key: &str, ttl_ms: u64, now_ms: u64) -> Result<bool, StoreError>;
+
+    /// Leases `node` up to `want` of the room's session slots for `ttl_ms` (see `lease.lua`):
+    /// held back from every other admission until the lease expires, is renewed with a
+    /// smaller grant, or is given back by [`Store::reconcile`]. Renewing replaces the node's
+    /// lease. Keys: meta, leases, active, buying.
+    async fn lease(
+        &self,
+        room: &RoomId,
+        node: &str,
+        want: u64,
+        params: &RoomParams,
+        ttl_ms: u64,
+        now_ms: u64,
+    ) -> Result<Lease, StoreError>;
+
+    /// Records the sessions `node` admitted on its lease while the store was unreachable
+    /// (identity, session expiry ms): each leaves the queue and counts as an admitted session
+    /// and against the token bucket; then the node's lease is given back. Returns how many
+    /// were recorded (an identity already holding a live session is not counted twice).
+    /// Keys: meta, q, active, sess, leases.
+    async fn reconcile(
+        &self,
+        room: &RoomId,
+        node: &str,
+        admitted: &[(String, u64)],
+        params: &RoomParams,
+        now_ms: u64,
+    ) -> Result<u64, StoreError>;
 
     /// Checks the store answers.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{
-    Claimed, EndedBy, GoneBits, JoinOutcome, Joined, LeaveOutcome, Lookup, PrequeueState,
+    Claimed, EndedBy, GoneBits, JoinOutcome, Joined, Lease, LeaveOutcome, Lookup, PrequeueState,
     Revocation, RevokeReason, RoomParams, RoomState, RoomStatus, Store, StoreError, TransferClaim,
     TransferOffer, Transferred, MAX_HEAD_CHECKS, REVOCATIONS_PAGE,
 };
@@ -87,6 +87,11 @@ struct RoomData {
     transfers: HashMap<String, (u64, u32, String, String)>,
     /// `rg:{room}:xfer:<code>` after its move: (expiry ms, claim id, the move).
     claimed: HashMap<String, (u64, String, Transferred)>,
+    /// `rg:{room}:leases`: node → (slots, expiry ms).
+    leases: HashMap<String, (u64, u64)>,
+    /// `meta.leased` and `meta.leased_until`.
+    leased: u64,
+    leased_until: u64,
 }
 
 /// A growable bitmap with Redis's layout (bit 0 = most significant bit of byte 0).
@@ -174,8 +179,11 @@ impl RoomData {
     }
 
     /// rg_free_slots
-    fn free_slots(&self, p: &RoomParams) -> i64 {
-        let n = self.active.len() as i64;
+    fn free_slots(&self, p: &RoomParams, now: u64) -> i64 {
+        let mut n = self.active.len() as i64;
+        if self.leased_until > now {
+            n += self.leased as i64;
+        }
         let free = i64::from(p.max_active) - n;
         match p.admit_cap {
             Some(cap) => free.min(cap as i64 - (n - self.buying.len() as i64)),
@@ -311,7 +319,7 @@ impl RoomData {
             && !pending
             && status == RoomStatus::Open
             && r.queue.is_empty()
-            && r.free_slots(p) > 0
+            && r.free_slots(p, now) > 0
         {
             let (tokens, ts) = r.refill(now, p);
             if tokens >= 1.0 {
@@ -345,9 +353,9 @@ impl RoomData {
                     max_active: u32::MAX,
                     ..*p
                 };
-                (MAX_HEAD_CHECKS as i64, r.free_slots(&unbounded))
+                (MAX_HEAD_CHECKS as i64, r.free_slots(&unbounded, now))
             } else {
-                (tokens.floor() as i64, r.free_slots(p))
+                (tokens.floor() as i64, r.free_slots(p, now))
             };
             let mut want = budget.min(slots);
             let (mut checks, mut admitted, mut evicted, mut served) =
@@ -376,7 +384,7 @@ impl RoomData {
                     }
                 }
             }
-            r.save_tokens((tokens - f64::from(admitted)).max(0.0), ts);
+            r.save_tokens((tokens - f64::from(admitted)).max(tokens.min(0.0)), ts);
             if let Some(seq) = served {
                 r.served = seq;
                 r.admitted += u64::from(admitted);
@@ -764,6 +772,82 @@ impl Store for MemoryStore {
         }
         once.insert(key.to_string(), now + ttl_ms);
         Ok(true)
+    }
+
+    async fn lease(
+        &self,
+        room: &RoomId,
+        node: &str,
+        want: u64,
+        p: &RoomParams,
+        ttl_ms: u64,
+        now: u64,
+    ) -> Result<Lease, StoreError> {
+        Ok(self.with_room(room, |r| {
+            let p = r.settings(p);
+            r.leases.retain(|_, (_, exp)| *exp > now);
+            let (mut others, mut holders, mut until) = (0u64, 1u64, now + ttl_ms);
+            for (id, (slots, exp)) in &r.leases {
+                if id != node {
+                    others += slots;
+                    holders += 1;
+                    until = until.max(*exp);
+                }
+            }
+            let n = r.active.len() as i64;
+            let mut free = i64::from(p.max_active) - n - others as i64;
+            if let Some(cap) = p.admit_cap {
+                free = free.min(cap as i64 - (n - r.buying.len() as i64) - others as i64);
+            }
+            let share = free.max(0) as u64 / (holders + 1);
+            let grant = want.min(share);
+            if grant > 0 {
+                r.leases.insert(node.to_string(), (grant, now + ttl_ms));
+            } else {
+                r.leases.remove(node);
+                holders -= 1;
+            }
+            r.leased = others + grant;
+            r.leased_until = until;
+            Lease {
+                slots: grant,
+                holders,
+                leased: others + grant,
+            }
+        }))
+    }
+
+    async fn reconcile(
+        &self,
+        room: &RoomId,
+        node: &str,
+        admitted: &[(String, u64)],
+        p: &RoomParams,
+        now: u64,
+    ) -> Result<u64, StoreError> {
+        Ok(self.with_room(room, |r| {
+            let p = r.settings(p);
+            let mut recorded = 0u64;
+            for (id, exp) in admitted {
+                if let Some(seq) = r.queued.remove(id) {
+                    r.queue.remove(&seq);
+                }
+                if *exp > now && !r.admitted_at(id, now) {
+                    r.active.insert(id.clone(), *exp);
+                    r.sessions.insert(id.clone(), *exp);
+                    recorded += 1;
+                }
+            }
+            if recorded > 0 {
+                r.admitted += recorded;
+                let (tokens, ts) = r.refill(now, &p);
+                r.save_tokens(tokens - recorded as f64, ts);
+            }
+            if let Some((slots, _)) = r.leases.remove(node) {
+                r.leased = r.leased.saturating_sub(slots);
+            }
+            recorded
+        }))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -16,7 +16,7 @@ use super::RedisStore;
 use crate::id::RoomId;
 use crate::store::keys::RoomKeys;
 use crate::store::{
-    Claimed, EndedBy, GoneBits, JoinOutcome, Joined, LeaveOutcome, Lookup, PrequeueState,
+    Claimed, EndedBy, GoneBits, JoinOutcome, Joined, Lease, LeaveOutcome, Lookup, PrequeueState,
     Revocation, RoomParams, RoomState, RoomStatus, Store, StoreError, TransferClaim, TransferOffer,
     Transferred, MAX_HEAD_CHECKS, REVOCATIONS_PAGE,
 };
@@ -50,6 +50,8 @@ struct Scripts {
     offer_transfer: Script,
     claim_transfer: Script,
     revocations: Script,
+    lease: Script,
+    reconcile: Script,
 }
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -67,6 +69,8 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     offer_transfer: Script::from_lua(include_str!("lua/offer_transfer.lua")),
     claim_transfer: Script::from_lua(include_str!("lua/claim_transfer.lua")),
     revocations: Script::from_lua(include_str!("lua/revocations.lua")),
+    lease: Script::from_lua(room_script!("lease.lua")),
+    reconcile: Script::from_lua(room_script!("reconcile.lua")),
 });
 
 impl RedisStore {
@@ -624,6 +628,67 @@ impl Store for RedisStore {
             ))
             .await?;
         Ok(set.is_some())
+    }
+
+    async fn lease(
+        &self,
+        room: &RoomId,
+        node: &str,
+        want: u64,
+        p: &RoomParams,
+        ttl_ms: u64,
+        now: u64,
+    ) -> Result<Lease, StoreError> {
+        let k = RoomKeys::new(room);
+        let keys = vec![
+            k.key("meta"),
+            k.key("leases"),
+            k.key("active"),
+            k.key("buying"),
+        ];
+        let [_, max_active, _, _, cap] = room_args(p);
+        let args = vec![
+            node.to_string(),
+            now.to_string(),
+            want.to_string(),
+            ttl_ms.to_string(),
+            max_active,
+            cap,
+        ];
+        let r = array(self.eval(&SCRIPTS.lease, keys, args).await?, 3, "lease")?;
+        Ok(Lease {
+            slots: int(&r[0], "lease slots")?,
+            holders: int(&r[1], "lease holders")?,
+            leased: int(&r[2], "leased")?,
+        })
+    }
+
+    async fn reconcile(
+        &self,
+        room: &RoomId,
+        node: &str,
+        admitted: &[(String, u64)],
+        p: &RoomParams,
+        now: u64,
+    ) -> Result<u64, StoreError> {
+        let k = RoomKeys::new(room);
+        let keys = vec![
+            k.key("meta"),
+            k.key("q"),
+            k.key("active"),
+            k.key("sess"),
+            k.key("leases"),
+        ];
+        let [per_min, _, burst, _, _] = room_args(p);
+        let mut args = Vec::with_capacity(4 + 2 * admitted.len());
+        args.extend([node.to_string(), now.to_string(), per_min, burst]);
+        for (identity, exp) in admitted {
+            args.extend([identity.clone(), exp.to_string()]);
+        }
+        int(
+            &self.eval_acked(&SCRIPTS.reconcile, keys, args).await?,
+            "reconcile",
+        )
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -72,6 +72,7 @@ impl Fixture {
 
 mod drops;
 mod holders;
+mod leases;
 mod rooms;
 mod sales;
 

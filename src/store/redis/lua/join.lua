@@ -98,7 +98,7 @@ local function join(id, minted)
   local seq = take_seq()
   if instant and not pending and state == 'open' and not queued then
     queued = redis.call('ZCARD', q) > 0
-    if not queued and rg_free_slots(active, buying, max_active, cap) > 0 then
+    if not queued and rg_free_slots(meta, active, buying, max_active, cap, now) > 0 then
       local tokens, ts = rg_refill(meta, now, per_min, burst)
       if tokens >= 1 then
         rg_save_tokens(meta, tokens - 1, ts)

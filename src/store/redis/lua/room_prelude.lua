@@ -21,9 +21,14 @@ local function rg_expire_sessions(active, sess, buying, now)
 end
 
 -- Admissions the room can take now: free session slots, and in a room with a sale (cap >= 0)
--- no more admitted-but-not-buying sessions than the cap.
-local function rg_free_slots(active, buying, max_active, cap)
+-- no more admitted-but-not-buying sessions than the cap; slots leased to nodes for an outage
+-- (lease.lua: meta.leased, until meta.leased_until) are not free.
+local function rg_free_slots(meta, active, buying, max_active, cap, now)
   local n = redis.call('ZCARD', active)
+  local l = redis.call('HMGET', meta, 'leased', 'leased_until')
+  if l[1] and (tonumber(l[2]) or 0) > now then
+    n = n + tonumber(l[1])
+  end
   local free = max_active - n
   if cap >= 0 then
     free = math.min(free, cap - (n - redis.call('SCARD', buying)))

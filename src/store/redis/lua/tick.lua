@@ -40,7 +40,7 @@ if (state == 'open' or state == 'draining') and not hold and not rg_pre_pending(
   if state == 'draining' then
     budget, slots = max_checks, math.huge
   end
-  local want = math.min(budget, rg_free_slots(active, buying, slots, cap))
+  local want = math.min(budget, rg_free_slots(meta, active, buying, slots, cap, now))
   local checks, admitted, evicted, served = max_checks, 0, 0, false
   while want > 0 and checks > 0 do
     -- Read the head in chunks: with a slow rate `want` is 1, and idle heads before the next
@@ -68,7 +68,8 @@ if (state == 'open' or state == 'draining') and not hold and not rg_pre_pending(
       end
     end
   end
-  rg_save_tokens(meta, math.max(tokens - admitted, 0), ts)
+  -- A bucket below zero (outage admissions recorded by reconcile.lua) keeps its debt.
+  rg_save_tokens(meta, math.max(tokens - admitted, math.min(tokens, 0)), ts)
   if served then
     redis.call('HSET', meta, 'served', served)
     redis.call('HINCRBY', meta, 'admitted', admitted)
