@@ -49,6 +49,8 @@ pub struct Supervisor {
     pacers: HashMap<String, (Arc<Room>, Running)>,
     keepers: HashMap<String, (Arc<Sale>, Running)>,
     shutdown: watch::Receiver<bool>,
+    /// This node's id in the store (its leases), random per start.
+    node: Arc<str>,
 }
 
 impl Supervisor {
@@ -63,6 +65,7 @@ impl Supervisor {
             pacers: HashMap::new(),
             keepers: HashMap::new(),
             shutdown,
+            node: uuid::Uuid::new_v4().simple().to_string().into(),
         };
         for room in state.rooms.iter() {
             sup.spawn_pacer(&state, room.clone());
@@ -80,6 +83,11 @@ impl Supervisor {
             state.store.clone(),
             state.webhooks.clone(),
             self.every,
+            pacer::OutageRule {
+                mode: state.config.store.on_store_error,
+                lease_ms: state.config.store.capped_lease_seconds * 1000,
+                node: self.node.clone(),
+            },
             rx,
         ));
         self.pacers

@@ -33,6 +33,9 @@ pub struct StoreConfig {
     pub durable_acks: u32,
     /// What requests that need the store get while it is unreachable.
     pub on_store_error: OnStoreError,
+    /// `capped`: how long (seconds) a node may keep admitting on its lease once the store
+    /// stops answering; its lease is its share of what the room admits in that time.
+    pub capped_lease_seconds: u64,
     /// Per-command timeout; a slower store counts as unavailable.
     pub command_timeout_ms: u64,
     /// How often each node refreshes its cached room state (and ticks the pacer).
@@ -51,6 +54,7 @@ impl Default for StoreConfig {
             tls_key_file: None,
             durable_acks: 0,
             on_store_error: OnStoreError::FailClosed,
+            capped_lease_seconds: 30,
             command_timeout_ms: 1000,
             refresh_ms: 250,
             pool_size: 4,
@@ -131,6 +135,11 @@ pub enum OnStoreError {
     FailClosed,
     /// Let shoppers through (issue passes without queueing) while the store is down.
     FailOpen,
+    /// Keep admitting waiters in queue order on the node's lease of the room's budget (its
+    /// share of the rate and of the free session slots, leased while the store answered):
+    /// never above the room's limits across all nodes. Passes are marked `deg`; sales stay
+    /// closed; the node records its admissions in the store when it answers again.
+    Capped,
 }
 
 impl StoreConfig {
@@ -274,6 +283,9 @@ impl StoreConfig {
         }
         if self.command_timeout_ms == 0 {
             bad("store.command_timeout_ms", "must be greater than 0");
+        }
+        if !(1..=600).contains(&self.capped_lease_seconds) {
+            bad("store.capped_lease_seconds", "must be between 1 and 600");
         }
         if !(10..=5000).contains(&self.refresh_ms) {
             bad("store.refresh_ms", "must be between 10 and 5000");

@@ -44,6 +44,11 @@ fn room_stats(state: &AppState, room: &Room) -> Value {
     json!({
         "room": room.id.as_str(),
         "state": s.status.as_str(),
+        "store_mode": room.outage.mode_name(),
+        "lease": room.outage.capped().then(|| {
+            let l = room.outage.lease_view(crate::clock::now_ms());
+            json!({ "slots": l.slots, "used": l.used, "usable_ms": l.usable_ms })
+        }),
         "waiting": s.waiting,
         "active": s.active,
         "admit_per_minute": rate,

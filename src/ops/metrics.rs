@@ -104,6 +104,14 @@ pub const POW_REFUSED: &str = "rushgate_pow_refused_total";
 /// export none.
 pub const POW_DIFFICULTY: &str = "rushgate_pow_difficulty_bits";
 
+/// Gauge `{room, mode}`: 1 for the mode this node serves the room in now (`normal`, or while
+/// the store is unreachable `capped`, `fail_closed` or `fail_open`), else 0.
+pub const ROOM_STORE_MODE: &str = "rushgate_room_store_mode";
+/// Gauge `{room}`: session slots this node leases for an outage (`on_store_error = "capped"`).
+pub const ROOM_LEASE_SLOTS: &str = "rushgate_room_lease_slots";
+/// Counter: shoppers admitted on a lease while the store was unreachable (`capped`).
+pub const CAPPED_ADMISSIONS: &str = "rushgate_capped_admissions_total";
+
 /// Bucket bounds (seconds) of every `_seconds` histogram: 0.5 ms to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -304,6 +312,20 @@ fn describe() {
         ROOM_REVOCATIONS,
         Unit::Count,
         "Moved places and ended sessions whose tickets and passes this node refuses"
+    );
+    describe_gauge!(
+        ROOM_STORE_MODE,
+        "1 for the mode this node serves the room in (normal, capped, fail_closed, fail_open)"
+    );
+    describe_gauge!(
+        ROOM_LEASE_SLOTS,
+        Unit::Count,
+        "Session slots this node leases for a store outage (capped mode)"
+    );
+    describe_counter!(
+        CAPPED_ADMISSIONS,
+        Unit::Count,
+        "Shoppers admitted on a lease while the store was unreachable (capped mode)"
     );
     describe_gauge!(SALE_AVAILABLE, Unit::Count, "Units anyone can buy now");
     describe_gauge!(

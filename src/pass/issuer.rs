@@ -48,6 +48,11 @@ pub struct PassClaims {
     /// older generation than the place's is revoked (moved or ended). Absent for 0.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub gen: u32,
+    /// Issued while the store was unreachable, on the node's lease (`on_store_error =
+    /// "capped"`): within the room's limits, recorded in the store once it answers again.
+    /// Absent for a pass issued normally.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deg: bool,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -147,6 +152,22 @@ impl PassIssuer {
         self.issue_claims(&claims)
     }
 
+    /// Like [`PassIssuer::issue_to`], marked as issued during a store outage (`deg`).
+    pub fn issue_degraded(
+        &self,
+        room: &str,
+        holder: Holder<'_>,
+        pos: u64,
+        now_unix: u64,
+        exp_unix: u64,
+    ) -> Result<String, KeyError> {
+        let mut claims = self.claims_for(room, holder.sub, pos, now_unix, exp_unix, None);
+        claims.gen = holder.gen;
+        claims.uid = holder.uid.map(str::to_owned);
+        claims.deg = true;
+        self.issue_claims(&claims)
+    }
+
     /// Like [`PassIssuer::issue`] but attaches a stock reservation id (`rsv`).
     pub fn issue_with_reservation(
         &self,
@@ -199,6 +220,7 @@ impl PassIssuer {
             rsv,
             uid: None,
             gen: 0,
+            deg: false,
         }
     }
 

@@ -7,6 +7,7 @@
 pub mod control;
 pub mod drops;
 mod eta;
+mod outage;
 pub mod pacer;
 pub mod place;
 pub mod pow;
@@ -17,6 +18,7 @@ pub mod schedule;
 mod snapshot;
 
 pub use eta::EtaEstimator;
+pub use outage::{LeaseView, Outage, LEASE_RENEW_MS};
 pub use pressure::{PowPolicy, Pressure, FREE_JOINS_PER_ADDRESS, MAX_ADDRESSES};
 pub use revoked::Revocations;
 pub use room::{params_for, Eta, Room, Rooms, StockGate};

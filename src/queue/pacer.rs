@@ -12,7 +12,7 @@ use super::eta::EtaEstimator;
 use super::room::Room;
 use super::schedule::{rfc3339, Phase, Schedule};
 use crate::clock::now_ms;
-use crate::config::WebhookEvent;
+use crate::config::{OnStoreError, WebhookEvent};
 use crate::store::{RoomStatus, Store, StoreError};
 use crate::webhooks::Webhooks;
 
@@ -25,6 +25,8 @@ pub async fn step(
 ) -> Result<(), StoreError> {
     flush_seen(room, store).await?;
     flush_buyers(room, store).await?;
+    // Sessions admitted on the lease during an outage count before anyone else is admitted.
+    reconcile_outage(room, store).await?;
     // A scheduled drop's seed commit and opening; the tick runs even if it fails, so polls
     // keep fresh state, and the error is reported after.
     let drop_step = super::drops::advance(room, store, now_ms()).await;
@@ -48,11 +50,49 @@ pub async fn step(
         },
     );
     let revoked_total = state.revoked_total;
+    let (rate, max_active) = room.settings_in_force(&state);
     let next = previous.next(state, rates);
     drop(previous);
     room.publish(next);
     learn_revocations(room, store, revoked_total).await?;
+    renew_lease(room, store, rate, max_active).await?;
     drop_step
+}
+
+/// Records the sessions this node admitted on its lease during an outage (`capped`), if any,
+/// and forgets them once the store has them.
+async fn reconcile_outage(room: &Room, store: &dyn Store) -> Result<(), StoreError> {
+    let pending = room.outage.pending();
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let recorded = store
+        .reconcile(&room.id, &room.outage.node(), &pending, &room.params_now(), now_ms())
+        .await?;
+    room.outage.recorded(&pending);
+    tracing::info!(room = %room.id, admitted = pending.len(), recorded, "outage admissions recorded in the store");
+    Ok(())
+}
+
+/// Renews the node's lease of a `capped` room (every second): its share of what the room
+/// admits in the lease window, held back in the store for an outage.
+async fn renew_lease(
+    room: &Room,
+    store: &dyn Store,
+    rate: u32,
+    max_active: u32,
+) -> Result<(), StoreError> {
+    let now = now_ms();
+    if !room.outage.renew_due(now) {
+        return Ok(());
+    }
+    let want = room.outage.want(rate, max_active);
+    let ttl = room.outage.store_ttl(room.params.session_ms);
+    let lease = store
+        .lease(&room.id, &room.outage.node(), want, &room.params_now(), ttl, now)
+        .await?;
+    room.outage.renewed(lease, rate, now);
+    Ok(())
 }
 
 /// Most feed pages read in one refresh: a node far behind (just started, or back from an
@@ -145,14 +185,27 @@ fn announce(room: &Room, from: Phase, to: Phase, webhooks: &Webhooks) {
     }
 }
 
+/// The store's outage rule for a room's pacer.
+#[derive(Debug, Clone)]
+pub struct OutageRule {
+    /// `store.on_store_error`.
+    pub mode: OnStoreError,
+    /// `capped`: the lease window, ms.
+    pub lease_ms: u64,
+    /// The node's id, naming its leases in the store (one per running node).
+    pub node: Arc<str>,
+}
+
 /// Runs [`step`] every `every` until `shutdown` flips, then flushes once more.
 pub async fn run(
     room: Arc<Room>,
     store: Arc<dyn Store>,
     webhooks: Webhooks,
     every: Duration,
+    outage: OutageRule,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    room.outage.configure(outage.mode, outage.lease_ms, outage.node);
     let mut eta = EtaEstimator::default();
     // Phase changes seen while running are announced; the phase at start is not (a restart
     // must not announce an opening that happened long ago).
@@ -173,6 +226,11 @@ pub async fn run(
         if now_phase != phase {
             announce(&room, phase, now_phase, &webhooks);
             phase = now_phase;
+        }
+        match &stepped {
+            Ok(()) => room.outage.store_up(),
+            Err(StoreError::Unavailable(_)) => room.outage.store_down(now_ms()),
+            Err(_) => {}
         }
         match stepped {
             Ok(()) if failing => {

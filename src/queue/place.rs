@@ -721,6 +721,20 @@ impl Places<'_> {
                     return Ok(Place::without_ticket(PlaceState::Closed));
                 }
                 room.record_seen(claims.seq, now);
+                // A waiter may hold a pass ahead of the cached queue: admitted on a lease
+                // during an outage, before the store's queue has caught up.
+                let ticket = match self.held_pass(room, pass, &shopper, ticket) {
+                    Ok(place) => return Ok(place),
+                    Err(ticket) => ticket,
+                };
+                let ticket = if room.outage.is_down() {
+                    match self.admit_on_lease(room, &shopper, ticket, position, now)? {
+                        Ok(place) => return Ok(place),
+                        Err(ticket) => ticket,
+                    }
+                } else {
+                    ticket
+                };
                 let sold_out = room.stock_gate().is_some_and(|g| g.sold_out);
                 // A sold-out waiter keeps its place: a restock puts it back in line.
                 let state = if sold_out {
@@ -827,6 +841,37 @@ impl Places<'_> {
         }
     }
 
+    /// `capped`, while the store is down: admits the shopper at `position` on the node's
+    /// lease with a marked pass (see [`crate::queue::Outage::admit`]), or gives the ticket back
+    /// when it must wait.
+    fn admit_on_lease(
+        &self,
+        room: &Room,
+        shopper: &Shopper,
+        ticket: String,
+        position: u64,
+        now: u64,
+    ) -> Result<Result<Place, String>, PlaceError> {
+        let Some(expiry_ms) =
+            room.outage
+                .admit(shopper.id.as_str(), position, now, room.params.session_ms)
+        else {
+            return Ok(Err(ticket));
+        };
+        let exp = expiry_ms / 1000;
+        let pass = self.passes.issue_degraded(
+            room.id.as_str(),
+            shopper.holder(),
+            position,
+            now / 1000,
+            exp,
+        )?;
+        Ok(Ok(Place {
+            pass: Some((pass, exp)),
+            ..Place::with_ticket(PlaceState::Admitted, ticket)
+        }))
+    }
+
     /// Mode `passthrough`: admitted at once with a pass, no queue and no store call.
     fn passthrough(&self, room: &Room, shopper: &Shopper, now: u64) -> Result<Place, PlaceError> {
         let exp = (now + room.params.session_ms) / 1000;
@@ -863,6 +908,15 @@ impl Places<'_> {
             Err(StoreError::Unavailable(_)) if self.on_store_error == OnStoreError::FailOpen => {
                 now + room.params.session_ms
             }
+            Err(e @ StoreError::Unavailable(_)) if self.on_store_error == OnStoreError::Capped => {
+                // Admitted by the store already (past the cached head): first in line for
+                // the lease, which keeps its slot until the store records the session.
+                room.outage.store_down(now);
+                return match self.admit_on_lease(room, shopper, ticket, 1, now)? {
+                    Ok(place) => Ok(place),
+                    Err(_) => Err(e.into()),
+                };
+            }
             Err(e) => return Err(e.into()),
         };
         let exp = expiry_ms / 1000;
@@ -888,6 +942,22 @@ impl Places<'_> {
             || self.on_store_error == OnStoreError::FailClosed
         {
             return Err(error.into());
+        }
+        if self.on_store_error == OnStoreError::Capped {
+            room.outage.store_down(now);
+            // Nobody to pass: a new arrival in an empty queue may take a leased slot;
+            // with waiters it cannot be queued without the store (503, retry).
+            if room.snapshot().state.waiting > 0 {
+                return Err(error.into());
+            }
+            let ticket = self.sign(room, shopper, 0, now / 1000, 0);
+            return match self.admit_on_lease(room, shopper, ticket, 1, now)? {
+                Ok(place) => Ok(Entered {
+                    place,
+                    created: true,
+                }),
+                Err(_) => Err(error.into()),
+            };
         }
         tracing::warn!(room = %room.id, "store unavailable: failing open, admitting without queueing");
         let place = self.passthrough(room, shopper, now)?;

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::{ArcSwap, ArcSwapOption};
 
 use super::eta::seconds_for;
+use super::outage::Outage;
 use super::pressure::{PowPolicy, Pressure};
 use super::revoked::Revocations;
 use super::snapshot::{Located, Snapshot};
@@ -16,8 +17,8 @@ use crate::config::{PowMode, RoomConfig};
 use crate::id::RoomId;
 use crate::ops::metrics::{
     POW_DIFFICULTY, ROOM_ACTIVE, ROOM_ADMISSION_RATE, ROOM_ADMITTED, ROOM_CONFIGURED_RATE,
-    ROOM_ETA_P50, ROOM_ETA_P90, ROOM_EVICTIONS, ROOM_JOINS, ROOM_LEAVES, ROOM_MAX_ACTIVE,
-    ROOM_REVOCATIONS, ROOM_STATE_AGE, ROOM_STATUS, ROOM_WAITING,
+    ROOM_ETA_P50, ROOM_ETA_P90, ROOM_EVICTIONS, ROOM_JOINS, ROOM_LEASE_SLOTS, ROOM_LEAVES,
+    ROOM_MAX_ACTIVE, ROOM_REVOCATIONS, ROOM_STATE_AGE, ROOM_STATUS, ROOM_STORE_MODE, ROOM_WAITING,
 };
 use crate::store::{RoomParams, RoomState, RoomStatus};
 
@@ -78,6 +79,8 @@ pub struct Room {
     pub revoked: Revocations,
     /// Requests for a new place on this node, for the proof-of-work difficulty.
     pressure: Pressure,
+    /// Whether the store is failing for this room, and the node's lease for an outage.
+    pub outage: Outage,
 }
 
 impl Room {
@@ -95,6 +98,7 @@ impl Room {
             buyers: Mutex::new(HashSet::new()),
             revoked: Revocations::default(),
             pressure: Pressure::new(),
+            outage: Outage::default(),
         }
     }
 
@@ -306,6 +310,15 @@ impl Room {
             metrics::gauge!(ROOM_STATUS, "room" => id.clone(), "status" => status.as_str()).set(on);
         }
         metrics::gauge!(ROOM_REVOCATIONS, "room" => id.clone()).set(self.revoked.len() as f64);
+        let mode = self.outage.mode_name();
+        for m in ["normal", "capped", "fail_closed", "fail_open"] {
+            let on = if m == mode { 1.0 } else { 0.0 };
+            metrics::gauge!(ROOM_STORE_MODE, "room" => id.clone(), "mode" => m).set(on);
+        }
+        if self.outage.capped() {
+            let slots = self.outage.lease_view(crate::clock::now_ms()).slots;
+            metrics::gauge!(ROOM_LEASE_SLOTS, "room" => id.clone()).set(slots as f64);
+        }
         metrics::gauge!(ROOM_STATE_AGE, "room" => id).set(taken_at.elapsed().as_secs_f64());
     }
 }

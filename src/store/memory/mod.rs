@@ -787,6 +787,7 @@ impl Store for MemoryStore {
             let p = r.settings(p);
             r.leases.retain(|_, (_, exp)| *exp > now);
             let (mut others, mut holders, mut until) = (0u64, 1u64, now + ttl_ms);
+            let mine = r.leases.get(node).map_or(0, |(slots, _)| *slots);
             for (id, (slots, exp)) in &r.leases {
                 if id != node {
                     others += slots;
@@ -799,8 +800,12 @@ impl Store for MemoryStore {
             if let Some(cap) = p.admit_cap {
                 free = free.min(cap as i64 - (n - r.buying.len() as i64) - others as i64);
             }
-            let share = free.max(0) as u64 / (holders + 1);
-            let grant = want.min(share);
+            let free = free.max(0) as u64;
+            let unheld = free.saturating_sub(mine);
+            let grant = want
+                .min(mine + unheld / (holders + 1))
+                .min(u64::from(p.max_active) / (4 * holders))
+                .min(free);
             if grant > 0 {
                 r.leases.insert(node.to_string(), (grant, now + ttl_ms));
             } else {
@@ -832,7 +837,15 @@ impl Store for MemoryStore {
                 if let Some(seq) = r.queued.remove(id) {
                     r.queue.remove(&seq);
                 }
-                if *exp > now && !r.admitted_at(id, now) {
+                if *exp <= now {
+                    continue;
+                }
+                if r.admitted_at(id, now) {
+                    if let Some(held) = r.active.get_mut(id) {
+                        *held = (*held).max(*exp);
+                    }
+                    r.sessions.entry(id.clone()).or_insert(*exp);
+                } else {
                     r.active.insert(id.clone(), *exp);
                     r.sessions.insert(id.clone(), *exp);
                     recorded += 1;

@@ -1,5 +1,6 @@
 //! The `Store` trait (leases, `on_store_error = "capped"`): a node's lease holds session slots
-//! back from every other admission; leases share the free slots; an expired lease frees them;
+//! back from every other admission; holders keep theirs and share the unheld ones, never more
+//! than a quarter of the room together; an expired lease frees them;
 //! reconcile records the outage's admissions as sessions (out of the queue, against the token
 //! bucket) and gives the lease back. Time is driven explicitly, on both stores.
 
@@ -29,8 +30,15 @@ both_stores!(rooms:
 );
 
 async fn leased_slots_are_held_back_from_admission(s: &dyn Store) {
-    let (room, p, t) = (room_id(), params(), t0());
-    // Two sessions; 8 free. Node a may take free / 2 (one holder and the pacer): 4.
+    let (room, t) = (room_id(), t0());
+    let p = RoomParams {
+        admit_per_minute: 60_000,
+        max_active: 40,
+        burst: 1_000,
+        ..params()
+    };
+    // Two sessions; 38 free. Node a alone: half the unheld slots (19), at most a quarter of
+    // max_active per holder (10).
     for who in ["s1", "s2"] {
         s.join(&room, who, false, &p, t).await.unwrap();
     }
@@ -38,41 +46,47 @@ async fn leased_slots_are_held_back_from_admission(s: &dyn Store) {
     assert_eq!(
         a,
         Lease {
-            slots: 4,
+            slots: 10,
             holders: 1,
-            leased: 4
+            leased: 10
         }
     );
-    // Node b shares what is left after a's lease with a and the pacer: 4 / 3 = 1.
+    // Node b: a third of the 28 unheld (9), at most 40 / (4 * 2) = 5.
     let b = s.lease(&room, "b", 100, &p, 30_000, t).await.unwrap();
     assert_eq!(
         b,
         Lease {
-            slots: 1,
+            slots: 5,
             holders: 2,
-            leased: 5
+            leased: 15
         }
     );
-    // A node asks for less than its share: it gets what it asks; renewing replaces.
+    // A node asks for less than it holds: it gets what it asks; renewing replaces.
     let a = s.lease(&room, "a", 2, &p, 30_000, t + 1).await.unwrap();
-    assert_eq!((a.slots, a.leased), (2, 3));
-    // 10 - 2 sessions - 3 leased = 5 slots for joins, then they queue.
+    assert_eq!((a.slots, a.leased), (2, 7));
+    // 40 - 2 sessions - 7 leased = 31 slots for joins, then they queue.
     let mut admitted = 0;
-    for i in 0..8 {
+    for i in 0..35 {
         let who = format!("j{i}");
         if let JoinOutcome::Admitted { .. } = s.join(&room, &who, false, &p, t + 2).await.unwrap() {
             admitted += 1;
         }
     }
-    assert_eq!(admitted, 5);
+    assert_eq!(admitted, 31);
     let state = s.tick(&room, &p, t + 3, None).await.unwrap();
-    assert_eq!((state.active, state.waiting), (7, 3));
+    assert_eq!((state.active, state.waiting), (33, 4));
+    // A full room: a node keeps what it holds but gets nothing more.
+    let a = s.lease(&room, "a", 100, &p, 30_000, t + 4).await.unwrap();
+    assert_eq!((a.slots, a.leased), (2, 7));
     // Leases expire: the slots are free again for the pacer.
     let state = s.tick(&room, &p, t + 40_000, None).await.unwrap();
-    assert_eq!((state.active, state.waiting), (10, 0));
+    assert_eq!((state.active, state.waiting), (37, 0));
+    for who in ["x1", "x2", "x3"] {
+        s.join(&room, who, false, &p, t + 40_001).await.unwrap();
+    }
     // With the room full a lease gets nothing.
     let none = s
-        .lease(&room, "a", 5, &p, 30_000, t + 40_001)
+        .lease(&room, "a", 5, &p, 30_000, t + 40_002)
         .await
         .unwrap();
     assert_eq!((none.slots, none.holders, none.leased), (0, 0, 0));
@@ -85,8 +99,9 @@ async fn reconcile_records_outage_sessions_and_returns_the_lease(s: &dyn Store) 
     for i in 1..=5 {
         s.join(&room, &format!("w{i}"), false, &p, t).await.unwrap();
     }
+    // At most max_active / 4 for one holder.
     let lease = s.lease(&room, "a", 3, &p, 30_000, t).await.unwrap();
-    assert_eq!(lease.slots, 3);
+    assert_eq!(lease.slots, 2);
     // During the outage node a admitted w1 and w2 (and w2 twice: polls on the node again),
     // plus a new arrival "n" that never queued.
     let until = t + 600_000;

@@ -11,6 +11,7 @@ mod process;
 mod sentinel;
 mod tls;
 
+mod capped;
 mod ghosts;
 mod selftest;
 mod stores;

@@ -5,21 +5,24 @@
 -- KEYS:  1 meta, 2 leases, 3 active, 4 buying (rg:{id}:<name>; what each holds: src/store/keys.rs)
 -- ARGV:  1 node id, 2 now ms, 3 slots wanted, 4 lease length ms, 5 max active (the node's),
 --        6 admission cap of a room with a sale (-1: no sale)
--- Expired leases are dropped. The grant is at most the slots free after sessions and the other
--- nodes' leases, split with the pacer and the other lease holders (free / (holders + 1)), so
--- leases never take every free slot. A grant of 0 drops the node's lease.
+-- Expired leases are dropped. A node keeps the slots it holds (up to what it asks) and grows by
+-- a share of the slots nobody holds, split with the pacer and the other holders (unheld /
+-- (holders + 1)); and no holder gets more than max_active / (4 * holders), so leases together
+-- never hold more than a quarter of the room's sessions. A grant of 0 drops the node's lease.
 -- Returns {granted, lease holders (this node included), leased total}.
 local meta, leases, active, buying = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local node, now = ARGV[1], tonumber(ARGV[2])
 local want, ttl, cap = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[6])
 local _, max_active = rg_settings(meta, 0, tonumber(ARGV[5]), 1)
-local others, holders, until_ms = 0, 1, now + ttl
+local others, holders, until_ms, mine = 0, 1, now + ttl, 0
 local all = redis.call('HGETALL', leases)
 for i = 1, #all, 2 do
   local slots, exp = string.match(all[i + 1], '^(%d+) (%d+)$')
   if not exp or tonumber(exp) <= now then
     redis.call('HDEL', leases, all[i])
-  elseif all[i] ~= node then
+  elseif all[i] == node then
+    mine = tonumber(slots)
+  else
     others = others + tonumber(slots)
     holders = holders + 1
     until_ms = math.max(until_ms, tonumber(exp))
@@ -30,7 +33,10 @@ local free = max_active - n - others
 if cap >= 0 then
   free = math.min(free, cap - (n - redis.call('SCARD', buying)) - others)
 end
-local grant = math.max(0, math.min(want, math.floor(free / (holders + 1))))
+local unheld = math.max(free - mine, 0)
+local grant = math.min(want, mine + math.floor(unheld / (holders + 1)),
+  math.floor(max_active / (4 * holders)))
+grant = math.max(0, math.min(grant, free))
 if grant > 0 then
   redis.call('HSET', leases, node, grant .. ' ' .. (now + ttl))
 else

@@ -6,7 +6,8 @@
 -- ARGV:  1 node id, 2 now ms, 3 admit per minute (the node's), 4 bucket burst, then pairs:
 --        identity, session expiry ms
 -- Each identity leaves the queue (it was admitted out of it) and becomes an admitted, claimed
--- session unless it holds one already. The admissions are taken from the token bucket, which
+-- session; one that holds a live admission already keeps it, running at least to its expiry
+-- here, and is not counted again. The admissions are taken from the token bucket, which
 -- may go below zero: the room then admits nobody until the outage's admissions are paid back.
 -- Returns the number of sessions recorded.
 local meta, q, active, sess, leases = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -17,10 +18,16 @@ for i = 5, #ARGV, 2 do
   local id, exp = ARGV[i], tonumber(ARGV[i + 1])
   redis.call('ZREM', q, id)
   local held = redis.call('ZSCORE', active, id)
-  if exp > now and not (held and tonumber(held) > now) then
-    redis.call('ZADD', active, exp, id)
-    redis.call('HSET', sess, id, exp)
-    recorded = recorded + 1
+  if exp > now then
+    if held and tonumber(held) > now then
+      -- Admitted by the store before the outage and not yet claimed: its pass runs to exp.
+      redis.call('ZADD', active, 'GT', exp, id)
+      redis.call('HSETNX', sess, id, exp)
+    else
+      redis.call('ZADD', active, exp, id)
+      redis.call('HSET', sess, id, exp)
+      recorded = recorded + 1
+    end
   end
 end
 if recorded > 0 then
