@@ -24,7 +24,6 @@ use crate::store::Lease;
 /// How often the pacer renews a capped room's lease while the store answers.
 pub const LEASE_RENEW_MS: u64 = 1_000;
 
-
 /// The node's outage state of one room. Lock-free to ask whether the store is down (every poll
 /// asks); the lease itself is behind a mutex only touched by the pacer and by admissions
 /// during an outage.

@@ -67,7 +67,13 @@ async fn reconcile_outage(room: &Room, store: &dyn Store) -> Result<(), StoreErr
         return Ok(());
     }
     let recorded = store
-        .reconcile(&room.id, &room.outage.node(), &pending, &room.params_now(), now_ms())
+        .reconcile(
+            &room.id,
+            &room.outage.node(),
+            &pending,
+            &room.params_now(),
+            now_ms(),
+        )
         .await?;
     room.outage.recorded(&pending);
     tracing::info!(room = %room.id, admitted = pending.len(), recorded, "outage admissions recorded in the store");
@@ -89,7 +95,14 @@ async fn renew_lease(
     let want = room.outage.want(rate, max_active);
     let ttl = room.outage.store_ttl(room.params.session_ms);
     let lease = store
-        .lease(&room.id, &room.outage.node(), want, &room.params_now(), ttl, now)
+        .lease(
+            &room.id,
+            &room.outage.node(),
+            want,
+            &room.params_now(),
+            ttl,
+            now,
+        )
         .await?;
     room.outage.renewed(lease, rate, now);
     Ok(())
@@ -205,7 +218,8 @@ pub async fn run(
     outage: OutageRule,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    room.outage.configure(outage.mode, outage.lease_ms, outage.node);
+    room.outage
+        .configure(outage.mode, outage.lease_ms, outage.node);
     let mut eta = EtaEstimator::default();
     // Phase changes seen while running are announced; the phase at start is not (a restart
     // must not announce an opening that happened long ago).

@@ -40,9 +40,9 @@ pub struct Uncertain {
     pub reservation_id: String,
 }
 
-/// Reserves `order` in `sale` at `now`. On a new reservation the room behind the sale (when
-/// given) learns the remaining stock and that the buyer bought, without a store round trip.
-/// Every other outcome changed nothing.
+/// Reserves `order` in `sale` at `now`. On a new reservation, or a repeat that finds one, the
+/// room behind the sale (when given) learns the remaining stock and that the buyer bought,
+/// without a store round trip. Every other outcome changed nothing.
 ///
 /// The reservation is named before the store is asked: an order without a key gets a random
 /// one here, and its reservation the id that key names ([`keyed_reservation_id`]). The store
@@ -88,7 +88,11 @@ pub async fn purchase(
         }
     };
     sale.count_purchase(outcome.label());
-    if let (PurchaseOutcome::Reserved(r), Some(room)) = (&outcome, room) {
+    // A repeat that finds its reservation counts too: the first attempt may have run while its
+    // answer was lost (a 503), so this is the first time the room hears of this buyer.
+    if let (PurchaseOutcome::Reserved(r) | PurchaseOutcome::Existing(r), Some(room)) =
+        (&outcome, room)
+    {
         room.note_sold(r.available, sale.admit_cap_for(r.available));
         // The buyer stops counting against the stock-aware admission cap once the pacer
         // records it (batched, before its next tick): no extra store round trip.

@@ -363,6 +363,29 @@ pub async fn spawn_app(config: Config) -> TestApp {
     }
 }
 
+/// Starts rushgate from `config` written to a file in `dir` (so `POST /admin/v1/reload`
+/// reads it again); returns the node and the file's path.
+pub async fn spawn_app_from_file(config: Config, dir: &std::path::Path) -> (TestApp, PathBuf) {
+    let path = dir.join("rushgate.toml");
+    std::fs::write(&path, toml::to_string(&config).expect("config as TOML")).expect("write");
+    let app = App::start_with_file(config, Some(path.clone()))
+        .await
+        .expect("rushgate starts");
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .pool_idle_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+    let t = TestApp {
+        base: format!("http://{}", app.public_addr),
+        admin: format!("http://{}", app.admin_addr),
+        app: Some(app),
+        client,
+    };
+    (t, path)
+}
+
 /// A store for `kind` plus the redis-server behind it (kept alive by the caller).
 pub async fn store_url(kind: StoreKind) -> (Option<RedisServer>, Option<String>) {
     match kind {

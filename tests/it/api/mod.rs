@@ -8,4 +8,4 @@ mod pow;
 mod queue_basics;
 mod reload;
 mod sales;
-mod webhooks;
+pub mod webhooks;

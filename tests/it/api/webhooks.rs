@@ -16,12 +16,12 @@ use serde_json::{json, Value};
 
 use crate::harness::*;
 
-const SECRET: &str = "webhook-secret-0123456789";
+pub const SECRET: &str = "webhook-secret-0123456789";
 
-type Received = Arc<Mutex<Vec<(String, String, Value)>>>;
+pub type Received = Arc<Mutex<Vec<(String, String, Value)>>>;
 
 /// A receiver that records (event header, signature header, body) and answers 204.
-async fn receiver() -> (String, Received) {
+pub async fn receiver() -> (String, Received) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -82,7 +82,7 @@ async fn receiver() -> (String, Received) {
     (url, got)
 }
 
-fn count(got: &Received, event: &str) -> usize {
+pub fn count(got: &Received, event: &str) -> usize {
     got.lock()
         .expect("lock")
         .iter()

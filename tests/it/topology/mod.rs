@@ -12,6 +12,7 @@ mod sentinel;
 mod tls;
 
 mod capped;
+mod faults;
 mod ghosts;
 mod selftest;
 mod stores;

@@ -2,7 +2,8 @@
 //! with a CA that does not sign the server), a Sentinel-watched master that fails over during a
 //! sale, and a Redis Cluster with two rooms on different masters and a master failover during
 //! a drop. Each runs the shopper's path over HTTP (join, poll, admission, purchase, confirm,
-//! coupon claim, admin API) and checks the sale never oversells.
+//! coupon claim, admin API) and the operations tour (expiry sweep, a webhook delivered once,
+//! pause and resume, reload), and checks the sale never oversells.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -10,13 +11,84 @@ use std::time::{Duration, Instant};
 
 use futures::stream::{self, StreamExt};
 use reqwest::StatusCode;
-use rushgate::config::{Config, CouponConfig, SaleConfig, Secret, SentinelConfig};
+use rushgate::config::{Config, CouponConfig, SaleConfig, Secret, SentinelConfig, WebhookConfig};
 use serde_json::json;
 
 use super::{ClientAuth, Cluster, SentinelSet, TlsRedis};
+use crate::api::webhooks::{count, receiver, Received, SECRET};
 use crate::harness::*;
 
 const SHOP_KEY: &str = "topology-shop-key-0123456789";
+const ADMIN_TOKEN: &str = "topology-admin-token-0123456789";
+
+/// Adds the operations tour's room `tour` to `c`: a sale of one unit whose reservations hold
+/// for one second, a webhook for `room.paused` to `hook`, and an admin token.
+fn with_tour(c: &mut Config, tour: &str, hook: &str) {
+    c.rooms.push(room(tour));
+    let mut sale = SaleConfig::with_ids(&format!("s{}", &tour[1..]), tour, 1);
+    sale.reservation_seconds = 1;
+    c.sales.push(sale);
+    c.webhooks = vec![WebhookConfig {
+        url: hook.to_string(),
+        events: vec!["room.paused".into()],
+        secret: Secret(SECRET.into()),
+    }];
+    c.admin.token = Secret(ADMIN_TOKEN.into());
+}
+
+/// Operations beyond the shopper's path on a node started from a file (see [`with_tour`]): an
+/// unpaid reservation expires and the keeper's sweep returns its unit; pausing the room
+/// delivers `room.paused` to the receiver exactly once (however many nodes there are); the
+/// room resumes; a reload of the file applies.
+async fn operations_tour(app: &TestApp, tour: &str, got: &Received) {
+    let state = &app.app.as_ref().expect("running").state;
+    let now = rushgate::clock::now_ms() / 1000;
+    let pass = state
+        .passes
+        .issue(tour, "tour-buyer", 1, now, now + 600)
+        .expect("pass");
+    let sale = format!("s{}", &tour[1..]);
+    let bought = app
+        .send(
+            app.client
+                .post(app.api(&format!("sales/{sale}/purchase")))
+                .bearer_auth(&pass)
+                .json(&json!({ "quantity": 1 })),
+        )
+        .await;
+    assert_eq!(bought.status, StatusCode::CREATED, "{}", bought.body);
+    let store = &state.sale_store;
+    wait_until(
+        Duration::from_secs(15),
+        "the unpaid reservation expires and the sweep returns its unit",
+        || async {
+            store
+                .sale_state(&typed_sale(&sale))
+                .await
+                .is_ok_and(|s| s.available == 1 && s.reserved == 0)
+        },
+    )
+    .await;
+    let admin = |action: &str| {
+        app.client
+            .post(format!("{}/admin/v1/{action}", app.admin))
+            .bearer_auth(ADMIN_TOKEN)
+    };
+    let paused = app.send(admin(&format!("rooms/{tour}/pause"))).await;
+    assert_eq!(paused.status, StatusCode::OK, "{}", paused.body);
+    wait_until(
+        Duration::from_secs(15),
+        "room.paused reaches the receiver",
+        || async { count(got, "room.paused") >= 1 },
+    )
+    .await;
+    let resumed = app.send(admin(&format!("rooms/{tour}/resume"))).await;
+    assert_eq!(resumed.status, StatusCode::OK, "{}", resumed.body);
+    let reloaded = app.send(admin("reload")).await;
+    assert_eq!(reloaded.status, StatusCode::OK, "{}", reloaded.body);
+    // Once, from any number of nodes (the delivery claim is a key of the room's slot).
+    assert_eq!(count(got, "room.paused"), 1);
+}
 
 /// A config on `redis_url` (or none) with rooms, a sale of `stock` units behind the first room
 /// and a coupon campaign for it.
@@ -80,7 +152,13 @@ async fn shopper_path(app: &TestApp, room: &str, coupon: Option<&str>) -> String
             .await;
         assert_eq!(claimed.status, StatusCode::CREATED, "{}", claimed.body);
     }
-    let status = app.admin_get(&format!("/admin/v1/rooms/{room}")).await;
+    let status = app
+        .send(
+            app.client
+                .get(format!("{}/admin/v1/rooms/{room}", app.admin))
+                .bearer_auth(ADMIN_TOKEN),
+        )
+        .await;
     assert_eq!(status.status, StatusCode::OK, "{}", status.body);
     rsv
 }
@@ -88,13 +166,16 @@ async fn shopper_path(app: &TestApp, room: &str, coupon: Option<&str>) -> String
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_redis_with_a_client_certificate() {
     let redis = TlsRedis::start_with(ClientAuth::Required).await;
-    let id = room_id();
+    let (id, tour) = (room_id(), room_id());
+    let (hook, got) = receiver().await;
     let mut c = shop_config(Some(redis.url()), std::slice::from_ref(&id), 10);
+    with_tour(&mut c, &tour, &hook);
     c.store.tls_ca_file = Some(redis.ca_file().to_path_buf());
     c.store.tls_cert_file = Some(redis.cert_file().to_path_buf());
     c.store.tls_key_file = Some(redis.key_file().to_path_buf());
     assert!(c.validate().is_ok());
-    let app = spawn_app(c).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let (app, _) = spawn_app_from_file(c, dir.path()).await;
     wait_until(
         Duration::from_secs(10),
         "the node is ready over TLS",
@@ -103,6 +184,7 @@ async fn tls_redis_with_a_client_certificate() {
     .await;
     app.wait_sales_read().await;
     shopper_path(&app, &id, Some(&format!("c{}", &id[1..]))).await;
+    operations_tour(&app, &tour, &got).await;
     // The data really is in the TLS server.
     let q = redis.cli(&["EXISTS", &format!("rg:{{{id}}}:seq")]);
     assert_eq!(q.trim(), "1", "{q}");
@@ -161,8 +243,10 @@ async fn tls_redis_with_a_certificate_that_does_not_verify_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sentinel_failover_during_a_sale_recovers_without_restart() {
     let mut set = SentinelSet::start().await;
-    let id = room_id();
+    let (id, tour) = (room_id(), room_id());
+    let (hook, got) = receiver().await;
     let mut c = shop_config(None, std::slice::from_ref(&id), 300);
+    with_tour(&mut c, &tour, &hook);
     c.store.sentinel = Some(SentinelConfig {
         master: set.master_name().to_string(),
         nodes: set.sentinel_addrs(),
@@ -172,11 +256,16 @@ async fn sentinel_failover_during_a_sale_recovers_without_restart() {
     // Every success must survive the failover: one replica confirms it first.
     c.store.durable_acks = 1;
     assert!(c.validate().is_ok(), "{:?}", c.validate());
-    let nodes = Arc::new([spawn_app(c.clone()).await, spawn_app(c).await]);
+    let dir = tempfile::tempdir().expect("dir");
+    let nodes = Arc::new([
+        spawn_app_from_file(c.clone(), dir.path()).await.0,
+        spawn_app(c).await,
+    ]);
     for n in nodes.iter() {
         n.wait_sales_read().await;
     }
     shopper_path(&nodes[0], &id, None).await;
+    operations_tour(&nodes[0], &tour, &got).await;
 
     // 1,000 buyers on two nodes for 300 units; the master dies a third of the way through.
     let sale = format!("s{}", &id[1..]);
@@ -317,9 +406,13 @@ async fn cluster_rooms_on_two_masters_and_a_master_failover() {
         cluster.master_of_slot(cluster.room_slot(&a)),
         cluster.master_of_slot(cluster.room_slot(&b))
     );
-    let c = shop_config(Some(cluster.url()), &[a.clone(), b.clone()], 50);
+    let tour = room_id();
+    let (hook, got) = receiver().await;
+    let mut c = shop_config(Some(cluster.url()), &[a.clone(), b.clone()], 50);
+    with_tour(&mut c, &tour, &hook);
     assert!(c.validate().is_ok(), "{:?}", c.validate());
-    let app = spawn_app(c).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let (app, _) = spawn_app_from_file(c, dir.path()).await;
     wait_until(
         Duration::from_secs(10),
         "the node is ready on the cluster",
@@ -329,6 +422,7 @@ async fn cluster_rooms_on_two_masters_and_a_master_failover() {
     app.wait_sales_read().await;
     shopper_path(&app, &a, Some(&format!("c{}", &a[1..]))).await;
     shopper_path(&app, &b, None).await;
+    operations_tour(&app, &tour, &got).await;
     // Each room's keys are there (on its own master: `cli` follows the redirection).
     for room in [&a, &b] {
         let key = format!("rg:{{{room}}}:seq");
