@@ -138,6 +138,23 @@ taskset -c "$SERVER_CPU" "$LT" baseline hyper-proxy --listen "127.0.0.1:$HPROXY_
 HPROXY_PID=$!
 PIDS+=($HPROXY_PID)
 
+# Two rooms for the Redis Cluster row whose keys (hash tag = the room id) fall in the slot ranges
+# `redis-cli --cluster create` gives its first and second master (0-5460, 5461-10922).
+read -r ROOM_A ROOM_B < <(python3 - <<'PY'
+def crc16(data):
+    crc = 0
+    for b in data:
+        crc ^= b << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
+    return crc
+names = [f"pair-{i}" for i in range(100)]
+a = next(n for n in names if crc16(n.encode()) % 16384 <= 5460)
+b = next(n for n in names if 5461 <= crc16(n.encode()) % 16384 <= 10922)
+print(a, b)
+PY
+)
+
 cat > "$TMP/rushgate.toml" <<EOF
 [server]
 listen = "127.0.0.1:$RG_PORT"
@@ -167,6 +184,18 @@ max_active = 1
 idle_timeout_seconds = 3600
 upstream = "http://127.0.0.1:$UPSTREAM"
 protect = ["/products/*"]
+
+[[rooms]]
+id = "$ROOM_A"
+admit_per_minute = 1
+max_active = 1
+idle_timeout_seconds = 3600
+
+[[rooms]]
+id = "$ROOM_B"
+admit_per_minute = 1
+max_active = 1
+idle_timeout_seconds = 3600
 
 [[sales]]
 id = "bench-sale"
@@ -231,6 +260,97 @@ run proxy_1 proxy "$RG_PORT" --set conns=1
 run nginx_proxy_1 get "$NGX_PROXY" --set conns=1 --set path=/products/item
 run hyper_proxy_1 get "$HPROXY_PORT" --set conns=1 --set path=/products/item
 run upstream_1 get "$UPSTREAM" --set conns=1 --set path=/products/item
+# Redis Cluster: joins into two rooms at once, the same two rooms on the one Redis above and on a
+# 3-master cluster whose first two masters each hold one of them (a second rushgate, same
+# binary, `redis-cluster://`). Every server process shares the server core here, so this row
+# shows what cluster mode costs per join on one core, and how the Redis work splits over two
+# masters; the throughput a cluster adds comes from masters on their own machines.
+CL_PORTS=()
+CL_PIDS=()
+for i in 1 2 3; do
+  port=$(free_port)
+  mkdir -p "$TMP/cluster$i"
+  taskset -c "$SERVER_CPU" redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
+    --cluster-enabled yes --cluster-config-file "$TMP/cluster$i/nodes.conf" --dir "$TMP/cluster$i" \
+    --logfile "$TMP/cluster$i/redis.log" &
+  CL_PIDS+=($!)
+  PIDS+=($!)
+  CL_PORTS+=("$port")
+done
+for p in "${CL_PORTS[@]}"; do wait_port "$p"; done
+redis-cli --cluster create "127.0.0.1:${CL_PORTS[0]}" "127.0.0.1:${CL_PORTS[1]}" "127.0.0.1:${CL_PORTS[2]}" \
+  --cluster-replicas 0 --cluster-yes >/dev/null
+for _ in $(seq 1 100); do
+  redis-cli -p "${CL_PORTS[0]}" cluster info | grep -q 'cluster_state:ok' && break
+  sleep 0.1
+done
+CL_RG_PORT=$(free_port); CL_ADMIN_PORT=$(free_port)
+cat > "$TMP/rushgate-cluster.toml" <<EOF
+[server]
+listen = "127.0.0.1:$CL_RG_PORT"
+admin_listen = "127.0.0.1:$CL_ADMIN_PORT"
+
+[store]
+redis_url = "redis-cluster://127.0.0.1:${CL_PORTS[0]},127.0.0.1:${CL_PORTS[1]},127.0.0.1:${CL_PORTS[2]}"
+
+[passes]
+signing_key_file = "$TMP/signing-key.pem"
+generate_missing_key = true
+ticket_secret = "bench-ticket-secret-0123456789abcdef"
+
+[limits]
+join_per_minute = 0
+
+[log]
+level = "warn"
+
+[[rooms]]
+id = "$ROOM_A"
+admit_per_minute = 1
+max_active = 1
+idle_timeout_seconds = 3600
+
+[[rooms]]
+id = "$ROOM_B"
+admit_per_minute = 1
+max_active = 1
+idle_timeout_seconds = 3600
+EOF
+taskset -c "$SERVER_CPU" "$RG" serve --config "$TMP/rushgate-cluster.toml" >"$TMP/rushgate-cluster.log" 2>&1 &
+CL_RG_PID=$!
+PIDS+=($CL_RG_PID)
+wait_port "$CL_RG_PORT"
+python3 - "$CL_ADMIN_PORT" <<'PY'
+import sys, time, urllib.request
+for _ in range(100):
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/readyz", timeout=1)
+        break
+    except Exception:
+        time.sleep(0.1)
+PY
+run_pair() { # name port cpu-args...: two generators of 32 connections, one per room, at once
+  local name=$1 port=$2; shift 2
+  if [ -n "${BENCH_ONLY:-}" ] && [[ " $BENCH_ONLY " != *" $name "* ]]; then return 0; fi
+  echo "==> $name"
+  local gens=()
+  for room in "$ROOM_A" "$ROOM_B"; do
+    taskset -c "$GEN_CPU" "$LT" run loadtest/scenarios/join.toml --quiet --out "$RAW" --name "${name}_$room" \
+      --target "127.0.0.1:$port" "$@" --set "duration_s=$DUR" --set "warmup_s=$WARM" \
+      --set "room=$room" --set conns=32 >"$TMP/$name-$room.out" 2>&1 &
+    gens+=($!)
+  done
+  wait "${gens[@]}" || { cat "$TMP/$name"-*.out; return 1; }
+}
+run_pair join2_single "$RG_PORT" --cpu "rushgate=$RG_PID" --cpu "redis=$REDIS_PID"
+run_pair join2_cluster "$CL_RG_PORT" --cpu "rushgate=$CL_RG_PID" --cpu "redis-m1=${CL_PIDS[0]}" \
+  --cpu "redis-m2=${CL_PIDS[1]}" --cpu "redis-m3=${CL_PIDS[2]}"
+if [ "$MODE" = full ]; then
+  run_pair join2_clusterb "$CL_RG_PORT" --cpu "rushgate=$CL_RG_PID" --cpu "redis-m1=${CL_PIDS[0]}" \
+    --cpu "redis-m2=${CL_PIDS[1]}" --cpu "redis-m3=${CL_PIDS[2]}"
+  run_pair join2_singleb "$RG_PORT" --cpu "rushgate=$RG_PID" --cpu "redis=$REDIS_PID"
+fi
+
 # A full run measures every throughput pair a second time, baseline first this time, and each
 # side's row takes its better run: this machine's speed drifts by a third within minutes, and
 # one run per side turned that drift into the ratio. The second poll run polls 20,000 new
@@ -286,6 +406,26 @@ for n, label in (("join_64", "join"), ("purchase_64", "purchase (never sells out
     a = best(n, n + "b"); q = a["req_per_s"] / lua["req_per_s"]
     row(label, f"{a['req_per_s']:,.0f} req/s", f"redis-lua {lua['req_per_s']:,.0f} req/s", f"{q:.2f}x req/s", ">= 0.8x req/s", q >= 0.8,
         dict(rushgate=a["req_per_s"], baseline=lua["req_per_s"], statuses=a["statuses"], redis_commands_per_request=x(n).get("redis_commands_per_request")))
+pairs = lambda prefix: [n for n in r if n.startswith(prefix + "_pair-")]
+def pair_side(*prefixes):
+    # The better of a side's runs; a run's req/s is the sum of its two rooms' generators.
+    runs = [(sum(s(n)["req_per_s"] for n in pairs(p)), p) for p in prefixes if len(pairs(p)) == 2]
+    return max(runs) if runs else (float("nan"), None)
+(cl, clp), (sg, sgp) = pair_side("join2_cluster", "join2_clusterb"), pair_side("join2_single", "join2_singleb")
+if clp and sgp:
+    def redis_cpu(p):
+        # Each generator divides the servers' CPU over its window by its own requests; both
+        # ran at once, so one generator's figure times its share of the requests is per join.
+        n = pairs(p)[0]
+        share = s(n)["requests"] / max(sum(s(m)["requests"] for m in pairs(p)), 1)
+        return {k: (v["user"] + v["system"]) * share
+                for k, v in x(n).get("cpu_us_per_request", {}).items() if k.startswith("redis")}
+    ccpu, scpu = redis_cpu(clp), redis_cpu(sgp)
+    busiest = max(ccpu.values()) if ccpu else float("nan")
+    row("joins, two rooms on two Cluster masters (all on one core)", f"{cl:,.0f} req/s; busiest master {busiest:.1f} µs/join",
+        f"same rooms on one Redis {sg:,.0f} req/s; Redis {scpu.get('redis', float('nan')):.1f} µs/join",
+        f"{cl/sg:.2f}x req/s", "- (context: one core; masters on their own machines add their CPU)", None,
+        dict(cluster=cl, single=sg, cluster_redis_cpu_us=ccpu, single_redis_cpu_us=scpu))
 a, b = best("proxy_64", "proxy_64b"), best("nginx_proxy_64", "nginx_proxy_64b")
 a1, b1, u1 = s("proxy_1"), s("nginx_proxy_1"), s("upstream_1")
 q = a["req_per_s"] / b["req_per_s"]

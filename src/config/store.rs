@@ -260,16 +260,11 @@ impl StoreConfig {
             }
         }
         if self.durable_acks > 0 {
-            match self.redis() {
-                None => bad(
+            if self.redis().is_none() {
+                bad(
                     "store.durable_acks",
                     "needs a Redis with replicas (the embedded store has none)",
-                ),
-                Some(RedisTarget::Cluster { .. }) => bad(
-                    "store.durable_acks",
-                    "is not supported on a Redis Cluster yet (one server or Sentinel)",
-                ),
-                Some(_) => {}
+                );
             }
             if self.durable_acks > 16 {
                 bad("store.durable_acks", "must be at most 16");

@@ -106,8 +106,8 @@ impl Outage {
         }
     }
 
-    /// The store failed at `now` (a refresh or a request saw it): the outage starts unless it
-    /// already has.
+    /// A refresh failed at `now`: the outage starts unless it already has. (One slow request
+    /// does not start one: the room's pacer decides.)
     pub fn store_down(&self, now: u64) {
         if self.down.swap(true, Ordering::Relaxed) {
             return;

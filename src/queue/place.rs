@@ -910,8 +910,8 @@ impl Places<'_> {
             }
             Err(e @ StoreError::Unavailable(_)) if self.on_store_error == OnStoreError::Capped => {
                 // Admitted by the store already (past the cached head): first in line for
-                // the lease, which keeps its slot until the store records the session.
-                room.outage.store_down(now);
+                // the lease (once the pacer finds the store down), which keeps its slot until
+                // the store records the session.
                 return match self.admit_on_lease(room, shopper, ticket, 1, now)? {
                     Ok(place) => Ok(place),
                     Err(_) => Err(e.into()),
@@ -944,8 +944,8 @@ impl Places<'_> {
             return Err(error.into());
         }
         if self.on_store_error == OnStoreError::Capped {
-            room.outage.store_down(now);
-            // Nobody to pass: a new arrival in an empty queue may take a leased slot;
+            // Only while the pacer finds the store down (a whole refresh failed), not after one
+            // slow call: nobody to pass: a new arrival in an empty queue may take a leased slot;
             // with waiters it cannot be queued without the store (503, retry).
             if room.snapshot().state.waiting > 0 {
                 return Err(error.into());

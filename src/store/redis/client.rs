@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use fred::prelude::*;
+use fred::types::cluster::ClusterRouting;
 use fred::types::scripts::Script;
 
 use fred::types::config::{ClusterDiscoveryPolicy, ServerConfig, TlsConfig, TlsConnector};
@@ -99,6 +100,8 @@ pub struct RedisStore {
     last_error: Arc<std::sync::Mutex<Option<String>>>,
     /// Replicas that must confirm acknowledged writes (`store.durable_acks`).
     durable_acks: u32,
+    /// A Redis Cluster: `WAIT` goes to the master that ran the write.
+    clustered: bool,
     command_timeout: Duration,
     batchers: Arc<Batchers>,
 }
@@ -222,6 +225,7 @@ impl RedisStore {
             healthy: Arc::new(AtomicBool::new(false)),
             last_error,
             durable_acks: 0,
+            clustered: matches!(target, RedisTarget::Cluster { .. }),
             command_timeout,
             batchers: Arc::default(),
         })
@@ -313,6 +317,8 @@ impl RedisStore {
             return self.eval(script, keys, args).await;
         }
         let client = self.pool.next();
+        // Every key of a script shares one slot: the first names the master it runs on.
+        let slot = keys.first().map(|k| ClusterRouting::hash_key(k.as_bytes()));
         let started = std::time::Instant::now();
         let result = self
             .run(script.evalsha_with_reload::<Value, _, _>(client, keys, args))
@@ -321,7 +327,24 @@ impl RedisStore {
             Ok(value) => {
                 let timeout_ms = (self.command_timeout.as_millis() as i64 * 3 / 4).max(1);
                 let wanted = i64::from(self.durable_acks);
-                let acked: i64 = self.run(client.wait(wanted, timeout_ms)).await?;
+                let acked: i64 = if self.clustered {
+                    // The same client keeps one connection per master, so WAIT on the master
+                    // that owns the slot (after any redirection the write followed) covers it.
+                    let master = slot.and_then(|slot| {
+                        client
+                            .cached_cluster_state()
+                            .and_then(|s| s.get_server(slot).cloned())
+                    });
+                    let Some(master) = master else {
+                        return Err(StoreError::Unavailable(
+                            "the cluster's layout is not known yet; the write may have run".into(),
+                        ));
+                    };
+                    self.run(client.with_cluster_node(master).wait(wanted, timeout_ms))
+                        .await?
+                } else {
+                    self.run(client.wait(wanted, timeout_ms)).await?
+                };
                 if acked < wanted {
                     Err(StoreError::Unavailable(format!(
                         "only {acked} of {wanted} replicas confirmed the write within \

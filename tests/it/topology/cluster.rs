@@ -182,6 +182,29 @@ impl Cluster {
         port
     }
 
+    /// Starts every killed master again on its port and directory: each rejoins the cluster as
+    /// a replica of the master that replaced it. Returns once each answers `ROLE` as a replica
+    /// with its link to its master up.
+    pub async fn restart_killed(&mut self) {
+        let killed = std::mem::take(&mut self.killed);
+        for port in &killed {
+            if let Some(node) = self.nodes.iter_mut().find(|n| n.port == *port) {
+                node.restart().await;
+            }
+        }
+        for port in killed {
+            wait_until(
+                Duration::from_secs(20),
+                &format!("{port} is a replica again with its link up"),
+                || async move {
+                    let info = redis_cli(port, &["INFO", "replication"]);
+                    info.contains("role:slave") && info.contains("master_link_status:up")
+                },
+            )
+            .await;
+        }
+    }
+
     /// Waits until every live node says `cluster_state:ok` and names the same live master for
     /// `slot`, one that was not killed and answers `ROLE` as a master (the replica that took
     /// over); returns its port. Panics after `timeout`.

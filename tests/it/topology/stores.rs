@@ -410,6 +410,8 @@ async fn cluster_rooms_on_two_masters_and_a_master_failover() {
     let (hook, got) = receiver().await;
     let mut c = shop_config(Some(cluster.url()), &[a.clone(), b.clone()], 50);
     with_tour(&mut c, &tour, &hook);
+    // Every acknowledged write waits for its master's replica (WAIT on that master).
+    c.store.durable_acks = 1;
     assert!(c.validate().is_ok(), "{:?}", c.validate());
     let dir = tempfile::tempdir().expect("dir");
     let (app, _) = spawn_app_from_file(c, dir.path()).await;
@@ -430,6 +432,7 @@ async fn cluster_rooms_on_two_masters_and_a_master_failover() {
     }
 
     // FIFO in each room: ten joins each, admitted in join order.
+    let mut joined_a = Vec::new();
     for room in [&a, &b] {
         let mut tickets = Vec::new();
         for _ in 0..10 {
@@ -445,6 +448,9 @@ async fn cluster_rooms_on_two_masters_and_a_master_failover() {
             })
             .collect();
         assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+        if room == &a {
+            joined_a = tickets;
+        }
     }
 
     // The master of room a dies: the node follows the promoted replica without a restart.
@@ -454,6 +460,29 @@ async fn cluster_rooms_on_two_masters_and_a_master_failover() {
     cluster
         .wait_failover_of(slot, Duration::from_secs(25))
         .await;
+    // durable_acks = 1: every place room a's joins were answered with is on the promoted
+    // replica.
+    for ticket in &joined_a {
+        let id = crate::crowd::identity_of(ticket);
+        let held = ["q", "active"].iter().any(|k| {
+            !cluster
+                .cli(&["ZSCORE", &format!("rg:{{{a}}}:{k}"), &id])
+                .trim()
+                .is_empty()
+        });
+        assert!(held, "acknowledged place {id} lost in the failover");
+    }
+    // The promoted master has no replica yet: an acknowledged write cannot be confirmed, so
+    // it answers 503, never a success a second failover could lose.
+    let unconfirmed = app.join(&a, None, None).await;
+    assert_eq!(
+        unconfirmed.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        unconfirmed.body
+    );
+    // The old master comes back as the new one's replica: writes are confirmed again.
+    cluster.restart_killed().await;
     wait_until(Duration::from_secs(30), "room a works again", || async {
         app.join(&a, None, None).await.status == StatusCode::CREATED
     })
