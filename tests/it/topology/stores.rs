@@ -245,7 +245,7 @@ async fn sentinel_failover_during_a_sale_recovers_without_restart() {
     let mut set = SentinelSet::start().await;
     let (id, tour) = (room_id(), room_id());
     let (hook, got) = receiver().await;
-    let mut c = shop_config(None, std::slice::from_ref(&id), 300);
+    let mut c = shop_config(None, std::slice::from_ref(&id), 1_000);
     with_tour(&mut c, &tour, &hook);
     c.store.sentinel = Some(SentinelConfig {
         master: set.master_name().to_string(),
@@ -267,7 +267,7 @@ async fn sentinel_failover_during_a_sale_recovers_without_restart() {
     shopper_path(&nodes[0], &id, None).await;
     operations_tour(&nodes[0], &tour, &got).await;
 
-    // 1,000 buyers on two nodes for 300 units; the master dies a third of the way through.
+    // 5,000 buyers on two nodes for 1,000 units; the master dies a third of the way through.
     let sale = format!("s{}", &id[1..]);
     let told_created = Arc::new(AtomicU64::new(0));
     let acknowledged = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
@@ -280,7 +280,7 @@ async fn sentinel_failover_during_a_sale_recovers_without_restart() {
             told_created.clone(),
         );
         tokio::spawn(async move {
-            stream::iter(0..1_000usize)
+            stream::iter(0..5_000usize)
                 .map(|i| {
                     let (nodes, id, sale, told) =
                         (nodes.clone(), id.clone(), sale.clone(), told.clone());
@@ -331,7 +331,7 @@ async fn sentinel_failover_during_a_sale_recovers_without_restart() {
         "a third of the buyers are served",
         || {
             let told = told_created.clone();
-            async move { told.load(Ordering::Relaxed) >= 100 }
+            async move { told.load(Ordering::Relaxed) >= 333 }
         },
     )
     .await;
@@ -368,7 +368,7 @@ async fn sentinel_failover_during_a_sale_recovers_without_restart() {
 
     // With durable_acks = 1, every reservation a buyer was told about is on the new master.
     let acknowledged = acknowledged.lock().expect("lock").clone();
-    assert!(acknowledged.len() >= 100, "{}", acknowledged.len());
+    assert!(acknowledged.len() >= 333, "{}", acknowledged.len());
     let master = set.current_master();
     for rsv in &acknowledged {
         let held = set.cli(master, &["HEXISTS", &format!("rg:{{{sale}}}:rsv"), rsv]);
@@ -391,7 +391,7 @@ async fn sentinel_failover_during_a_sale_recovers_without_restart() {
         st.total,
         "{st:?}"
     );
-    assert!(st.reserved + st.confirmed <= 300, "{st:?}");
+    assert!(st.reserved + st.confirmed <= 1_000, "{st:?}");
     let for_nodes = Arc::try_unwrap(nodes).ok().expect("sole owner");
     for n in for_nodes {
         n.stop().await;
