@@ -106,6 +106,24 @@ pub struct RedisStore {
     batchers: Arc<Batchers>,
 }
 
+/// Starts `client`'s connection task again each time it ends with an error (see
+/// [`RedisStore::connect`]); returns when it ends cleanly (the pool quit).
+async fn keep_connected(client: Client, mut handle: fred::types::ConnectHandle) {
+    loop {
+        match handle.await {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "redis client stopped; connecting it again");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "redis client task failed; connecting it again");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        handle = client.connect();
+    }
+}
+
 /// Most calls one coalesced script run takes: bounds a batch's time inside Redis (well under a
 /// millisecond) and the reply size.
 const MAX_BATCH: usize = 128;
@@ -218,8 +236,14 @@ impl RedisStore {
                 }
             }));
         }
-        // The handles end when the pool quits; reconnection runs inside them.
-        let _handles = pool.connect_pool();
+        // Reconnection runs inside each client's connection task, which ends when the pool
+        // quits (Ok). fred also ends it with an error when a redirection cannot be followed
+        // (an ASK during resharding meets a command that may not be sent twice: "Max attempts
+        // reached"), and the client would then stay dead: every later command times out. So a
+        // task that ends with an error is started again.
+        for (client, handle) in pool.clients().iter().cloned().zip(pool.connect_pool()) {
+            tokio::spawn(keep_connected(client, handle));
+        }
         Ok(Self {
             pool,
             healthy: Arc::new(AtomicBool::new(false)),
@@ -383,6 +407,9 @@ impl RedisStore {
                 | ErrorKind::Backpressure
                 | ErrorKind::Routing
         ) || e.details().starts_with("Failed to route command")
+            // The client's connection task ended with the command in flight (it is started
+            // again, see `keep_connected`): whether the command ran is unknown.
+            || e.details() == "channel closed"
             // A failover or resync in progress: the command did not run; retrying later works.
             || ["CLUSTERDOWN", "READONLY", "LOADING", "MASTERDOWN", "NOREPLICAS", "TRYAGAIN"]
                 .iter()

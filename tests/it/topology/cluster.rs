@@ -235,6 +235,53 @@ impl Cluster {
         promoted.expect("the wait ended on a promoted master")
     }
 
+    /// Moves `slot` from its master to the master on `to` the way `redis-cli --cluster
+    /// reshard` does, slowly: IMPORTING on the target, MIGRATING on the source, then its keys
+    /// one MIGRATE at a time with `pause` between them (clients meanwhile meet ASK redirections,
+    /// and TRYAGAIN for a script whose keys are split), and finally `SETSLOT NODE` on every
+    /// master. Returns the number of keys moved.
+    pub async fn move_slot(&self, slot: u16, to: u16, pause: Duration) -> usize {
+        let from = self.master_of_slot(slot);
+        assert_ne!(from, to, "slot {slot} is on {to} already");
+        let id = |port: u16| redis_cli(port, &["CLUSTER", "MYID"]).trim().to_string();
+        let (from_id, to_id) = (id(from), id(to));
+        let slot_s = slot.to_string();
+        let ok = |port: u16, args: &[&str]| {
+            let reply = redis_cli(port, args);
+            assert_eq!(reply.trim(), "OK", "{args:?} on {port}: {reply}");
+        };
+        ok(to, &["CLUSTER", "SETSLOT", &slot_s, "IMPORTING", &from_id]);
+        ok(from, &["CLUSTER", "SETSLOT", &slot_s, "MIGRATING", &to_id]);
+        let mut moved = 0;
+        loop {
+            let keys = redis_cli(from, &["CLUSTER", "GETKEYSINSLOT", &slot_s, "1"]);
+            let Some(key) = keys.lines().map(str::trim).find(|k| !k.is_empty()) else {
+                break;
+            };
+            let to_s = to.to_string();
+            let reply = redis_cli(from, &["MIGRATE", "127.0.0.1", &to_s, key, "0", "5000"]);
+            assert!(
+                matches!(reply.trim(), "OK" | "NOKEY"),
+                "MIGRATE {key}: {reply}"
+            );
+            moved += 1;
+            tokio::time::sleep(pause).await;
+        }
+        let masters: Vec<u16> = self.live_ports().filter(|&p| is_master(p)).collect();
+        for port in masters {
+            ok(port, &["CLUSTER", "SETSLOT", &slot_s, "NODE", &to_id]);
+        }
+        moved
+    }
+
+    /// Another live master than the one serving `slot`.
+    pub fn other_master(&self, slot: u16) -> u16 {
+        let serving = self.master_of_slot(slot);
+        self.live_ports()
+            .find(|&p| p != serving && is_master(p) && self.nodes[..3].iter().any(|n| n.port == p))
+            .expect("another live master")
+    }
+
     /// Runs a command with `redis-cli -c` (following MOVED redirects) through a live node and
     /// returns its raw output.
     pub fn cli(&self, args: &[&str]) -> String {

@@ -111,10 +111,20 @@ fn shop_config(redis_url: Option<String>, rooms: &[String], stock: u64) -> Confi
 /// The shopper's path on `app` in `room`: join, poll until admitted, buy one unit, the shop
 /// confirms it, claim a coupon; plus the admin status. Returns the reservation id.
 async fn shopper_path(app: &TestApp, room: &str, coupon: Option<&str>) -> String {
-    let joined = app.join(room, None, None).await;
-    assert_eq!(joined.status, StatusCode::CREATED, "{}", joined.body);
-    let ticket = joined.str("ticket").to_string();
     let deadline = Instant::now() + Duration::from_secs(20);
+    // A node that just became ready may still meet a 503 (a cluster settling): retried with the
+    // ticket it gives, as a client does.
+    let mut pending: Option<String> = None;
+    let joined = loop {
+        let r = app.join(room, None, pending.as_deref()).await;
+        if r.status != StatusCode::SERVICE_UNAVAILABLE || Instant::now() > deadline {
+            break r;
+        }
+        pending = Some(r.str("ticket").to_string()).filter(|t| !t.is_empty());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(joined.status.is_success(), "{}", joined.body);
+    let ticket = joined.str("ticket").to_string();
     let pass = loop {
         let p = app.position(room, &ticket).await;
         if p.str("state") == "admitted" {
@@ -396,6 +406,130 @@ async fn sentinel_failover_during_a_sale_recovers_without_restart() {
     for n in for_nodes {
         n.stop().await;
     }
+}
+
+/// A room's slot moves to another master while shoppers join and buy (resharding): rushgate
+/// follows the ASK and MOVED redirections, a script that meets its keys split between the two
+/// masters answers 503 (TRYAGAIN) and its retry, as the 503 says, goes through; every shopper
+/// ends with one place, seqs stay unique, and the sale never oversells.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_resharding_during_a_drop_is_followed() {
+    let cluster = Cluster::start().await;
+    let id = room_id();
+    let sale = format!("s{}", &id[1..]);
+    // More units than shoppers: every shopper buys one.
+    let c = shop_config(Some(cluster.url()), std::slice::from_ref(&id), 1_000);
+    let app = spawn_app(c).await;
+    wait_until(
+        Duration::from_secs(10),
+        "the node is ready on the cluster",
+        || async { app.admin_get("/readyz").await.status == StatusCode::OK },
+    )
+    .await;
+    app.wait_sales_read().await;
+    // Keys to move: a queue, sessions, a sale's stock... of the room (the sale's keys have
+    // their own slot and stay).
+    shopper_path(&app, &id, None).await;
+    let slot = cluster.room_slot(&id);
+    let to = cluster.other_master(slot);
+
+    let done = Arc::new(AtomicU64::new(0));
+    let shoppers = {
+        let (app, id, sale, done) = (&app, &id, &sale, done.clone());
+        stream::iter(0..150usize)
+            .map(move |i| {
+                let done = done.clone();
+                async move {
+                    let deadline = Instant::now() + Duration::from_secs(40);
+                    // Join, retrying a 503 with the ticket it gives.
+                    let mut pending: Option<String> = None;
+                    let joined = loop {
+                        let r = app.join(id, None, pending.as_deref()).await;
+                        if r.status != StatusCode::SERVICE_UNAVAILABLE {
+                            break r;
+                        }
+                        assert!(Instant::now() < deadline, "join still 503: {}", r.body);
+                        pending = Some(r.str("ticket").to_string()).filter(|t| !t.is_empty());
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    };
+                    assert!(joined.status.is_success(), "{}", joined.body);
+                    let ticket = joined.str("ticket").to_string();
+                    // Polls (an admitted shopper's claim may meet a 503 and is repeated).
+                    let pass = loop {
+                        let p = app.position(id, &ticket).await;
+                        if p.str("state") == "admitted" {
+                            break p.str("pass").to_string();
+                        }
+                        assert!(Instant::now() < deadline, "not admitted: {}", p.body);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    };
+                    let bought = loop {
+                        let r = app
+                            .send(
+                                app.client
+                                    .post(app.api(&format!("sales/{sale}/purchase")))
+                                    .bearer_auth(&pass)
+                                    .json(&json!({ "quantity": 1, "idempotency_key": format!("r{i}") })),
+                            )
+                            .await;
+                        if r.status != StatusCode::SERVICE_UNAVAILABLE {
+                            break r;
+                        }
+                        assert!(Instant::now() < deadline, "purchase still 503");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    };
+                    done.fetch_add(1, Ordering::Relaxed);
+                    let rsv = match bought.status {
+                        StatusCode::CREATED | StatusCode::OK => {
+                            Some(bought.str("reservation_id").to_string())
+                        }
+                        StatusCode::CONFLICT => None,
+                        other => panic!("purchase {other}: {}", bought.body),
+                    };
+                    (crate::crowd::seq_of(&ticket), rsv)
+                }
+            })
+            .buffer_unordered(10)
+            .collect::<Vec<_>>()
+    };
+    let reshard = async {
+        wait_until(
+            Duration::from_secs(20),
+            "a third of the shoppers are done",
+            || {
+                let n = done.load(Ordering::Relaxed);
+                async move { n >= 50 }
+            },
+        )
+        .await;
+        cluster
+            .move_slot(slot, to, Duration::from_millis(100))
+            .await
+    };
+    let (results, moved) = tokio::join!(shoppers, reshard);
+    assert!(moved >= 3, "only {moved} keys moved");
+    assert_eq!(cluster.master_of_slot(slot), to, "the slot moved");
+    let seqs: std::collections::HashSet<u64> = results.iter().map(|(q, _)| *q).collect();
+    assert_eq!(seqs.len(), results.len(), "two shoppers share a seq");
+    let told: std::collections::HashSet<&String> =
+        results.iter().filter_map(|(_, r)| r.as_ref()).collect();
+    let store = &app.app.as_ref().expect("running").state.sale_store;
+    let st = store.sale_state(&typed_sale(&sale)).await.expect("state");
+    assert_eq!(
+        st.available + st.reserved + st.confirmed,
+        st.total,
+        "{st:?}"
+    );
+    // One unit went to the first shopper's path, the rest to the crowd's reservations.
+    assert_eq!(st.reserved + st.confirmed, told.len() as u64 + 1, "{st:?}");
+    // The room works on its new master.
+    let after = app.join(&id, None, None).await;
+    assert_eq!(after.status, StatusCode::CREATED, "{}", after.body);
+    eprintln!(
+        "cluster: slot {slot} ({moved} keys) moved to {to} during the drop; {} shoppers served",
+        results.len()
+    );
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
