@@ -43,6 +43,15 @@ pub struct RoomConfig {
     /// Paths forwarded without queueing even when `protect` matches them (`*.css`, `/health`).
     #[serde(default)]
     pub bypass: Vec<String>,
+    /// Match `protect` and `bypass` without regard to case (`/PRODUCTS/x` is `/products/x`), as
+    /// most shop frameworks route. Default true; set false for a shop whose paths differ by case.
+    #[serde(default = "defaults::yes")]
+    pub case_insensitive: bool,
+    /// Accept `;` path parameters (`/item;jsessionid=…`) in proxied paths; otherwise they are
+    /// refused with 400, because some servers strip them and would serve another path than the
+    /// rules judged.
+    #[serde(default)]
+    pub allow_path_parameters: bool,
     /// The shop's own waiting-page template (HTML with `{{placeholders}}`, see README); absent
     /// means the built-in page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -142,6 +151,9 @@ impl RoomMode {
 }
 
 mod defaults {
+    pub fn yes() -> bool {
+        true
+    }
     pub fn admit_per_minute() -> u32 {
         600
     }
@@ -192,6 +204,8 @@ impl RoomConfig {
             upstream: None,
             protect: Vec::new(),
             bypass: Vec::new(),
+            case_insensitive: true,
+            allow_path_parameters: false,
             page_template: None,
             mode: RoomMode::default(),
             opens_at: None,

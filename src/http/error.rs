@@ -5,6 +5,7 @@
 use http::{header, HeaderValue, Response, StatusCode};
 
 use super::body::{full, Body};
+use super::proxy::PathRefused;
 use crate::clock::now_ms;
 use crate::config::{join_problems, Problem};
 use crate::pass::{TokenError, UserTokenError};
@@ -119,6 +120,9 @@ pub enum ApiError {
     /// The reservation is in a state that does not allow this.
     #[error("reservation is {0}")]
     ReservationConflict(&'static str),
+    /// A proxied path that servers read in different ways (see [`PathRefused`]).
+    #[error("{0}")]
+    AmbiguousPath(PathRefused),
     /// The request headers are larger than the proxy accepts.
     #[error("request headers are larger than {limit} bytes")]
     HeadersTooLarge {
@@ -350,6 +354,7 @@ impl ApiError {
                 "reservation-conflict",
                 "Reservation conflict",
             ),
+            AmbiguousPath(_) => (StatusCode::BAD_REQUEST, "ambiguous-path", "Ambiguous path"),
             HeadersTooLarge { .. } => (
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "headers-too-large",

@@ -29,8 +29,28 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response
             limit: MAX_HEADER_BYTES,
         });
     }
-    let path = rules::normalize(req.uri().path());
-    match state.proxy.decide(&path) {
+    // The path is judged in its canonical form, and exactly that form is what the shop gets.
+    let path = rules::canonical(req.uri().path(), true).map_err(ApiError::AmbiguousPath)?;
+    let decision = state.proxy.decide(&path);
+    if let Decision::Forward(route) | Decision::Protected(route) = &decision {
+        if !route.parameters && path.contains(';') {
+            return Err(ApiError::AmbiguousPath(rules::PathRefused::PathParameter));
+        }
+    }
+    let mut req = req;
+    if req.uri().path() != path {
+        let canonical = match req.uri().query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path.clone(),
+        };
+        let pq = http::uri::PathAndQuery::try_from(canonical.as_str())
+            .map_err(|_| ApiError::AmbiguousPath(rules::PathRefused::Control))?;
+        let mut parts = req.uri().clone().into_parts();
+        parts.path_and_query = Some(pq);
+        *req.uri_mut() = http::Uri::from_parts(parts)
+            .map_err(|_| ApiError::AmbiguousPath(rules::PathRefused::Control))?;
+    }
+    match decision {
         Decision::Nowhere => Err(ApiError::NotFound(path.chars().take(128).collect())),
         Decision::Forward(route) => {
             // The shop may end a session from an unprotected page too (a /logout): the pass

@@ -27,6 +27,7 @@ use std::sync::Arc;
 pub use forward::PASS_HEADER;
 pub use gate::gate;
 pub use handle::handle;
+pub use rules::{canonical, PathRefused};
 pub(crate) use rules::{percent_decode, percent_encode, query_param};
 pub(crate) use waiting::is_local_path;
 pub use waiting::wait;
@@ -67,6 +68,10 @@ struct Route {
     upstream: Upstream,
     protect: Vec<Pattern>,
     bypass: Vec<Pattern>,
+    /// Rules match the lower-cased path (`case_insensitive`); the patterns are lower-cased too.
+    case_insensitive: bool,
+    /// `;` path parameters accepted (`allow_path_parameters`).
+    parameters: bool,
 }
 
 enum Upstream {
@@ -109,7 +114,14 @@ impl Proxy {
                 };
             let patterns = |list: &[String], field| {
                 list.iter()
-                    .map(|p| Pattern::parse(p).map_err(|e| err(field, format!("`{p}` {e}"))))
+                    .map(|p| {
+                        let p = if room.case_insensitive {
+                            p.to_ascii_lowercase()
+                        } else {
+                            p.clone()
+                        };
+                        Pattern::parse(&p).map_err(|e| err(field, format!("`{p}` {e}")))
+                    })
                     .collect::<Result<Vec<_>, _>>()
             };
             routes.push(Route {
@@ -118,6 +130,8 @@ impl Proxy {
                 upstream,
                 protect: patterns(&room.protect, "protect")?,
                 bypass: patterns(&room.bypass, "bypass")?,
+                case_insensitive: room.case_insensitive,
+                parameters: room.allow_path_parameters,
             });
         }
         Ok(Proxy {
@@ -137,13 +151,28 @@ impl Proxy {
             .unwrap_or(&self.inner.builtin_page)
     }
 
-    /// A path (normalized) is protected by the first room whose `protect` matches it and whose
-    /// `bypass` does not. Anything else goes to the first room whose rules mention the path,
-    /// else to the first room with an upstream.
+    /// A path (canonical, see [`rules::canonical`]) is protected by the first room whose
+    /// `protect` matches it and whose `bypass` does not. Anything else goes to the first room
+    /// whose rules mention the path, else to the first room with an upstream. Rooms with
+    /// `case_insensitive` match the lower-cased path.
     fn decide(&self, path: &str) -> Decision<'_> {
         let routes = &self.inner.routes;
-        let protects = |r: &Route| r.protect.iter().any(|p| p.matches(path));
-        let bypasses = |r: &Route| r.bypass.iter().any(|p| p.matches(path));
+        // Paths are ASCII (anything else is percent-encoded): lower-casing is per byte, and
+        // most paths have no upper-case letter to copy for.
+        let lower = if path.bytes().any(|b| b.is_ascii_uppercase()) {
+            std::borrow::Cow::Owned(path.to_ascii_lowercase())
+        } else {
+            std::borrow::Cow::Borrowed(path)
+        };
+        let seen = |r: &Route| {
+            if r.case_insensitive {
+                &*lower
+            } else {
+                path
+            }
+        };
+        let protects = |r: &Route| r.protect.iter().any(|p| p.matches(seen(r)));
+        let bypasses = |r: &Route| r.bypass.iter().any(|p| p.matches(seen(r)));
         if let Some(r) = routes.iter().find(|r| protects(r) && !bypasses(r)) {
             return Decision::Protected(r);
         }
@@ -177,7 +206,7 @@ mod tests {
     }
 
     fn decided(p: &Proxy, path: &str) -> String {
-        match p.decide(&rules::normalize(path)) {
+        match p.decide(&rules::canonical(path, false).unwrap()) {
             Decision::Protected(r) => format!("protect:{}", r.room),
             Decision::Forward(r) => format!("forward:{}", r.room),
             Decision::Nowhere => "nowhere".into(),
@@ -201,6 +230,8 @@ mod tests {
         assert_eq!(decided(&p, "/checkout/app.css"), "forward:a");
         assert_eq!(decided(&p, "/products/b/x"), "protect:b");
         assert_eq!(decided(&p, "/about"), "forward:a");
+        assert_eq!(decided(&p, "/PRODUCTS/A"), "protect:a");
+        assert_eq!(decided(&p, "/Checkout/App.CSS"), "forward:a");
         assert_eq!(decided(&proxy(&[]), "/about"), "nowhere");
     }
 }

@@ -8,6 +8,7 @@ mod crowd;
 mod forwarding;
 mod gate;
 mod nginx;
+mod paths;
 mod sessions;
 mod upstream;
 mod waiting;
