@@ -265,6 +265,7 @@ run upstream_1 get "$UPSTREAM" --set conns=1 --set path=/products/item
 # binary, `redis-cluster://`). Every server process shares the server core here, so this row
 # shows what cluster mode costs per join on one core, and how the Redis work splits over two
 # masters; the throughput a cluster adds comes from masters on their own machines.
+if [ -z "${BENCH_ONLY:-}" ] || [[ " $BENCH_ONLY " == *" join2_"* ]]; then
 CL_PORTS=()
 CL_PIDS=()
 for i in 1 2 3; do
@@ -319,7 +320,7 @@ EOF
 taskset -c "$SERVER_CPU" "$RG" serve --config "$TMP/rushgate-cluster.toml" >"$TMP/rushgate-cluster.log" 2>&1 &
 CL_RG_PID=$!
 PIDS+=($CL_RG_PID)
-wait_port "$CL_RG_PORT"
+wait_port "$CL_RG_PORT" || { cat "$TMP/rushgate-cluster.log"; exit 1; }
 python3 - "$CL_ADMIN_PORT" <<'PY'
 import sys, time, urllib.request
 for _ in range(100):
@@ -349,6 +350,7 @@ if [ "$MODE" = full ]; then
   run_pair join2_clusterb "$CL_RG_PORT" --cpu "rushgate=$CL_RG_PID" --cpu "redis-m1=${CL_PIDS[0]}" \
     --cpu "redis-m2=${CL_PIDS[1]}" --cpu "redis-m3=${CL_PIDS[2]}"
   run_pair join2_singleb "$RG_PORT" --cpu "rushgate=$RG_PID" --cpu "redis=$REDIS_PID"
+fi
 fi
 
 # A full run measures every throughput pair a second time, baseline first this time, and each
