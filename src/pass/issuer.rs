@@ -146,10 +146,7 @@ impl PassIssuer {
         now_unix: u64,
         exp_unix: u64,
     ) -> Result<String, KeyError> {
-        let mut claims = self.claims_for(room, holder.sub, pos, now_unix, exp_unix, None);
-        claims.gen = holder.gen;
-        claims.uid = holder.uid.map(str::to_owned);
-        self.issue_claims(&claims)
+        self.issue_holder(room, holder, pos, now_unix, exp_unix, false)
     }
 
     /// Like [`PassIssuer::issue_to`], marked as issued during a store outage (`deg`).
@@ -161,10 +158,22 @@ impl PassIssuer {
         now_unix: u64,
         exp_unix: u64,
     ) -> Result<String, KeyError> {
+        self.issue_holder(room, holder, pos, now_unix, exp_unix, true)
+    }
+
+    fn issue_holder(
+        &self,
+        room: &str,
+        holder: Holder<'_>,
+        pos: u64,
+        now_unix: u64,
+        exp_unix: u64,
+        deg: bool,
+    ) -> Result<String, KeyError> {
         let mut claims = self.claims_for(room, holder.sub, pos, now_unix, exp_unix, None);
         claims.gen = holder.gen;
         claims.uid = holder.uid.map(str::to_owned);
-        claims.deg = true;
+        claims.deg = deg;
         self.issue_claims(&claims)
     }
 

@@ -108,23 +108,28 @@ fn shop_config(redis_url: Option<String>, rooms: &[String], stock: u64) -> Confi
     c
 }
 
+/// A new place in `room`: the join is repeated while it answers 503, with the pending ticket
+/// the 503 gives (as a client does), until `deadline`. Returns the place's ticket.
+async fn join_retrying(app: &TestApp, room: &str, deadline: Instant) -> String {
+    let mut pending: Option<String> = None;
+    loop {
+        let r = app.join(room, None, pending.as_deref()).await;
+        if r.status != StatusCode::SERVICE_UNAVAILABLE {
+            assert!(r.status.is_success(), "{}", r.body);
+            return r.str("ticket").to_string();
+        }
+        assert!(Instant::now() < deadline, "join still 503: {}", r.body);
+        pending = Some(r.str("ticket").to_string()).filter(|t| !t.is_empty());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The shopper's path on `app` in `room`: join, poll until admitted, buy one unit, the shop
 /// confirms it, claim a coupon; plus the admin status. Returns the reservation id.
 async fn shopper_path(app: &TestApp, room: &str, coupon: Option<&str>) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
-    // A node that just became ready may still meet a 503 (a cluster settling): retried with the
-    // ticket it gives, as a client does.
-    let mut pending: Option<String> = None;
-    let joined = loop {
-        let r = app.join(room, None, pending.as_deref()).await;
-        if r.status != StatusCode::SERVICE_UNAVAILABLE || Instant::now() > deadline {
-            break r;
-        }
-        pending = Some(r.str("ticket").to_string()).filter(|t| !t.is_empty());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert!(joined.status.is_success(), "{}", joined.body);
-    let ticket = joined.str("ticket").to_string();
+    // A node that just became ready may still meet a 503 (a cluster settling).
+    let ticket = join_retrying(app, room, deadline).await;
     let pass = loop {
         let p = app.position(room, &ticket).await;
         if p.str("state") == "admitted" {
@@ -442,18 +447,7 @@ async fn cluster_resharding_during_a_drop_is_followed() {
                 async move {
                     let deadline = Instant::now() + Duration::from_secs(40);
                     // Join, retrying a 503 with the ticket it gives.
-                    let mut pending: Option<String> = None;
-                    let joined = loop {
-                        let r = app.join(id, None, pending.as_deref()).await;
-                        if r.status != StatusCode::SERVICE_UNAVAILABLE {
-                            break r;
-                        }
-                        assert!(Instant::now() < deadline, "join still 503: {}", r.body);
-                        pending = Some(r.str("ticket").to_string()).filter(|t| !t.is_empty());
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    };
-                    assert!(joined.status.is_success(), "{}", joined.body);
-                    let ticket = joined.str("ticket").to_string();
+                    let ticket = join_retrying(app, id, deadline).await;
                     // Polls (an admitted shopper's claim may meet a 503 and is repeated).
                     let pass = loop {
                         let p = app.position(id, &ticket).await;
