@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::http::limits::{self, Limits};
 use crate::http::proxy::{Proxy, ProxyError};
 use crate::http::state::{AppState, LiveState, ReloadHandle};
-use crate::http::{serve, Listener};
+use crate::http::{serve, ConnectionRules, Listener};
 use crate::ops::metrics;
 use crate::pass::{KeyError, PassIssuer, PassKeys, TicketSigner, UserTokens};
 use crate::queue::pow::Challenges;
@@ -23,6 +23,7 @@ use crate::queue::{Rooms, StockGate};
 use crate::sale::{Coupons, Sales};
 use crate::store::{MemoryStore, RedisStore, SaleStore, Store, StoreError};
 use crate::supervisor::Supervisor;
+use crate::tls::ServerCerts;
 use crate::webhooks::Webhooks;
 
 /// Why the server could not start.
@@ -37,6 +38,9 @@ pub enum StartError {
     /// A room's proxy settings could not be used (e.g. its page template became unreadable).
     #[error("{0}")]
     Proxy(#[from] ProxyError),
+    /// The public listener's certificate could not be loaded.
+    #[error("{0}")]
+    Tls(String),
     /// A listener could not bind.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -104,6 +108,12 @@ impl AppState {
             store,
             metrics: metrics::install(),
             proxy: Proxy::from_config(&config)?,
+            certificate: match &config.server.tls {
+                Some(tls) => Some(
+                    ServerCerts::load(&tls.cert_file, &tls.key_file).map_err(StartError::Tls)?,
+                ),
+                None => None,
+            },
             reload: None,
             draining: Arc::default(),
             config: Arc::new(config),
@@ -145,25 +155,22 @@ impl App {
             local(&admin, &config.server.admin_listen)?,
         );
         let (shutdown, rx) = watch::channel(false);
-        let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
         let live: LiveState = Arc::new(ArcSwap::from_pointee(state.clone()));
         let mut tasks = JoinSet::new();
-        let max = config.server.max_connections;
+        let (public_rules, admin_rules) = connection_rules(&config, &state)?;
         tasks.spawn(serve(
             public,
             Listener::Public,
             live.clone(),
             rx.clone(),
-            max,
-            grace,
+            public_rules,
         ));
         tasks.spawn(serve(
             admin,
             Listener::Admin,
             live.clone(),
             rx.clone(),
-            max,
-            grace,
+            admin_rules,
         ));
         let supervisor = Supervisor::start(live.clone(), path, rx.clone());
         tasks.spawn(supervisor.run(requests));
@@ -247,13 +254,109 @@ pub async fn run(config: Config, path: PathBuf) -> Result<(), StartError> {
     Ok(())
 }
 
+/// The rules of both listeners: deadlines from `[server]`, TLS on the public one when
+/// configured, and connection caps that fit the open-file limit (raised first).
+fn connection_rules(
+    config: &Config,
+    state: &AppState,
+) -> Result<(ConnectionRules, ConnectionRules), StartError> {
+    let server = &config.server;
+    let open_files = raise_open_files();
+    let public_cap = public_cap(config, open_files);
+    if public_cap < server.max_connections {
+        tracing::warn!(
+            open_files,
+            configured = server.max_connections,
+            max_connections = public_cap,
+            "server.max_connections lowered to fit the open-file limit (room kept for the admin \
+             listener, the store and the shop); raise the limit (ulimit -n, LimitNOFILE) to serve more"
+        );
+    }
+    let tls = match &state.certificate {
+        Some(certs) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(
+            certs.server_config().map_err(StartError::Tls)?,
+        ))),
+        None => None,
+    };
+    let public = ConnectionRules {
+        max_connections: public_cap,
+        head_timeout: Duration::from_secs(server.head_timeout_seconds),
+        body_timeout: Duration::from_secs(server.body_timeout_seconds),
+        idle_timeout: Duration::from_secs(server.idle_timeout_seconds),
+        grace: Duration::from_secs(server.shutdown_grace_seconds),
+        tls,
+    };
+    let admin = ConnectionRules {
+        max_connections: server.admin_max_connections,
+        tls: None,
+        ..public.clone()
+    };
+    Ok((public, admin))
+}
+
+/// Raises the soft open-file limit as far as the system allows (the hard limit, or with the
+/// privilege to raise that, `fs.nr_open`) and returns the limit in force.
+fn raise_open_files() -> u64 {
+    use rlimit::Resource;
+    let Ok((soft, hard)) = Resource::NOFILE.get() else {
+        return 1024;
+    };
+    let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(hard);
+    if ceiling > hard && Resource::NOFILE.set(ceiling, ceiling).is_ok() {
+        return ceiling;
+    }
+    if hard > soft && Resource::NOFILE.set(hard, hard).is_ok() {
+        return hard;
+    }
+    soft
+}
+
+/// The public listener's cap under `open_files`: what is left after the admin listener, the
+/// store's connections, idle connections to each shop and a margin for files and webhooks;
+/// halved when rooms proxy to a shop (a forwarded request holds a second socket).
+fn public_cap(config: &Config, open_files: u64) -> usize {
+    let shops = config
+        .rooms
+        .iter()
+        .filter(|r| r.upstream.as_deref().is_some_and(|u| u.starts_with("http")))
+        .count();
+    let reserve =
+        config.server.admin_max_connections + 2 * config.store.pool_size + 256 * shops + 256;
+    let left = usize::try_from(open_files)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(reserve);
+    let per_connection = if shops > 0 { 2 } else { 1 };
+    (left / per_connection)
+        .max(1)
+        .min(config.server.max_connections)
+}
+
+/// Pending connections the kernel may hold per listener (capped by `net.core.somaxconn`). The
+/// default of 128 overflows in a burst of arrivals (a drop opening), and every dropped
+/// handshake costs its client a one-second retransmission.
+const ACCEPT_BACKLOG: u32 = 4_096;
+
 async fn bind(addr: &str) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: addr.to_string(),
-            source,
-        })
+    let failed = |source| StartError::Bind {
+        addr: addr.to_string(),
+        source,
+    };
+    let address: SocketAddr = addr
+        .parse()
+        .map_err(|e| failed(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(failed)?;
+    // As std and tokio do: a restarted node binds again at once.
+    socket.set_reuseaddr(true).map_err(failed)?;
+    socket.bind(address).map_err(failed)?;
+    socket.listen(ACCEPT_BACKLOG).map_err(failed)
 }
 
 fn local(listener: &TcpListener, addr: &str) -> Result<SocketAddr, StartError> {

@@ -2,6 +2,8 @@
 //!
 //! Code map, lowest layer first (see ARCHITECTURE.md for the layer rule and the invariants):
 //! - [`id`], [`clock`]: typed ids parsed at the edge (the one id rule); the wall clock.
+//! - [`tls`]: rustls settings of every connection made or accepted (CA files or system roots,
+//!   client certificates, the listener's reloadable certificate).
 //! - [`config`]: typed TOML config, a file per section with its validation, env overrides.
 //! - [`pass`]: queue tickets (HMAC), signing keys and JWKS, admission passes (EdDSA/ES256 JWT).
 //! - [`ops`]: metric names and handles, logging, request ids.
@@ -31,4 +33,5 @@ pub mod queue;
 pub mod sale;
 pub mod store;
 pub mod supervisor;
+pub mod tls;
 pub mod webhooks;

@@ -152,6 +152,15 @@ impl Supervisor {
         let mut report = ReloadReport::default();
         keep_restart_only(&old.config, &mut next, &mut report);
         let proxy = Proxy::from_config(&next).map_err(|e| refused(vec![e.problem]))?;
+        // Read before anything changes: a certificate that does not load refuses the reload.
+        let certificate = match &old.certificate {
+            Some(certs) => Some(
+                certs
+                    .read_again()
+                    .map_err(|e| refused(vec![Problem::new("server.tls", e)]))?,
+            ),
+            None => None,
+        };
 
         // Rooms: keep unchanged objects, replace changed ones, drain removed ones.
         let mut rooms: HashMap<String, Arc<Room>> = HashMap::new();
@@ -253,6 +262,10 @@ impl Supervisor {
 
         // Swap first, then move the loops over: the new objects serve from their seeded caches.
         self.live.store(Arc::new(state.clone()));
+        if let (Some(certs), Some(fresh)) = (&state.certificate, certificate) {
+            certs.install(fresh);
+            report.certificate_reloaded = true;
+        }
         for room in restart {
             if let Some((_, running)) = self.pacers.remove(room.id.as_str()) {
                 running.stop().await;
@@ -293,7 +306,8 @@ fn keep_restart_only(old: &Config, next: &mut Config, report: &mut ReloadReport)
         "server",
         !same(&old.server.listen, &next.server.listen)
             || !same(&old.server.admin_listen, &next.server.admin_listen)
-            || !same(&old.server.api_prefix, &next.server.api_prefix),
+            || !same(&old.server.api_prefix, &next.server.api_prefix)
+            || !same(&old.server.tls, &next.server.tls),
     );
     keep("store", !same(&old.store, &next.store));
     keep("passes", !same(&old.passes, &next.passes));

@@ -5,7 +5,9 @@
 //! task delivers them. Every node may observe the same transition (each reads the same stock);
 //! an event carries a deterministic id and the first node to claim that id in the shared store
 //! (`SET NX`) delivers it, so each event is delivered once per cluster. Delivery retries with
-//! exponential backoff (1, 2, 4, 8 s) until the receiver answers 2xx.
+//! exponential backoff (1, 2, 4, 8 s) until the receiver answers 2xx. An `https://` receiver's
+//! certificate is verified (its hook's `ca_file`, else the system's roots); one that does not
+//! verify is never sent the event, and the log says why.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -104,15 +106,26 @@ async fn deliver_loop(
     mut rx: mpsc::Receiver<Event>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    // One client per hook: each verifies its receiver against its own `ca_file` (or the
+    // system's roots). A hook whose settings cannot be made is left out, and says why.
+    let hooks: Vec<(WebhookConfig, HookClient)> = hooks
+        .into_iter()
+        .filter_map(|hook| match hook_client(&hook) {
+            Ok(client) => Some((hook, client)),
+            Err(e) => {
+                tracing::error!(url = %hook.url, error = %e, "webhook cannot be delivered");
+                None
+            }
+        })
+        .collect();
     loop {
         let event = tokio::select! {
             e = rx.recv() => match e { Some(e) => e, None => return },
             _ = shutdown.changed() => return,
         };
-        let subscribed: Vec<&WebhookConfig> = hooks
+        let subscribed: Vec<&(WebhookConfig, HookClient)> = hooks
             .iter()
-            .filter(|h| h.events().any(|e| e == event.kind))
+            .filter(|(h, _)| h.events().any(|e| e == event.kind))
             .collect();
         if subscribed.is_empty() {
             continue;
@@ -130,7 +143,7 @@ async fn deliver_loop(
             json!({ "id": event.id, "type": event.kind.as_str(), "at": now_ms() / 1000, "data": event.data })
                 .to_string(),
         );
-        for hook in subscribed {
+        for (hook, client) in subscribed {
             tokio::spawn(deliver(
                 client.clone(),
                 hook.clone(),
@@ -160,8 +173,40 @@ pub fn signature(secret: &[u8], t: u64, body: &[u8]) -> String {
     format!("t={t},v1={hex}")
 }
 
+/// The client of one hook: plain HTTP or verified HTTPS.
+type HookClient = Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    Full<Bytes>,
+>;
+
+/// A client for `hook`'s receiver: HTTPS verified against its `ca_file` or the system's roots
+/// (name checked, TLS 1.2+), plain HTTP for an `http://` url.
+fn hook_client(hook: &WebhookConfig) -> Result<HookClient, String> {
+    let roots = crate::tls::roots(hook.ca_file.as_deref(), "ca_file")?;
+    let tls = crate::tls::client_config(roots, None)?;
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Ok(Client::builder(TokioExecutor::new()).build(https))
+}
+
+/// An error with its causes (hyper's client says only "client error (Connect)" at the top;
+/// the cause says, e.g., that the certificate did not verify and why).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}
+
 async fn deliver(
-    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    client: HookClient,
     hook: WebhookConfig,
     kind: &'static str,
     id: String,
@@ -191,7 +236,9 @@ async fn deliver(
             Ok(Ok(resp)) => {
                 tracing::warn!(url = %hook.url, status = %resp.status(), attempt, "webhook refused")
             }
-            Ok(Err(e)) => tracing::warn!(url = %hook.url, error = %e, attempt, "webhook failed"),
+            Ok(Err(e)) => {
+                tracing::warn!(url = %hook.url, error = %with_causes(&e), attempt, "webhook failed")
+            }
             Err(_) => tracing::warn!(url = %hook.url, attempt, "webhook timed out"),
         }
         if let Some(wait) = BACKOFF.get(attempt) {

@@ -48,7 +48,7 @@ pub use proxy::{
 };
 pub use rooms::{PowMode, RoomConfig, RoomMode, MAX_POW_BITS};
 pub use sales::{CouponConfig, SaleConfig, ShopConfig};
-pub use server::{parse_net, AdminConfig, SecureCookies, ServerConfig};
+pub use server::{parse_net, AdminConfig, ListenerTls, SecureCookies, ServerConfig};
 pub use store::{OnStoreError, RedisTarget, SentinelConfig, StoreConfig};
 pub use webhooks::{WebhookConfig, WebhookEvent};
 

@@ -18,7 +18,7 @@ pub const DEMO_UPSTREAM: &str = "builtin:demo";
 pub enum Upstream {
     /// [`DEMO_UPSTREAM`]: the demo shop served by rushgate itself.
     Demo,
-    /// A shop reached over plain HTTP.
+    /// A shop reached over HTTP, or HTTPS when [`UpstreamUrl::tls`].
     Http(UpstreamUrl),
 }
 
@@ -34,32 +34,32 @@ impl Upstream {
     }
 }
 
-/// An `http://host[:port]` upstream: scheme http, an authority without credentials, no path
-/// (but `/`) and no query.
+/// An `http://host[:port]` or `https://host[:port]` upstream: an authority without
+/// credentials, no path (but `/`) and no query.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamUrl {
     authority: Authority,
     host: HeaderValue,
+    tls: bool,
 }
 
 impl UpstreamUrl {
-    /// Parses `http://host[:port]` (a trailing `/` is allowed, nothing else after the authority).
+    /// Parses `http(s)://host[:port]` (a trailing `/` is allowed, nothing else after the
+    /// authority).
     pub fn parse(raw: &str) -> Result<UpstreamUrl, &'static str> {
-        if raw.starts_with("https://") {
-            return Err(
-                "https upstreams are not supported: use http:// to a shop on a private \
-                        network (terminate TLS in front of rushgate)",
-            );
-        }
-        let uri: Uri = raw
-            .parse()
-            .map_err(|_| "must be `builtin:demo` or a URL like http://127.0.0.1:3000")?;
+        const EXAMPLE: &str =
+            "must be `builtin:demo` or a URL like http://127.0.0.1:3000 or https://shop.internal";
+        let uri: Uri = raw.parse().map_err(|_| EXAMPLE)?;
         let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
-            return Err("must be `builtin:demo` or a URL like http://127.0.0.1:3000");
+            return Err(EXAMPLE);
         };
-        if scheme != &Scheme::HTTP {
-            return Err("must start with http://");
-        }
+        let tls = if scheme == &Scheme::HTTPS {
+            true
+        } else if scheme == &Scheme::HTTP {
+            false
+        } else {
+            return Err("must start with http:// or https://");
+        };
         if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
             return Err("must be scheme and host only (http://host:port), without a path");
         }
@@ -71,6 +71,7 @@ impl UpstreamUrl {
         Ok(UpstreamUrl {
             authority: authority.clone(),
             host,
+            tls,
         })
     }
 
@@ -84,13 +85,27 @@ impl UpstreamUrl {
         &self.host
     }
 
-    /// `host:port` to connect to (port 80 when the URL names none).
+    /// Whether the shop is reached over TLS (`https://`).
+    pub fn tls(&self) -> bool {
+        self.tls
+    }
+
+    /// The host name (or IP address, without brackets) the shop's certificate must name; also
+    /// the SNI sent.
+    pub fn server_name(&self) -> &str {
+        let host = self.authority.host();
+        host.strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host)
+    }
+
+    /// `host:port` to connect to (port 80, or 443 for https, when the URL names none).
     pub fn address(&self) -> String {
-        format!(
-            "{}:{}",
-            self.authority.host(),
-            self.authority.port_u16().unwrap_or(80)
-        )
+        let port = self
+            .authority
+            .port_u16()
+            .unwrap_or(if self.tls { 443 } else { 80 });
+        format!("{}:{port}", self.authority.host())
     }
 }
 
@@ -232,9 +247,18 @@ pub fn fill(text: &str, mut value: impl FnMut(&str) -> Option<String>) -> String
 /// placeholders checked).
 pub(super) fn check_room(room: &RoomConfig) -> Vec<(String, String)> {
     let mut problems = Vec::new();
-    if let Some(raw) = room.upstream.as_deref() {
-        if let Err(e) = Upstream::parse(raw) {
-            problems.push(("upstream".to_string(), e.to_string()));
+    let upstream = room.upstream.as_deref().map(Upstream::parse);
+    if let Some(Err(e)) = &upstream {
+        problems.push(("upstream".to_string(), e.to_string()));
+    }
+    if let Some(path) = &room.upstream_ca_file {
+        if !matches!(&upstream, Some(Ok(Upstream::Http(url))) if url.tls()) {
+            problems.push((
+                "upstream_ca_file".to_string(),
+                "is only used with an https:// upstream".to_string(),
+            ));
+        } else if let Err(e) = crate::tls::roots(Some(path), "upstream_ca_file") {
+            problems.push(("upstream_ca_file".to_string(), e));
         }
     }
     for (field, list) in [("protect", &room.protect), ("bypass", &room.bypass)] {
@@ -314,7 +338,15 @@ mod tests {
     fn upstream_urls_are_checked() {
         assert!(UpstreamUrl::parse("http://127.0.0.1:3000").is_ok());
         assert!(UpstreamUrl::parse("http://shop.internal/").is_ok());
-        assert!(UpstreamUrl::parse("https://shop").is_err());
+        let tls = UpstreamUrl::parse("https://shop.internal").unwrap();
+        assert!(tls.tls());
+        assert_eq!(tls.address(), "shop.internal:443");
+        assert_eq!(
+            UpstreamUrl::parse("https://[::1]:8443")
+                .unwrap()
+                .server_name(),
+            "::1"
+        );
         assert!(UpstreamUrl::parse("http://shop/base").is_err());
         assert!(UpstreamUrl::parse("ftp://shop").is_err());
         assert!(UpstreamUrl::parse("shop:3000").is_err());
@@ -334,7 +366,7 @@ mod tests {
         r.protect = vec!["/x".into()];
         let problems = check_room(&r);
         assert_eq!(problems[0].0, "protect");
-        r.upstream = Some("https://shop".into());
+        r.upstream = Some("ftp://shop".into());
         r.bypass = vec!["nope".into()];
         r.page_template = Some("/nonexistent/page.html".into());
         let fields: Vec<String> = check_room(&r).into_iter().map(|(f, _)| f).collect();

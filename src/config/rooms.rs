@@ -32,10 +32,15 @@ pub struct RoomConfig {
     /// Message shown to waiters (operator note).
     #[serde(default)]
     pub message: String,
-    /// The shop behind this room, for the reverse proxy: `http://host:port`, or `builtin:demo`
-    /// for the small demo shop served by rushgate itself. Absent: no proxying (API and gate only).
+    /// The shop behind this room, for the reverse proxy: `http://host:port`,
+    /// `https://host:port` (certificate verified, SNI from the host), or `builtin:demo` for the
+    /// small demo shop served by rushgate itself. Absent: no proxying (API and gate only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<String>,
+    /// PEM file of the certificate authorities that sign an `https://` upstream's certificate
+    /// (a private CA); absent: the system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_ca_file: Option<PathBuf>,
     /// Paths that need a pass of this room: prefixes (`/products/drop` covers `/products/drop/…`)
     /// and simple globs where `*` matches any characters (`/checkout/*`).
     #[serde(default)]
@@ -184,6 +189,7 @@ impl RoomConfig {
     pub(super) fn env_template() -> Self {
         Self {
             upstream: Some(String::new()),
+            upstream_ca_file: Some(PathBuf::new()),
             page_template: Some(PathBuf::new()),
             opens_at: Some(time::OffsetDateTime::UNIX_EPOCH),
             prequeue_opens_at: Some(time::OffsetDateTime::UNIX_EPOCH),
@@ -202,6 +208,7 @@ impl RoomConfig {
             idle_timeout_seconds: defaults::idle_timeout_seconds(),
             message: String::new(),
             upstream: None,
+            upstream_ca_file: None,
             protect: Vec::new(),
             bypass: Vec::new(),
             case_insensitive: true,

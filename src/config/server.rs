@@ -3,6 +3,7 @@
 //! the one rule ([`parse_net`]) that both validation and the rate limiter's client-IP logic use.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -27,8 +28,23 @@ pub struct ServerConfig {
     /// On SIGTERM, how long the node keeps serving with `/readyz` answering 503 before it
     /// stops accepting, so a load balancer moves traffic away first (SIGINT skips it).
     pub drain_seconds: u64,
-    /// Maximum simultaneous connections per listener; further accepts wait.
+    /// Most simultaneous connections of the public listener. Lowered at start to what the
+    /// process's open-file limit leaves after the admin listener, the store and the shop's
+    /// connections (logged); connections over it are closed at once and counted.
     pub max_connections: usize,
+    /// Most simultaneous connections of the admin listener (probes, metrics, admin API), kept
+    /// apart from the public cap so a full public listener never starves `/readyz`.
+    pub admin_max_connections: usize,
+    /// Deadline from accept to the end of the first request head, TLS handshake included:
+    /// sockets that send nothing (or too slowly) are closed after it.
+    pub head_timeout_seconds: u64,
+    /// Deadline for a JSON API request body, counted from its head (408 after it).
+    pub body_timeout_seconds: u64,
+    /// A kept-alive connection on which no byte moves for this long is closed.
+    pub idle_timeout_seconds: u64,
+    /// HTTPS on the public listener (ALPN `h2` and `http/1.1`); the files are read again on
+    /// reload (SIGHUP or the admin API) for new connections.
+    pub tls: Option<ListenerTls>,
     /// Proxies (addresses or CIDR blocks) whose `X-Forwarded-For` is believed for the client IP.
     pub trusted_proxies: Vec<String>,
 }
@@ -43,9 +59,24 @@ impl Default for ServerConfig {
             shutdown_grace_seconds: 10,
             drain_seconds: 5,
             max_connections: 50_000,
+            admin_max_connections: 1_024,
+            head_timeout_seconds: 10,
+            body_timeout_seconds: 10,
+            idle_timeout_seconds: 60,
+            tls: None,
             trusted_proxies: Vec::new(),
         }
     }
+}
+
+/// `[server.tls]`: the public listener's certificate.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key of the leaf (PKCS#8, PKCS#1 or SEC1; RSA, ECDSA or Ed25519).
+    pub key_file: PathBuf,
 }
 
 /// Cookie `Secure` attribute policy.
@@ -113,6 +144,46 @@ impl ServerConfig {
         }
         if self.max_connections == 0 {
             bad("server.max_connections", "must be greater than 0");
+        }
+        if self.admin_max_connections == 0 {
+            bad("server.admin_max_connections", "must be greater than 0");
+        }
+        for (field, value, most) in [
+            (
+                "server.head_timeout_seconds",
+                self.head_timeout_seconds,
+                300,
+            ),
+            (
+                "server.body_timeout_seconds",
+                self.body_timeout_seconds,
+                3600,
+            ),
+            (
+                "server.idle_timeout_seconds",
+                self.idle_timeout_seconds,
+                3600,
+            ),
+        ] {
+            if value == 0 || value > most {
+                problems.push(Problem::new(
+                    field,
+                    format!("must be between 1 and {most} seconds"),
+                ));
+            }
+        }
+        if let Some(tls) = &self.tls {
+            for (field, path) in [
+                ("server.tls.cert_file", &tls.cert_file),
+                ("server.tls.key_file", &tls.key_file),
+            ] {
+                if !path.is_file() {
+                    problems.push(Problem::new(
+                        field,
+                        format!("{} is not a readable file", path.display()),
+                    ));
+                }
+            }
         }
     }
 

@@ -10,8 +10,13 @@ use super::{Problem, Secret};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
-    /// Receiver URL (`http://`; put a TLS-terminating relay in front for https receivers).
+    /// Receiver URL, `https://` (certificate verified against `ca_file` or the system's
+    /// roots) or `http://`.
     pub url: String,
+    /// PEM file of the certificate authorities that sign an `https://` receiver's certificate
+    /// (a private CA); absent: the system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<std::path::PathBuf>,
     /// Event types to send, by name (see [`WebhookEvent`]); [`WebhookConfig::events`] gives them
     /// parsed.
     pub events: Vec<String>,
@@ -82,11 +87,22 @@ impl WebhookConfig {
     /// URL, event and secret rules of the hook at `index`.
     pub(super) fn validate(&self, index: usize, problems: &mut Vec<Problem>) {
         let i = index;
-        if !self.url.starts_with("http://") || self.url.parse::<http::Uri>().is_err() {
+        let https = self.url.starts_with("https://");
+        if !(https || self.url.starts_with("http://")) || self.url.parse::<http::Uri>().is_err() {
             problems.push(Problem::new(
                 format!("webhooks[{i}].url"),
-                "must be an http:// URL",
+                "must be an https:// or http:// URL",
             ));
+        }
+        if let Some(path) = &self.ca_file {
+            if !https {
+                problems.push(Problem::new(
+                    format!("webhooks[{i}].ca_file"),
+                    "is only used with an https:// url",
+                ));
+            } else if let Err(e) = crate::tls::roots(Some(path), "ca_file") {
+                problems.push(Problem::new(format!("webhooks[{i}].ca_file"), e));
+            }
         }
         if self.events.is_empty() {
             problems.push(Problem::new(
@@ -126,6 +142,7 @@ mod tests {
         }
         let hook = WebhookConfig {
             url: "http://127.0.0.1:9/hook".into(),
+            ca_file: None,
             events: vec!["sale.sold_out".into(), "sale.sold-out".into()],
             secret: Secret("0123456789abcdef".into()),
         };

@@ -155,7 +155,7 @@ pub async fn settings(
 ) -> Result<Response<Body>, ApiError> {
     let room = state.room(room)?;
     let (parts, body) = req.into_parts();
-    let body: SettingsBody = parse_json(&read_limited(&parts.headers, body).await?)?;
+    let body: SettingsBody = parse_json(&read_limited(&parts, body).await?)?;
     let invalid = |field| ApiError::InvalidField {
         field,
         problem: "must be greater than 0",
@@ -218,7 +218,7 @@ pub async fn stock(
 ) -> Result<Response<Body>, ApiError> {
     let sale = state.sale(sale)?;
     let (parts, body) = req.into_parts();
-    let body: StockBody = parse_json(&read_limited(&parts.headers, body).await?)?;
+    let body: StockBody = parse_json(&read_limited(&parts, body).await?)?;
     if body.units == 0 {
         return Err(ApiError::InvalidField {
             field: "units",

@@ -15,6 +15,12 @@ use crate::id::RoomId;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerAddr(pub std::net::SocketAddr);
 
+/// When a request's body must have arrived (its head's arrival plus
+/// `server.body_timeout_seconds`), in its extensions; [`crate::http::json::read_limited`] gives
+/// up then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyDeadline(pub tokio::time::Instant);
+
 /// Prefix of the ticket cookie names.
 const TICKET_COOKIE: &str = "rg_ticket_";
 /// Prefix of the pass cookie names.

@@ -50,6 +50,9 @@ pub enum ApiError {
     /// The request body could not be read.
     #[error("could not read the request body")]
     BodyRead,
+    /// The request body did not arrive within `server.body_timeout_seconds` of its head.
+    #[error("the request body did not arrive in time; send it at once after the head")]
+    BodyTimeout,
     /// No queue ticket in the cookie or `Authorization: Bearer`.
     #[error("no queue ticket: join the room first (cookie `{0}` or Authorization: Bearer)")]
     MissingTicket(String),
@@ -297,6 +300,7 @@ impl ApiError {
                 "body-unreadable",
                 "Body unreadable",
             ),
+            BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "body-timeout", "Body too slow"),
             MissingTicket(_) => (StatusCode::UNAUTHORIZED, "missing-ticket", "Missing ticket"),
             BadTicket(_) => (StatusCode::UNAUTHORIZED, "invalid-ticket", "Invalid ticket"),
             BadPass(_) => (StatusCode::UNAUTHORIZED, "invalid-pass", "Invalid pass"),

@@ -2,11 +2,13 @@
 //! clear 4xx ([`ApiError`]), and JSON responses that are never cached.
 
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use http::request::Parts;
+use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use serde::de::DeserializeOwned;
 
 use super::body::{full, Body};
+use super::credentials::BodyDeadline;
 use super::error::ApiError;
 
 /// Largest request body any API endpoint accepts.
@@ -29,12 +31,21 @@ pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body>
     resp
 }
 
-/// Reads at most [`MAX_BODY_BYTES`]; a declared or actual larger body is `BodyTooLarge`.
-pub async fn read_limited<B>(headers: &HeaderMap, body: B) -> Result<Bytes, ApiError>
+/// How long a body may take when the request carries no [`BodyDeadline`] (built in-process).
+const DEFAULT_BODY_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads at most [`MAX_BODY_BYTES`]; a declared or actual larger body is `BodyTooLarge`, one
+/// that is not complete by the request's [`BodyDeadline`] is `BodyTimeout`.
+pub async fn read_limited<B>(parts: &Parts, body: B) -> Result<Bytes, ApiError>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
+    let headers = &parts.headers;
+    let deadline = parts
+        .extensions
+        .get::<BodyDeadline>()
+        .map_or_else(|| tokio::time::Instant::now() + DEFAULT_BODY_TIME, |d| d.0);
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -44,7 +55,10 @@ where
             limit: MAX_BODY_BYTES,
         });
     }
-    match Limited::new(body, MAX_BODY_BYTES).collect().await {
+    let collected = tokio::time::timeout_at(deadline, Limited::new(body, MAX_BODY_BYTES).collect())
+        .await
+        .map_err(|_| ApiError::BodyTimeout)?;
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::BodyTooLarge {
             limit: MAX_BODY_BYTES,

@@ -21,5 +21,5 @@ mod sale;
 mod serve;
 pub mod state;
 
-pub use serve::{serve, Listener};
+pub use serve::{serve, ConnectionRules, Listener};
 pub use state::AppState;

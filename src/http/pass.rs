@@ -34,7 +34,7 @@ struct VerifyBody {
 /// 401 problem naming why the pass is not valid.
 pub async fn verify(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let (parts, body) = req.into_parts();
-    let bytes = read_limited(&parts.headers, body).await?;
+    let bytes = read_limited(&parts, body).await?;
     let body: VerifyBody = parse_json(&bytes)?;
     let claims = state
         .passes

@@ -48,7 +48,7 @@ pub async fn join(
     let room = state.room(room_id)?;
     let (parts, body) = req.into_parts();
     let peer = parts.extensions.get::<PeerAddr>().copied();
-    let bytes = read_limited(&parts.headers, body).await?;
+    let bytes = read_limited(&parts, body).await?;
     let body: JoinBody = parse_optional_json(&bytes)?;
     let headers = &parts.headers;
     let user = body.user.as_deref().map(str::trim);
@@ -173,7 +173,7 @@ pub async fn transfer(
     let now = now_ms();
     let places = state.places();
     let (_, claims) = verified_ticket(&places, room, &parts.headers, now)?;
-    let bytes = read_limited(&parts.headers, body).await?;
+    let bytes = read_limited(&parts, body).await?;
     let body: TransferBody = parse_optional_json(&bytes)?;
     let (code, expires_in) = places.offer_transfer(room, &claims, now).await?;
     let mut path = format!(
@@ -235,7 +235,7 @@ pub async fn claim(
 ) -> Result<Response<Body>, ApiError> {
     let room = state.room(room_id)?;
     let (parts, body) = req.into_parts();
-    let bytes = read_limited(&parts.headers, body).await?;
+    let bytes = read_limited(&parts, body).await?;
     let body: ClaimBody = parse_optional_json(&bytes)?;
     let code = body
         .code

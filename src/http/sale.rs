@@ -126,7 +126,7 @@ pub async fn purchase(
     let sale = state.sale(sale_id)?;
     let (parts, body) = req.into_parts();
     let claims = require_pass(state, &sale.config.room, &parts.headers)?;
-    let bytes = read_limited(&parts.headers, body).await?;
+    let bytes = read_limited(&parts, body).await?;
     let body: PurchaseBody = parse_json(&bytes)?;
     let qty = quantity(body.quantity.as_ref())?;
     let idem = idempotency_key(body.idempotency_key.as_deref())?;
@@ -241,7 +241,7 @@ pub async fn claim_coupon(
             (pass.sub.clone(), pass.uid.clone())
         }
         None => {
-            let bytes = read_limited(&parts.headers, body).await?;
+            let bytes = read_limited(&parts, body).await?;
             let body: ClaimBody = parse_optional_json(&bytes)?;
             let user = body.user.as_deref().map(str::trim);
             if user.is_some_and(|u| u.is_empty() || u.len() > MAX_KEY_LEN) {

@@ -52,6 +52,8 @@ pub struct AppState {
     pub limits: Limits,
     /// Operator alerts.
     pub webhooks: Webhooks,
+    /// The public listener's certificate when it serves TLS (a reload reads it again).
+    pub certificate: Option<Arc<crate::tls::ServerCerts>>,
     /// Asks the supervisor for a hot reload (`None` before the server runs).
     pub reload: Option<ReloadHandle>,
     /// The node is draining before it stops: `/readyz` answers 503 while requests are still
@@ -75,6 +77,8 @@ pub struct ReloadReport {
     pub sales: Vec<String>,
     /// Settings that changed in the file but need a restart (their old values stay).
     pub needs_restart: Vec<String>,
+    /// The listener's certificate was read again (new connections use it).
+    pub certificate_reloaded: bool,
 }
 
 /// Why a reload changed nothing.

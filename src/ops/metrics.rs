@@ -113,6 +113,15 @@ pub const ROOM_LEASE_SLOTS: &str = "rushgate_room_lease_slots";
 pub const CAPPED_ADMISSIONS: &str = "rushgate_capped_admissions_total";
 
 /// Bucket bounds (seconds) of every `_seconds` histogram: 0.5 ms to 10 s.
+/// Gauge: connections open now, label `listener` (`public` or `admin`).
+pub const CONNECTIONS_OPEN: &str = "rushgate_connections_open";
+/// Counter: connections closed at once because the listener was at its cap, label `listener`.
+pub const CONNECTIONS_REFUSED: &str = "rushgate_connections_refused_total";
+/// Counter: connections closed by a deadline, labels `listener` and `reason`
+/// (`head_timeout`: no complete request head in time, TLS handshake included; `idle_timeout`:
+/// nothing moved on a kept-alive connection; `tls_handshake`: the handshake failed).
+pub const CONNECTIONS_CLOSED: &str = "rushgate_connections_closed_total";
+
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
@@ -207,7 +216,7 @@ impl UpstreamMetrics {
         );
     }
 
-    /// Counts a request the upstream did not answer (`connect`, `timeout` or `other`).
+    /// Counts a request the upstream did not answer (`connect`, `tls`, `timeout` or `other`).
     pub fn failed(&self, kind: &'static str) {
         metrics::counter!(PROXY_UPSTREAM_ERRORS, "upstream" => self.label.to_string(), "kind" => kind)
             .increment(1);
@@ -234,6 +243,14 @@ pub fn install() -> PrometheusHandle {
             metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             // Exported from the start, so "none yet" reads 0 rather than "no data".
             metrics::counter!(STORE_ERRORS).increment(0);
+            for listener in ["public", "admin"] {
+                metrics::gauge!(CONNECTIONS_OPEN, "listener" => listener).set(0.0);
+                metrics::counter!(CONNECTIONS_REFUSED, "listener" => listener).increment(0);
+                for reason in ["head_timeout", "idle_timeout", "tls_handshake"] {
+                    metrics::counter!(CONNECTIONS_CLOSED, "listener" => listener, "reason" => reason)
+                        .increment(0);
+                }
+            }
             for endpoint in LIMITED_ENDPOINTS {
                 metrics::counter!(LIMITER_REJECTIONS, "endpoint" => endpoint).increment(0);
             }
@@ -246,6 +263,21 @@ pub fn install() -> PrometheusHandle {
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_gauge!(BUILD_INFO, "rushgate build; value 1, label version");
+    describe_gauge!(
+        CONNECTIONS_OPEN,
+        Unit::Count,
+        "Connections open now, per listener"
+    );
+    describe_counter!(
+        CONNECTIONS_REFUSED,
+        Unit::Count,
+        "Connections closed at once because the listener was at its cap"
+    );
+    describe_counter!(
+        CONNECTIONS_CLOSED,
+        Unit::Count,
+        "Connections closed by a deadline (reason: head_timeout, idle_timeout, tls_handshake)"
+    );
     describe_gauge!(
         ROOM_WAITING,
         Unit::Count,

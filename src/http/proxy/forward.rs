@@ -4,6 +4,8 @@
 //! attached as `Rushgate-Pass`.
 
 use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -11,6 +13,8 @@ use http::uri::{Authority, PathAndQuery};
 use http::{Request, Response, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use rustls::pki_types::ServerName;
+use tokio_rustls::TlsConnector;
 
 use crate::config::UpstreamUrl;
 use crate::http::body::{Body, BoxError};
@@ -64,15 +68,32 @@ pub(crate) struct Target {
 }
 
 impl Target {
-    /// The upstream at `url` (parsed and checked by config), with its own connection pool.
-    pub(crate) fn new(url: &UpstreamUrl) -> Target {
+    /// The upstream at `url` (parsed and checked by config), with its own connection pool; an
+    /// `https://` one verified against `ca_file`'s authorities (else the system's roots). The
+    /// error says why the TLS settings cannot be made.
+    pub(crate) fn new(url: &UpstreamUrl, ca_file: Option<&Path>) -> Result<Target, String> {
         let authority = url.authority();
-        Target {
+        let tls = if url.tls() {
+            let roots = crate::tls::roots(ca_file, "upstream_ca_file")?;
+            let mut config = crate::tls::client_config(roots, None)?;
+            // The pool speaks HTTP/1.1 to the shop.
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            let name = ServerName::try_from(url.server_name().to_string()).map_err(|e| {
+                format!(
+                    "`{}` is not a valid TLS server name: {e}",
+                    url.server_name()
+                )
+            })?;
+            Some((TlsConnector::from(Arc::new(config)), name))
+        } else {
+            None
+        };
+        Ok(Target {
             authority: authority.clone(),
             host: url.host_header().clone(),
-            pool: Pool::new(url.address(), CONNECT_TIMEOUT),
+            pool: Pool::new(url.address(), CONNECT_TIMEOUT, tls),
             metrics: UpstreamMetrics::new(authority.as_str()),
-        }
+        })
     }
 }
 
@@ -125,6 +146,10 @@ impl Target {
             Ok(Err(e)) => {
                 let (cause, kind) = match e {
                     SendError::Connect(_) => ("connection refused or unreachable", "connect"),
+                    SendError::Tls(_) => (
+                        "its TLS certificate did not verify or the handshake failed",
+                        "tls",
+                    ),
                     SendError::Http(_) => ("the connection failed", "other"),
                 };
                 failed(kind);

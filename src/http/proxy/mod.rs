@@ -110,7 +110,10 @@ impl Proxy {
             let upstream =
                 match config::Upstream::parse(raw).map_err(|p| err("upstream", p.to_string()))? {
                     config::Upstream::Demo => Upstream::Demo,
-                    config::Upstream::Http(url) => Upstream::Http(Target::new(&url)),
+                    config::Upstream::Http(url) => Upstream::Http(
+                        Target::new(&url, room.upstream_ca_file.as_deref())
+                            .map_err(|e| err("upstream", e))?,
+                    ),
                 };
             let patterns = |list: &[String], field| {
                 list.iter()

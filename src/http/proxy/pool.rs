@@ -1,4 +1,5 @@
-//! Kept-alive HTTP/1.1 connections to one upstream, on hyper's connection API.
+//! Kept-alive HTTP/1.1 connections to one upstream (over TLS for an `https://` shop), on
+//! hyper's connection API.
 //!
 //! Why not hyper-util's pooled client: measured in `scripts/bench.sh`, that client alone (bare
 //! hyper, no checks) forwards at about 0.7× nginx's `proxy_pass`, below the proxy row's 0.8×
@@ -35,7 +36,9 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::client::conn::TrySendError;
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 /// Most idle connections kept per upstream; more are closed when they finish.
 const MAX_IDLE: usize = 256;
@@ -53,6 +56,10 @@ pub(crate) enum SendError {
     /// No connection could be opened (refused, unreachable, name not resolved, timed out).
     #[error("cannot connect: {0}")]
     Connect(String),
+    /// The TLS handshake with an `https://` shop failed (most often: its certificate does not
+    /// verify, and the message says why).
+    #[error("TLS handshake failed: {0}")]
+    Tls(String),
     /// The connection failed while the request was sent or the response read.
     #[error("{0}")]
     Http(#[from] hyper::Error),
@@ -68,6 +75,9 @@ struct PoolInner {
     /// `host:port`, what a new connection dials.
     address: String,
     connect_timeout: Duration,
+    /// TLS to an `https://` shop: the verifying connector and the name its certificate must
+    /// carry (also the SNI).
+    tls: Option<(TlsConnector, ServerName<'static>)>,
     /// Used last in, first out (the most recently used connection is the likeliest still
     /// open); stale ones are trimmed from the front.
     idle: Mutex<VecDeque<Idle>>,
@@ -83,12 +93,18 @@ struct Idle {
 }
 
 impl Pool {
-    /// A pool dialing `address` (`host:port`), giving up on a connect after `connect_timeout`.
-    pub(crate) fn new(address: String, connect_timeout: Duration) -> Pool {
+    /// A pool dialing `address` (`host:port`), giving up on a connect (TCP and TLS handshake)
+    /// after `connect_timeout`; over TLS when `tls` is given.
+    pub(crate) fn new(
+        address: String,
+        connect_timeout: Duration,
+        tls: Option<(TlsConnector, ServerName<'static>)>,
+    ) -> Pool {
         Pool {
             inner: Arc::new(PoolInner {
                 address,
                 connect_timeout,
+                tls,
                 idle: Mutex::new(VecDeque::new()),
             }),
         }
@@ -194,15 +210,33 @@ impl Pool {
 
     async fn connect(&self) -> Result<SendRequest<RequestBody>, SendError> {
         let inner = &self.inner;
-        let stream =
-            tokio::time::timeout(inner.connect_timeout, TcpStream::connect(&inner.address))
-                .await
-                .map_err(|_| {
-                    SendError::Connect(format!("no connection within {:?}", inner.connect_timeout))
-                })?
-                .map_err(|e| SendError::Connect(e.to_string()))?;
+        let deadline = tokio::time::Instant::now() + inner.connect_timeout;
+        let timed_out =
+            || SendError::Connect(format!("no connection within {:?}", inner.connect_timeout));
+        let stream = tokio::time::timeout_at(deadline, TcpStream::connect(&inner.address))
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(|e| SendError::Connect(e.to_string()))?;
         // Small requests and answers: waiting to coalesce them only adds latency.
         let _ = stream.set_nodelay(true);
+        match &inner.tls {
+            None => Self::handshake(stream).await,
+            Some((connector, name)) => {
+                let stream =
+                    tokio::time::timeout_at(deadline, connector.connect(name.clone(), stream))
+                        .await
+                        .map_err(|_| timed_out())?
+                        .map_err(|e| SendError::Tls(e.to_string()))?;
+                Self::handshake(stream).await
+            }
+        }
+    }
+
+    /// HTTP/1.1 on a connected socket; the connection is driven by its own task.
+    async fn handshake<S>(stream: S) -> Result<SendRequest<RequestBody>, SendError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {

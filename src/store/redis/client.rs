@@ -38,56 +38,13 @@ pub struct TlsFiles {
 /// server whose certificate does not verify is refused at the handshake, and the error says
 /// `invalid peer certificate`.
 fn tls_config(files: &TlsFiles) -> Result<TlsConfig, String> {
-    use rustls::pki_types::pem::PemObject as _;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let mut roots = rustls::RootCertStore::empty();
-    match &files.ca {
-        Some(path) => {
-            for cert in CertificateDer::pem_file_iter(path)
-                .map_err(|e| format!("tls_ca_file {}: {e}", path.display()))?
-            {
-                let cert = cert.map_err(|e| format!("tls_ca_file {}: {e}", path.display()))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("tls_ca_file {}: {e}", path.display()))?;
-            }
-            if roots.is_empty() {
-                return Err(format!(
-                    "tls_ca_file {}: no certificate in it",
-                    path.display()
-                ));
-            }
-        }
-        None => {
-            for cert in rustls_native_roots() {
-                let _ = roots.add(cert);
-            }
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots);
-    let config = match (&files.cert, &files.key) {
-        (Some(cert), Some(key)) => {
-            let chain = CertificateDer::pem_file_iter(cert)
-                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| format!("tls_cert_file {}: {e}", cert.display()))?;
-            let key = PrivateKeyDer::from_pem_file(key)
-                .map_err(|e| format!("tls_key_file {}: {e}", key.display()))?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| format!("client certificate: {e}"))?
-        }
-        _ => builder.with_no_client_auth(),
+    let roots = crate::tls::roots(files.ca.as_deref(), "tls_ca_file")?;
+    let client = match (&files.cert, &files.key) {
+        (Some(cert), Some(key)) => Some(crate::tls::ClientCert { cert, key }),
+        _ => None,
     };
+    let config = crate::tls::client_config(roots, client)?;
     Ok(TlsConfig::from(TlsConnector::from(config)))
-}
-
-/// The system's root certificates (what verifies a managed Redis's public certificate).
-fn rustls_native_roots() -> Vec<rustls::pki_types::CertificateDer<'static>> {
-    rustls_native_certs::load_native_certs().certs
 }
 
 /// Redis-backed store. Clone is cheap; all clones share one connection pool.
@@ -406,6 +363,8 @@ impl RedisStore {
                 | ErrorKind::Canceled
                 | ErrorKind::Backpressure
                 | ErrorKind::Routing
+                // No cluster layout yet (a client started again, or the cluster is settling).
+                | ErrorKind::Cluster
         ) || e.details().starts_with("Failed to route command")
             // The client's connection task ended with the command in flight (it is started
             // again, see `keep_connected`): whether the command ran is unknown.

@@ -1,6 +1,7 @@
 //! Webhooks from two nodes on one Redis: each event reaches the receiver exactly once, signed.
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,18 +23,35 @@ pub type Received = Arc<Mutex<Vec<(String, String, Value)>>>;
 
 /// A receiver that records (event header, signature header, body) and answers 204.
 pub async fn receiver() -> (String, Received) {
+    let (url, got, _) = receiver_with(None).await;
+    (url, got)
+}
+
+/// [`receiver`], over HTTPS with `tls`'s certificate (an `https://` url); also counts failed
+/// TLS handshakes (a client that refused the certificate).
+pub async fn receiver_with(
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> (String, Received, Arc<AtomicU64>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
-    let url = format!("http://{}/hooks", listener.local_addr().expect("addr"));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!(
+        "{scheme}://localhost:{}/hooks",
+        listener.local_addr().expect("addr").port()
+    );
     let got: Received = Arc::default();
+    let refused = Arc::new(AtomicU64::new(0));
     let sink = got.clone();
+    let failures = refused.clone();
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
             let sink = sink.clone();
+            let tls = tls.clone();
+            let failures = failures.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let sink = sink.clone();
@@ -73,13 +91,27 @@ pub async fn receiver() -> (String, Received) {
                         )
                     }
                 });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+                match tls {
+                    None => {
+                        let _ = http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .await;
+                    }
+                    Some(tls) => match tls.accept(stream).await {
+                        Ok(stream) => {
+                            let _ = http1::Builder::new()
+                                .serve_connection(TokioIo::new(stream), svc)
+                                .await;
+                        }
+                        Err(_) => {
+                            failures.fetch_add(1, Ordering::SeqCst);
+                        }
+                    },
+                }
             });
         }
     });
-    (url, got)
+    (url, got, refused)
 }
 
 pub fn count(got: &Received, event: &str) -> usize {
@@ -106,6 +138,7 @@ async fn each_event_is_delivered_once_with_a_valid_signature_from_two_nodes() {
         c.shop.api_key = Secret("shop-key-0123456789".into());
         c.webhooks = vec![WebhookConfig {
             url: url.clone(),
+            ca_file: None,
             events: [
                 "sale.sold_out",
                 "sale.restocked",
@@ -230,6 +263,7 @@ async fn scheduled_room_announces_prequeue_and_opening_once() {
         let mut c = config(Some(redis.url()), vec![r]);
         c.webhooks = vec![WebhookConfig {
             url: url.clone(),
+            ca_file: None,
             events: ["room.prequeue_opened", "room.opened"]
                 .map(String::from)
                 .to_vec(),
@@ -277,4 +311,50 @@ async fn scheduled_room_announces_prequeue_and_opening_once() {
     );
     a.stop().await;
     b.stop().await;
+}
+
+/// Webhooks over HTTPS: a receiver whose certificate comes from the hook's `ca_file` gets the
+/// event, signed; a receiver the hook cannot verify (another CA) is never sent it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_receivers_are_verified() {
+    let (trusted, stranger) = (
+        crate::certs::Certs::generate(),
+        crate::certs::Certs::generate(),
+    );
+    let (good_url, good, _) = receiver_with(Some(trusted.acceptor())).await;
+    let (bad_url, bad, refused) = receiver_with(Some(stranger.acceptor())).await;
+    let id = room_id();
+    let mut c = config(None, vec![room(&id)]);
+    let hook = |url: &str| WebhookConfig {
+        url: url.to_string(),
+        ca_file: Some(trusted.ca.clone()),
+        events: vec!["room.paused".into()],
+        secret: Secret(SECRET.into()),
+    };
+    c.webhooks = vec![hook(&good_url), hook(&bad_url)];
+    let app = spawn_app(c).await;
+    let paused = app
+        .send(
+            app.client
+                .post(format!("{}/admin/v1/rooms/{id}/pause", app.admin)),
+        )
+        .await;
+    assert!(paused.status.is_success(), "{}", paused.body);
+    wait_until(
+        Duration::from_secs(10),
+        "the trusted receiver gets the event",
+        || async { count(&good, "room.paused") == 1 },
+    )
+    .await;
+    wait_until(
+        Duration::from_secs(10),
+        "the other receiver's certificate is refused",
+        || async { refused.load(Ordering::SeqCst) >= 1 },
+    )
+    .await;
+    let first = good.lock().expect("lock")[0].clone();
+    assert_eq!(first.1, "valid");
+    assert_eq!(first.2["data"]["room"], id.as_str());
+    assert!(bad.lock().expect("lock").is_empty());
+    app.stop().await;
 }

@@ -1,10 +1,12 @@
-//! Edge cases: bad input over real HTTP, fuzzed tokens and requests, pass interop with another
-//! JWT library through the JWKS, and the command line of the built binary.
+//! Edge cases: bad input over real HTTP, fuzzed tokens and requests, connections that never
+//! finish (silent sockets, trickling bodies, a full listener), pass interop with another JWT
+//! library through the JWKS, and the command line of the built binary.
 
 use crate::harness;
 
 mod bad_input;
 mod cli;
+mod connections;
 mod fuzz;
 mod jwks;
 

@@ -10,6 +10,7 @@ mod gate;
 mod nginx;
 mod paths;
 mod sessions;
+mod tls;
 mod upstream;
 mod waiting;
 

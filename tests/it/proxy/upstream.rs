@@ -47,12 +47,16 @@ pub struct Shared {
     pub close_all: Notify,
     /// Requests to `/hangup`, which closes every connection without answering.
     pub hangups: AtomicU64,
+    /// TLS handshakes that failed (an HTTPS shop whose certificate the client refused).
+    pub tls_failures: AtomicU64,
 }
 
 pub struct Upstream {
     pub addr: SocketAddr,
     pub shared: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
+    /// Serves HTTPS (its certificate names 127.0.0.1 and localhost).
+    tls: bool,
 }
 
 impl Drop for Upstream {
@@ -69,6 +73,13 @@ fn text(s: String) -> Body {
 
 impl Upstream {
     pub async fn start() -> Upstream {
+        Self::start_with(None).await
+    }
+
+    /// The same shop over HTTPS with `acceptor`'s certificate; failed handshakes are counted
+    /// in `Shared::tls_failures`.
+    pub async fn start_with(acceptor: Option<tokio_rustls::TlsAcceptor>) -> Upstream {
+        let tls = acceptor.is_some();
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind upstream");
@@ -82,25 +93,31 @@ impl Upstream {
                 };
                 s.connections.fetch_add(1, Ordering::SeqCst);
                 let s = s.clone();
+                let acceptor = acceptor.clone();
                 tokio::spawn(async move {
-                    let closed = s.close_all.notified();
-                    let shared = s.clone();
-                    let service = service_fn(move |req| handle(shared.clone(), req));
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service);
-                    // Dropping the connection closes its socket.
-                    tokio::select! {
-                        _ = conn => {}
-                        _ = closed => {}
+                    match acceptor {
+                        None => serve_shop(s, stream).await,
+                        Some(acceptor) => match acceptor.accept(stream).await {
+                            Ok(stream) => serve_shop(s, stream).await,
+                            Err(_) => {
+                                s.tls_failures.fetch_add(1, Ordering::SeqCst);
+                            }
+                        },
                     }
                 });
             }
         });
-        Upstream { addr, shared, task }
+        Upstream {
+            addr,
+            shared,
+            task,
+            tls,
+        }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Every request seen so far.
@@ -119,6 +136,24 @@ impl Upstream {
 
     pub fn bad_passes(&self) -> u64 {
         self.shared.bad_passes.load(Ordering::SeqCst)
+    }
+}
+
+/// Serves the shop on one connection until it ends or `close_all` fires.
+async fn serve_shop<S>(s: Arc<Shared>, stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let closed = s.close_all.notified();
+    let shared = s.clone();
+    let service = service_fn(move |req| handle(shared.clone(), req));
+    let conn = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    // Dropping the connection closes its socket.
+    tokio::select! {
+        _ = conn => {}
+        _ = closed => {}
     }
 }
 

@@ -175,7 +175,7 @@ async fn shop_page_template_is_rendered_with_escaped_values() {
     // A template with a typo, a bad upstream and bad rules: every problem names its field.
     std::fs::write(&path, "<p>{{posiiton}}</p>").unwrap();
     let text = format!(
-        "[[rooms]]\nid = \"a\"\nupstream = \"https://shop\"\nprotect = [\"products\"]\n\
+        "[[rooms]]\nid = \"a\"\nupstream = \"ftp://shop\"\nprotect = [\"products\"]\n\
          page_template = \"{}\"\n[[rooms]]\nid = \"b\"\nbypass = [\"*.css\"]\n",
         path.display()
     );
@@ -187,7 +187,7 @@ async fn shop_page_template_is_rendered_with_escaped_values() {
     .unwrap_err()
     .to_string();
     for needle in [
-        "rooms[0].upstream: https upstreams are not supported",
+        "rooms[0].upstream: must start with http:// or https://",
         "rooms[0].protect[0]: `products` must start with '/'",
         "rooms[0].page_template: unknown placeholder {{posiiton}}",
         "rooms[1].bypass: needs `upstream`",

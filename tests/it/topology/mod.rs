@@ -4,7 +4,6 @@
 //! private processes on ports from `free_port()`, keeps its files in temp dirs, and kills what
 //! it started when dropped. `selftest` proves each one without rushgate.
 
-mod certs;
 mod cluster;
 mod fault;
 mod process;
@@ -17,7 +16,7 @@ mod ghosts;
 mod selftest;
 mod stores;
 
-pub use certs::Certs;
+pub use crate::certs::Certs;
 pub use cluster::Cluster;
 pub use fault::FaultProxy;
 pub use process::{pause, resume};

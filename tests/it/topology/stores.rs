@@ -30,6 +30,7 @@ fn with_tour(c: &mut Config, tour: &str, hook: &str) {
     c.sales.push(sale);
     c.webhooks = vec![WebhookConfig {
         url: hook.to_string(),
+        ca_file: None,
         events: vec!["room.paused".into()],
         secret: Secret(SECRET.into()),
     }];

@@ -1,6 +1,7 @@
-//! Certificates made by the test for TLS Redis: a CA, a server certificate and a client
-//! certificate signed by it, and an unrelated second CA with a client certificate of its own,
-//! for "does not verify" cases. ECDSA P-256 keys (rcgen's default), PEM files in a temp dir.
+//! Certificates made by the test for TLS (Redis, the public listener, HTTPS shops): a CA, a
+//! server certificate and a client certificate signed by it, and an unrelated second CA with a
+//! client certificate of its own, for "does not verify" cases. ECDSA P-256 keys (rcgen's
+//! default), PEM files in a temp dir.
 
 use std::path::{Path, PathBuf};
 
@@ -117,4 +118,45 @@ fn leaf(
 
 fn write(path: &Path, pem: &str) {
     std::fs::write(path, pem).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+impl Certs {
+    /// A TLS acceptor presenting `server_cert` (for test servers: an HTTPS shop, a webhook
+    /// receiver), offering `http/1.1` by ALPN.
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        use rustls::pki_types::pem::PemObject as _;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let chain = CertificateDer::pem_file_iter(&self.server_cert)
+            .expect("cert file")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("certs");
+        let key = PrivateKeyDer::from_pem_file(&self.server_key).expect("key");
+        let mut config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("server config");
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config))
+    }
+
+    /// A rustls client trusting only `ca` (a PEM file).
+    pub fn client_trusting(ca: &Path) -> rustls::ClientConfig {
+        use rustls::pki_types::pem::PemObject as _;
+        use rustls::pki_types::CertificateDer;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(ca).expect("ca file") {
+            roots.add(cert.expect("ca cert")).expect("add ca");
+        }
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+    }
 }
