@@ -5,6 +5,8 @@
 #   bash scripts/bench.sh --quick    # short run (200,000 waiting; < 3 min once built)
 #   BENCH_ONLY="join_64 redis_lua_64" bash scripts/bench.sh --quick
 #                                    # only those runs, raw figures instead of the table
+#   RUSHGATE_BIN=/tmp/rushgate-old BENCH_ONLY=... bash scripts/bench.sh --quick
+#                                    # the same runs against another build of rushgate
 #
 # Builds release, starts its own redis-server and two nginx (Debian package, installed when
 # missing: the baselines, and the static upstream both proxies forward to) and the loadtest
@@ -39,7 +41,9 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 echo "==> cargo build --release"
 cargo build --release --locked -p rushgate -p rushgate-loadtest
-RG=target/release/rushgate
+# RUSHGATE_BIN: another build to measure in the same setup (an A/B check of a change: build the
+# old commit, copy its binary away, run once with and once without).
+RG=${RUSHGATE_BIN:-target/release/rushgate}
 LT=target/release/rushgate-loadtest
 
 # Server side on the first core, the load generator on the second (when there is one).

@@ -62,11 +62,13 @@ echo "==> tests"
 # (scripts/bench.sh) is not part of CI.
 cargo test --locked -- --test-threads="${RUSHGATE_TEST_THREADS:-3}"
 
-# --- Proxy: browser tests (headless Chromium: waiting page → product → buy; moving a place) ---
+# --- Proxy: browser tests (headless Chromium: waiting page → product → buy; moving a place;
+# a storefront on another origin calling the API) ---
 echo "==> browser test"
 cargo build --locked
 node tests/browser/flow.mjs
 node tests/browser/transfer.mjs
+node tests/browser/cors.mjs
 # --- end Proxy (browser) -----------------------------------------------------------------------
 
 echo "==> benches compile"

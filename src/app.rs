@@ -315,16 +315,24 @@ fn raise_open_files() -> u64 {
 }
 
 /// The public listener's cap under `open_files`: what is left after the admin listener, the
-/// store's connections, idle connections to each shop and a margin for files and webhooks;
+/// store's connections, idle connections and tunnels to each shop and a margin for files and
+/// webhooks;
 /// halved when rooms proxy to a shop (a forwarded request holds a second socket).
 fn public_cap(config: &Config, open_files: u64) -> usize {
-    let shops = config
-        .rooms
-        .iter()
-        .filter(|r| r.upstream.as_deref().is_some_and(|u| u.starts_with("http")))
-        .count();
-    let reserve =
-        config.server.admin_max_connections + 2 * config.store.pool_size + 256 * shops + 256;
+    let proxied = || {
+        config
+            .rooms
+            .iter()
+            .filter(|r| r.upstream.as_deref().is_some_and(|u| u.starts_with("http")))
+    };
+    let shops = proxied().count();
+    // Each open tunnel holds a shopper socket and a shop socket outside the listener's count.
+    let tunnels: usize = proxied().map(|r| 2 * r.max_tunnels).sum();
+    let reserve = config.server.admin_max_connections
+        + 2 * config.store.pool_size
+        + 256 * shops
+        + tunnels
+        + 256;
     let left = usize::try_from(open_files)
         .unwrap_or(usize::MAX)
         .saturating_sub(reserve);

@@ -37,6 +37,9 @@ pub struct RoomConfig {
     /// small demo shop served by rushgate itself. Absent: no proxying (API and gate only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<String>,
+    /// Most WebSocket (upgraded) connections open at once through this room's upstream.
+    #[serde(default = "defaults::max_tunnels")]
+    pub max_tunnels: usize,
     /// PEM file of the certificate authorities that sign an `https://` upstream's certificate
     /// (a private CA); absent: the system's roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -168,6 +171,9 @@ mod defaults {
     pub fn session_seconds() -> u32 {
         600
     }
+    pub fn max_tunnels() -> usize {
+        1_000
+    }
     pub fn idle_timeout_seconds() -> u32 {
         60
     }
@@ -209,6 +215,7 @@ impl RoomConfig {
             message: String::new(),
             upstream: None,
             upstream_ca_file: None,
+            max_tunnels: defaults::max_tunnels(),
             protect: Vec::new(),
             bypass: Vec::new(),
             case_insensitive: true,
@@ -235,6 +242,9 @@ impl RoomConfig {
         }
         if self.max_active == 0 {
             field("max_active", "must be greater than 0");
+        }
+        if self.max_tunnels > 100_000 {
+            field("max_tunnels", "must be at most 100000");
         }
         if self.session_seconds == 0 {
             field("session_seconds", "must be greater than 0");

@@ -42,6 +42,9 @@ pub struct ServerConfig {
     pub body_timeout_seconds: u64,
     /// A kept-alive connection on which no byte moves for this long is closed.
     pub idle_timeout_seconds: u64,
+    /// Origins (`https://shop.example`, exactly: scheme, host, port when not the default) whose
+    /// pages may call the JSON API with credentials; empty: no cross-origin calls.
+    pub cors_origins: Vec<String>,
     /// HTTPS on the public listener (ALPN `h2` and `http/1.1`); the files are read again on
     /// reload (SIGHUP or the admin API) for new connections.
     pub tls: Option<ListenerTls>,
@@ -63,6 +66,7 @@ impl Default for ServerConfig {
             head_timeout_seconds: 10,
             body_timeout_seconds: 10,
             idle_timeout_seconds: 60,
+            cors_origins: Vec::new(),
             tls: None,
             trusted_proxies: Vec::new(),
         }
@@ -172,6 +176,11 @@ impl ServerConfig {
                 ));
             }
         }
+        for (i, origin) in self.cors_origins.iter().enumerate() {
+            if let Err(e) = check_origin(origin) {
+                problems.push(Problem::new(format!("server.cors_origins[{i}]"), e));
+            }
+        }
         if let Some(tls) = &self.tls {
             for (field, path) in [
                 ("server.tls.cert_file", &tls.cert_file),
@@ -198,6 +207,31 @@ impl ServerConfig {
             }
         }
     }
+}
+
+/// An origin as a browser sends it in `Origin`: `http(s)://host[:port]`, lower case, nothing
+/// after the authority. The error says what is wrong.
+fn check_origin(origin: &str) -> Result<(), String> {
+    if origin == "*" || origin.contains('*') {
+        return Err(
+            "must be an exact origin: a wildcard cannot be allowed with credentials".into(),
+        );
+    }
+    let example = "must be an origin like https://shop.example (scheme and host, no path)";
+    let uri: http::Uri = origin.parse().map_err(|_| example.to_string())?;
+    let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+    // `http` reads "https://shop.example" with the path "/": a written `/` is refused below.
+    let bare = uri
+        .path_and_query()
+        .is_none_or(|p| matches!(p.as_str(), "" | "/"))
+        && !origin.ends_with('/');
+    if !scheme_ok || uri.authority().is_none() || !bare || origin.contains('@') {
+        return Err(example.into());
+    }
+    if origin.chars().any(|c| c.is_ascii_uppercase()) {
+        return Err("must be lower case, as browsers send it".into());
+    }
+    Ok(())
 }
 
 /// `[admin]`
@@ -240,6 +274,24 @@ impl AdminConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cors_origins_are_exact_origins() {
+        assert!(check_origin("https://shop.example").is_ok());
+        assert!(check_origin("http://localhost:3000").is_ok());
+        for bad in [
+            "*",
+            "https://*.shop.example",
+            "https://shop.example/",
+            "https://shop.example/path",
+            "shop.example",
+            "ftp://shop.example",
+            "https://Shop.example",
+            "https://user@shop.example",
+        ] {
+            assert!(check_origin(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn trusted_proxies_are_addresses_or_blocks() {

@@ -50,6 +50,10 @@ pub enum ApiError {
     /// The request body could not be read.
     #[error("could not read the request body")]
     BodyRead,
+    /// A cross-origin call the API does not allow (origin not listed, or a method or header it
+    /// does not offer).
+    #[error("cross-origin request refused: {0}")]
+    CorsRefused(String),
     /// The request body did not arrive within `server.body_timeout_seconds` of its head.
     #[error("the request body did not arrive in time; send it at once after the head")]
     BodyTimeout,
@@ -135,6 +139,10 @@ pub enum ApiError {
     /// The shop behind the proxy could not be reached or broke the exchange.
     #[error("the shop is not answering ({0}); retry shortly")]
     UpstreamUnavailable(String),
+    /// The upstream already has `rooms[].max_tunnels` WebSocket (upgraded) connections open;
+    /// nothing was sent to it.
+    #[error("too many open WebSocket connections to the shop; nothing was sent, retry shortly")]
+    TunnelsFull,
     /// The shop behind the proxy did not answer in time.
     #[error("the shop did not answer within {0} seconds; retry shortly")]
     UpstreamTimeout(u64),
@@ -300,6 +308,11 @@ impl ApiError {
                 "body-unreadable",
                 "Body unreadable",
             ),
+            CorsRefused(_) => (
+                StatusCode::FORBIDDEN,
+                "cors-refused",
+                "Cross-origin refused",
+            ),
             BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "body-timeout", "Body too slow"),
             MissingTicket(_) => (StatusCode::UNAUTHORIZED, "missing-ticket", "Missing ticket"),
             BadTicket(_) => (StatusCode::UNAUTHORIZED, "invalid-ticket", "Invalid ticket"),
@@ -368,6 +381,11 @@ impl ApiError {
                 StatusCode::BAD_GATEWAY,
                 "upstream-unavailable",
                 "Shop unavailable",
+            ),
+            TunnelsFull => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "tunnels-full",
+                "Too many tunnels",
             ),
             UpstreamTimeout(_) => (
                 StatusCode::GATEWAY_TIMEOUT,
@@ -541,7 +559,8 @@ impl ApiError {
                     headers.append(header::SET_COOKIE, cookie);
                 }
             }
-            ApiError::Identity(IdentityError::Token(UserTokenError::KeysUnavailable(_))) => {
+            ApiError::Identity(IdentityError::Token(UserTokenError::KeysUnavailable(_)))
+            | ApiError::TunnelsFull => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
             }
             ApiError::MethodNotAllowed { allow, .. } => {

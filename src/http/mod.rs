@@ -1,4 +1,4 @@
-//! The hyper service: the state every request runs on, credentials (cookies, bearer, peer),
+//! The hyper service: the state every request runs on, credentials (cookies, bearer, peer), CORS,
 //! body and JSON helpers, problem+json errors, rate limits, proof-of-work answers and the
 //! solver script, the router and a handler per area
 //! (each parses the request, calls the domain and renders the answer), the reverse proxy to the
@@ -6,6 +6,7 @@
 
 mod admin;
 pub mod body;
+pub mod cors;
 pub mod credentials;
 pub mod error;
 pub mod json;

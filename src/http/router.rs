@@ -13,7 +13,7 @@ use super::credentials::PeerAddr;
 use super::credentials::{bearer, cookie, pass_cookie, ticket_cookie};
 use super::error::ApiError;
 use super::limits::Endpoint;
-use super::{admin, pass, pow, probes, queue, sale};
+use super::{admin, cors, pass, pow, probes, queue, sale};
 use crate::http::state::AppState;
 use crate::ops::logging::REQUEST_TARGET;
 use crate::ops::request_id::{self, RequestId};
@@ -24,11 +24,23 @@ use crate::store::sale::ReservationState;
 pub async fn public(state: Arc<AppState>, mut req: Request<Incoming>) -> Response<Body> {
     let started = Started::of(&req);
     req.extensions_mut().insert(started.id.clone());
-    // A browser asking for a shop page (not the API) gets errors as an HTML page, not JSON.
-    let page = !req
+    let api = req
         .uri()
         .path()
-        .starts_with(state.config.server.api_prefix.as_str())
+        .starts_with(state.config.server.api_prefix.as_str());
+    // Cross-origin calls concern the API only (the shop's pages are the shop's business).
+    let server = &state.config.server;
+    if api && req.method() == Method::OPTIONS && cors::is_preflight(req.headers()) {
+        let answer = cors::preflight(server, req.headers());
+        return finish("cors_preflight", started, answer);
+    }
+    let origin = if api && !server.cors_origins.is_empty() {
+        req.headers().get(http::header::ORIGIN).cloned()
+    } else {
+        None
+    };
+    // A browser asking for a shop page (not the API) gets errors as an HTML page, not JSON.
+    let page = !api
         && req
             .headers()
             .get(http::header::ACCEPT)
@@ -40,7 +52,9 @@ pub async fn public(state: Arc<AppState>, mut req: Request<Incoming>) -> Respons
         Err(e) if page => Ok(e.into_page(Some(started.id.as_str()))),
         other => other,
     };
-    finish(route, started, result)
+    let mut resp = finish(route, started, result);
+    cors::decorate(&state.config.server, origin.as_ref(), &mut resp);
+    resp
 }
 
 /// Routes a request of the admin listener.

@@ -113,6 +113,12 @@ pub const ROOM_LEASE_SLOTS: &str = "rushgate_room_lease_slots";
 pub const CAPPED_ADMISSIONS: &str = "rushgate_capped_admissions_total";
 
 /// Bucket bounds (seconds) of every `_seconds` histogram: 0.5 ms to 10 s.
+/// Gauge: upgraded connections (WebSocket and other tunnels) open through the proxy, label
+/// `upstream`.
+pub const PROXY_TUNNELS_OPEN: &str = "rushgate_proxy_tunnels_open";
+/// Counter: upgrade requests through the proxy, labels `upstream` and `outcome` (`opened`,
+/// `refused` at the tunnel cap, `declined` by the shop).
+pub const PROXY_TUNNELS: &str = "rushgate_proxy_tunnels_total";
 /// Gauge: connections open now, label `listener` (`public` or `admin`).
 pub const CONNECTIONS_OPEN: &str = "rushgate_connections_open";
 /// Counter: connections closed at once because the listener was at its cap, label `listener`.
@@ -221,6 +227,18 @@ impl UpstreamMetrics {
         metrics::counter!(PROXY_UPSTREAM_ERRORS, "upstream" => self.label.to_string(), "kind" => kind)
             .increment(1);
     }
+
+    /// The open-tunnel gauge of this upstream (`+1` when a tunnel opens, `-1` when it closes).
+    pub fn tunnels_open(&self) -> metrics::Gauge {
+        metrics::gauge!(PROXY_TUNNELS_OPEN, "upstream" => self.label.to_string())
+    }
+
+    /// Counts an upgrade request: `opened`, `refused` (the upstream's tunnel cap was reached)
+    /// or `declined` (the shop answered without switching protocols).
+    pub fn tunnel(&self, outcome: &'static str) {
+        metrics::counter!(PROXY_TUNNELS, "upstream" => self.label.to_string(), "outcome" => outcome)
+            .increment(1);
+    }
 }
 
 /// Installs the global recorder on first call, describes every metric, and returns its handle
@@ -263,6 +281,16 @@ pub fn install() -> PrometheusHandle {
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_gauge!(BUILD_INFO, "rushgate build; value 1, label version");
+    describe_gauge!(
+        PROXY_TUNNELS_OPEN,
+        Unit::Count,
+        "WebSocket and other upgraded connections open through the proxy, per upstream"
+    );
+    describe_counter!(
+        PROXY_TUNNELS,
+        Unit::Count,
+        "Upgrade requests through the proxy (outcome: opened, refused at the cap, declined by the shop)"
+    );
     describe_gauge!(
         CONNECTIONS_OPEN,
         Unit::Count,

@@ -1,5 +1,5 @@
-//! Forwarding to an `http://` shop: kept-alive connections ([`super::pool`]), bodies streamed both ways
-//! (never collected), connect and response-header timeouts, hop-by-hop headers removed
+//! Forwarding to an `http://` or `https://` shop: kept-alive connections ([`super::pool`]),
+//! bodies streamed both ways (never collected), connect and response-header timeouts, hop-by-hop headers removed
 //! (RFC 9110 §7.6.1), `X-Forwarded-*` set, rushgate's own cookies stripped, and the pass
 //! attached as `Rushgate-Pass`.
 
@@ -38,7 +38,7 @@ const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// How long opening a connection to the shop may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the shop may take to send response headers (the body then streams untimed).
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1, plus the
 /// non-standard `Proxy-Connection` and `Keep-Alive` still sent by old clients).
@@ -59,19 +59,25 @@ static HOP_BY_HOP: [HeaderName; 9] = [
 /// (the connections are shared).
 #[derive(Clone)]
 pub(crate) struct Target {
-    authority: Authority,
+    pub(super) authority: Authority,
     /// The `Host` the shop is sent: the upstream's own authority, as any HTTP client sends it
     /// (the shopper's host goes in `X-Forwarded-Host`).
     host: HeaderValue,
-    pool: Pool,
-    metrics: UpstreamMetrics,
+    pub(super) pool: Pool,
+    pub(super) metrics: UpstreamMetrics,
+    /// Upgraded connections (WebSockets) this upstream may have open at once.
+    pub(super) tunnels: Arc<tokio::sync::Semaphore>,
 }
 
 impl Target {
     /// The upstream at `url` (parsed and checked by config), with its own connection pool; an
     /// `https://` one verified against `ca_file`'s authorities (else the system's roots). The
     /// error says why the TLS settings cannot be made.
-    pub(crate) fn new(url: &UpstreamUrl, ca_file: Option<&Path>) -> Result<Target, String> {
+    pub(crate) fn new(
+        url: &UpstreamUrl,
+        ca_file: Option<&Path>,
+        max_tunnels: usize,
+    ) -> Result<Target, String> {
         let authority = url.authority();
         let tls = if url.tls() {
             let roots = crate::tls::roots(ca_file, "upstream_ca_file")?;
@@ -93,6 +99,7 @@ impl Target {
             host: url.host_header().clone(),
             pool: Pool::new(url.address(), CONNECT_TIMEOUT, tls),
             metrics: UpstreamMetrics::new(authority.as_str()),
+            tunnels: Arc::new(tokio::sync::Semaphore::new(max_tunnels)),
         })
     }
 }
@@ -108,16 +115,9 @@ pub(crate) struct Forwarding {
 }
 
 impl Target {
-    /// Sends `req` to this upstream and streams the answer back. The request body is handed to
-    /// the upstream as it arrives and the response body is returned unread, so neither is ever
-    /// held whole in memory. Fails with 502 when the upstream cannot be reached (or resets
-    /// the exchange) and 504 when it sends no response headers within the timeout.
-    pub(crate) async fn forward(
-        &self,
-        req: Request<Incoming>,
-        extra: Forwarding,
-    ) -> Result<Response<Body>, ApiError> {
-        let (mut parts, body) = req.into_parts();
+    /// Rewrites a shopper's request head into the one the shop is sent: headers per the module
+    /// doc, `Host` the upstream's, origin-form URI, HTTP/1.1.
+    pub(super) fn address(&self, parts: &mut http::request::Parts, extra: Forwarding) {
         let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
             parts
                 .uri
@@ -135,6 +135,19 @@ impl Target {
                 .unwrap_or_else(|| PathAndQuery::from_static("/")),
         );
         parts.version = Version::HTTP_11;
+    }
+
+    /// Sends `req` to this upstream and streams the answer back. The request body is handed to
+    /// the upstream as it arrives and the response body is returned unread, so neither is ever
+    /// held whole in memory. Fails with 502 when the upstream cannot be reached (or resets
+    /// the exchange) and 504 when it sends no response headers within the timeout.
+    pub(crate) async fn forward(
+        &self,
+        req: Request<Incoming>,
+        extra: Forwarding,
+    ) -> Result<Response<Body>, ApiError> {
+        let (mut parts, body) = req.into_parts();
+        self.address(&mut parts, extra);
         let upstream_req = Request::from_parts(parts, body);
         let started = std::time::Instant::now();
         // Boxed: moved whole into this future's state otherwise (see `Pool::send`).

@@ -7,7 +7,7 @@ use http::{HeaderMap, HeaderValue, Request, Response};
 use hyper::body::Incoming;
 
 use super::forward::{Forwarding, SESSION_HEADER};
-use super::{demo, rules, waiting, Decision, Route, Upstream, MAX_HEADER_BYTES};
+use super::{demo, rules, tunnel, waiting, Decision, Route, Upstream, MAX_HEADER_BYTES};
 use crate::clock::now_ms;
 use crate::http::body::Body;
 use crate::http::credentials::{cookie, PeerAddr};
@@ -33,7 +33,9 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response
     let path = rules::canonical(req.uri().path(), true).map_err(ApiError::AmbiguousPath)?;
     let decision = state.proxy.decide(&path);
     if let Decision::Forward(route) | Decision::Protected(route) = &decision {
-        if !route.parameters && path.contains(';') {
+        // Judged on the path as sent: a `;` segment that dot segments remove (`/;/..`) was
+        // still a path parameter the client wrote.
+        if !route.parameters && req.uri().path().contains(';') {
             return Err(ApiError::AmbiguousPath(rules::PathRefused::PathParameter));
         }
     }
@@ -78,6 +80,10 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response
                 end_if_asked(state, route, &claims, &mut resp);
                 Ok(resp)
             }
+            None if tunnel::is_upgrade(req.headers()) && !wants_page(req.headers()) => {
+                // A WebSocket cannot show a waiting page: the page that opens it queues.
+                Err(ApiError::MissingPass(route.pass_cookie.clone()))
+            }
             None => {
                 let return_to = req
                     .uri()
@@ -91,6 +97,14 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Result<Response
             }
         },
     }
+}
+
+/// Whether the client asks for an HTML page (a browser navigation).
+fn wants_page(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"))
 }
 
 /// The room's pass cookie when it verifies locally (signature, issuer, audience, time, room)
@@ -151,6 +165,9 @@ async fn send(
                     .get::<RequestId>()
                     .map(RequestId::header_value),
             };
+            if tunnel::is_upgrade(req.headers()) {
+                return Box::pin(target.tunnel(req, extra)).await;
+            }
             target.forward(req, extra).await
         }
     }

@@ -1,10 +1,12 @@
 //! The reverse proxy on the public listener: for every path outside the API it decides, from
 //! the rooms' `protect` and `bypass` rules, whether the request needs a pass, then forwards it to
-//! the room's upstream (`http://…` or the built-in demo shop) or sends the shopper to the queue.
+//! the room's upstream (`http://…`, `https://…` or the built-in demo shop) or sends the shopper
+//! to the queue.
 //!
 //! - `rules`: path normalization (the `protect`/`bypass` patterns are parsed by config).
 //! - `forward`: header rewriting, streaming, timeouts.
-//! - `pool`: kept-alive connections to each upstream.
+//! - `pool`: kept-alive connections to each upstream (TLS for `https://`).
+//! - `tunnel`: WebSocket and other upgrades, bytes copied both ways, a cap per upstream.
 //! - `waiting`: auto-join, the waiting page / JSON body / redirect once admitted.
 //! - `page`: the waiting-page template (built-in or the shop's own).
 //! - `gate`: the `gate` endpoint for nginx `auth_request` and Envoy `ext_authz`.
@@ -19,6 +21,7 @@ mod handle;
 mod page;
 mod pool;
 mod rules;
+mod tunnel;
 mod waiting;
 
 use std::collections::HashMap;
@@ -111,7 +114,7 @@ impl Proxy {
                 match config::Upstream::parse(raw).map_err(|p| err("upstream", p.to_string()))? {
                     config::Upstream::Demo => Upstream::Demo,
                     config::Upstream::Http(url) => Upstream::Http(
-                        Target::new(&url, room.upstream_ca_file.as_deref())
+                        Target::new(&url, room.upstream_ca_file.as_deref(), room.max_tunnels)
                             .map_err(|e| err("upstream", e))?,
                     ),
                 };

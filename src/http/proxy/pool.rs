@@ -246,6 +246,51 @@ impl Pool {
         Ok(sender)
     }
 
+    /// Sends an upgrade request (`Connection: upgrade`) on a connection of its own, never
+    /// pooled: after a `101` the socket belongs to the tunnel (`hyper::upgrade::on` of the
+    /// response), and after any other answer it is closed.
+    pub(crate) async fn send_upgrade(
+        &self,
+        req: Request<Incoming>,
+    ) -> Result<Response<Incoming>, SendError> {
+        let inner = &self.inner;
+        let deadline = tokio::time::Instant::now() + inner.connect_timeout;
+        let timed_out =
+            || SendError::Connect(format!("no connection within {:?}", inner.connect_timeout));
+        let stream = tokio::time::timeout_at(deadline, TcpStream::connect(&inner.address))
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(|e| SendError::Connect(e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        match &inner.tls {
+            None => Self::send_upgrading(stream, req).await,
+            Some((connector, name)) => {
+                let stream =
+                    tokio::time::timeout_at(deadline, connector.connect(name.clone(), stream))
+                        .await
+                        .map_err(|_| timed_out())?
+                        .map_err(|e| SendError::Tls(e.to_string()))?;
+                Self::send_upgrading(stream, req).await
+            }
+        }
+    }
+
+    async fn send_upgrading<S>(
+        stream: S,
+        req: Request<Incoming>,
+    ) -> Result<Response<Incoming>, SendError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (mut sender, conn) = http1::handshake::<_, Incoming>(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream upgrade connection ended with an error");
+            }
+        });
+        Ok(sender.send_request(req).await?)
+    }
+
     fn wrap(
         &self,
         resp: Response<Incoming>,

@@ -369,6 +369,8 @@ impl RedisStore {
             // The client's connection task ended with the command in flight (it is started
             // again, see `keep_connected`): whether the command ran is unknown.
             || e.details() == "channel closed"
+            // fred gave up writing it (its connection was being replaced, as in a resharding).
+            || e.details().starts_with("Too many failed write attempts")
             // A failover or resync in progress: the command did not run; retrying later works.
             || ["CLUSTERDOWN", "READONLY", "LOADING", "MASTERDOWN", "NOREPLICAS", "TRYAGAIN"]
                 .iter()

@@ -13,6 +13,7 @@ mod sessions;
 mod tls;
 mod upstream;
 mod waiting;
+mod websocket;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -139,6 +139,45 @@ impl Upstream {
     }
 }
 
+/// A WebSocket echo endpoint (any path ending in `/ws`): answers the handshake with 101 and
+/// sends every text or binary message back until the client closes.
+fn echo_socket(mut req: Request<Incoming>) -> Response<Body> {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
+        let mut resp = Response::new(text("not a websocket handshake".into()));
+        *resp.status_mut() = http::StatusCode::BAD_REQUEST;
+        return resp;
+    };
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else { return };
+        let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            None,
+        )
+        .await;
+        let (mut tx, mut rx) = ws.split();
+        while let Some(Ok(msg)) = rx.next().await {
+            if msg.is_close() {
+                break;
+            }
+            if (msg.is_text() || msg.is_binary()) && tx.send(msg).await.is_err() {
+                break;
+            }
+        }
+    });
+    Response::builder()
+        .status(http::StatusCode::SWITCHING_PROTOCOLS)
+        .header("upgrade", "websocket")
+        .header("connection", "upgrade")
+        .header("sec-websocket-accept", derive_accept_key(key.as_bytes()))
+        .body(text(String::new()))
+        .expect("101")
+}
+
 /// Serves the shop on one connection until it ends or `close_all` fires.
 async fn serve_shop<S>(s: Arc<Shared>, stream: S)
 where
@@ -180,6 +219,9 @@ async fn handle(s: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>
         pass_sub,
     });
     let path = req.uri().path().to_string();
+    if path.ends_with("/ws") {
+        return Ok(echo_socket(req));
+    }
     let resp = match path.as_str() {
         // Never answers: the connection is closed under the request (a shop that crashed).
         "/hangup" => {

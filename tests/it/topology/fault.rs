@@ -43,10 +43,20 @@ impl FaultProxy {
     /// port from [`free_port`]; it accepts connections as soon as this returns. Must be called
     /// on a tokio runtime, which runs it.
     pub async fn start(upstream_port: u16) -> FaultProxy {
-        let port = free_port();
-        let listener = TcpListener::bind(("127.0.0.1", port))
-            .await
-            .expect("bind the proxy port");
+        // A port free when picked may be taken before the bind (a Redis Cluster node binds its
+        // bus on port + 10,000 later): pick another.
+        let mut attempt = 0;
+        let (port, listener) = loop {
+            let port = free_port();
+            match TcpListener::bind(("127.0.0.1", port)).await {
+                Ok(listener) => break (port, listener),
+                Err(e) if attempt < 20 => {
+                    attempt += 1;
+                    let _ = e;
+                }
+                Err(e) => panic!("bind the proxy port: {e}"),
+            }
+        };
         let shared = Arc::new(Shared {
             upstream: upstream_port,
             latency_us: AtomicU64::new(0),

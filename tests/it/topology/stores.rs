@@ -420,6 +420,11 @@ async fn sentinel_failover_during_a_sale_recovers_without_restart() {
 /// ends with one place, seqs stay unique, and the sale never oversells.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cluster_resharding_during_a_drop_is_followed() {
+    // Warnings (the cause of a 500, fred reconnecting) are shown with a failure.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("warn")
+        .with_test_writer()
+        .try_init();
     let cluster = Cluster::start().await;
     let id = room_id();
     let sale = format!("s{}", &id[1..]);
