@@ -77,6 +77,7 @@ wait_port() {
 REDIS_PORT=$(free_port); RG_PORT=$(free_port); ADMIN_PORT=$(free_port)
 HELLO_PORT=$(free_port); LUA_PORT=$(free_port); HPROXY_PORT=$(free_port)
 NGX_RETURN=$(free_port); NGX_PROXY=$(free_port); UPSTREAM=$(free_port)
+WS_ECHO_PORT=$(free_port)
 
 
 echo "==> redis-server :$REDIS_PORT, nginx :$NGX_RETURN/:$NGX_PROXY (upstream :$UPSTREAM)"
@@ -141,6 +142,8 @@ PIDS+=($LUA_PID)
 taskset -c "$SERVER_CPU" "$LT" baseline hyper-proxy --listen "127.0.0.1:$HPROXY_PORT" --upstream "127.0.0.1:$UPSTREAM" 2>"$TMP/hproxy.log" &
 HPROXY_PID=$!
 PIDS+=($HPROXY_PID)
+taskset -c "$SERVER_CPU" "$LT" baseline ws-echo --listen "127.0.0.1:$WS_ECHO_PORT" 2>"$TMP/ws-echo.log" &
+PIDS+=($!)
 
 # Two rooms for the Redis Cluster row whose keys (hash tag = the room id) fall in the slot ranges
 # `redis-cli --cluster create` gives its first and second master (0-5460, 5461-10922).
@@ -201,6 +204,13 @@ admit_per_minute = 1
 max_active = 1
 idle_timeout_seconds = 3600
 
+[[rooms]]
+id = "ws"
+admit_per_minute = 1
+max_active = 1
+upstream = "http://127.0.0.1:$WS_ECHO_PORT"
+bypass = ["/ws"]
+
 [[sales]]
 id = "bench-sale"
 room = "bench"
@@ -215,7 +225,7 @@ EOF
 taskset -c "$SERVER_CPU" "$RG" serve --config "$TMP/rushgate.toml" >"$TMP/rushgate.log" 2>&1 &
 RG_PID=$!
 PIDS+=($RG_PID)
-for p in "$RG_PORT" "$HELLO_PORT" "$LUA_PORT" "$HPROXY_PORT" "$NGX_RETURN" "$NGX_PROXY" "$UPSTREAM"; do wait_port "$p"; done
+for p in "$RG_PORT" "$HELLO_PORT" "$LUA_PORT" "$HPROXY_PORT" "$NGX_RETURN" "$NGX_PROXY" "$UPSTREAM" "$WS_ECHO_PORT"; do wait_port "$p"; done
 # CPU time per request of every server-side process, read by the generator over each run's
 # measured window. The nginx workers do the work, not their masters; a master may still be
 # forking its worker when its port already accepts.
@@ -264,6 +274,20 @@ run proxy_1 proxy "$RG_PORT" --set conns=1
 run nginx_proxy_1 get "$NGX_PROXY" --set conns=1 --set path=/products/item
 run hyper_proxy_1 get "$HPROXY_PORT" --set conns=1 --set path=/products/item
 run upstream_1 get "$UPSTREAM" --set conns=1 --set path=/products/item
+# WebSockets: 64 connections, each sending its messages back to back while reading the echoes,
+# through rushgate's tunnel (an unprotected path of the `ws` room) and to the echo server
+# directly: round trips per second, and their ratio.
+WS_MESSAGES=$(( QUICK == 1 ? 20000 : 60000 ))
+rm -rf "$OUT/ws"
+ws_run() { # name port
+  local name=$1 port=$2
+  if [ -n "${BENCH_ONLY:-}" ] && [[ " $BENCH_ONLY " != *" $name "* ]]; then return 0; fi
+  echo "==> $name"
+  taskset -c "$GEN_CPU" "$LT" ws --target "127.0.0.1:$port" --path /ws --conns 64 \
+    --messages "$WS_MESSAGES" --name "$name" --out "$OUT/ws" || return 1
+}
+ws_run ws_64 "$RG_PORT"
+ws_run ws_echo_64 "$WS_ECHO_PORT"
 # Redis Cluster: joins into two rooms at once, the same two rooms on the one Redis above and on a
 # 3-master cluster whose first two masters each hold one of them (a second rushgate, same
 # binary, `redis-cluster://`). Every server process shares the server core here, so this row
@@ -451,6 +475,12 @@ m, z = e.get("redis_bytes_per_waiter", float("nan")), e.get("bare_zset_bytes_per
 row(f"Redis memory per waiter at {wk}", f"{m:.1f} B", f"bare ZSET {z:.1f} B", f"{m/z:.2f}x", "<= 160 B", m <= 160, dict(bytes_per_waiter=m, bare_zset=z))
 d = e.get("rss_delta_bytes", float("nan"))
 row(f"rushgate RSS, 0 -> {wk} waiting", f"{d/1e6:+.1f} MB", "-", f"{d/1e6:+.1f} MB", "<= 20 MB", d <= 20e6, dict(rss_before=e.get("rss_bytes_before"), rss_after=e.get("rss_bytes_after_join"), rss_after_polls=e.get("rss_bytes_after")))
+
+wsdir = os.path.join(out, "ws")
+wsr = {n[:-5]: json.load(open(os.path.join(wsdir, n))) for n in (os.listdir(wsdir) if os.path.isdir(wsdir) else []) if n.endswith(".json")}
+if "ws_64" in wsr and "ws_echo_64" in wsr:
+    t, e_ = wsr["ws_64"]["messages_per_s"], wsr["ws_echo_64"]["messages_per_s"]
+    row("WebSocket echoes/s through the proxy, 64 sockets", f"{t:,.0f}/s", f"echo server direct {e_:,.0f}/s", f"{t/e_:.2f}x", "- (not a target)", None, dict(rushgate=t, direct=e_))
 
 now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 lines = [f"# rushgate benchmark ({mode} run, {now})", "", f"Machine: {machine}. Server side (rushgate, nginx, redis-server, baselines) pinned to core 0, load generator to core 1." + (" Throughput rows: the better of two interleaved runs per side." if mode == "full" else ""), "",

@@ -3,7 +3,9 @@
 //! - `run SCENARIO.toml`: drives a bounded load (or a whole `drop` event) at a rushgate node on
 //!   loopback, prints a summary table and writes JSON results and SVG plots to `--out`.
 //! - `baseline hello` / `baseline redis-lua`: the ceilings of the benchmark table;
-//!   `baseline hyper-proxy`: the floor of a proxy on rushgate's stack (a context row).
+//!   `baseline hyper-proxy`: the floor of a proxy on rushgate's stack (a context row);
+//!   `baseline ws-echo`: a WebSocket echo server, and `ws`: WebSocket round trips per second
+//!   (through rushgate's tunnel, or to the echo server directly).
 //!
 //! Modules: [`client`] keep-alive connections, [`load`] the closed-loop driver, [`stats`] HDR
 //! histograms, [`scenario`] scenario files, [`runs`] the endpoint scenarios, [`drop`] the event
@@ -20,6 +22,7 @@ mod runs;
 mod scenario;
 mod stats;
 mod target;
+mod ws;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -43,6 +46,8 @@ struct Cli {
 enum Command {
     /// Runs a scenario file against a node (or one spawned in-process with --spawn).
     Run(runs::RunArgs),
+    /// WebSocket round trips per second against a target.
+    Ws(ws::WsArgs),
     /// Serves a baseline until killed.
     Baseline {
         #[command(subcommand)]
@@ -72,6 +77,12 @@ enum Baseline {
         #[arg(long, default_value_t = 4)]
         pool: usize,
     },
+    /// A WebSocket echo server (any path).
+    WsEcho {
+        /// Address to listen on (loopback).
+        #[arg(long, default_value = "127.0.0.1:8084")]
+        listen: SocketAddr,
+    },
     /// Bare hyper forwarding to an upstream with hyper-util's pooled client.
     HyperProxy {
         /// Address to listen on (loopback).
@@ -97,6 +108,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => runs::run(args).await,
+        Command::Ws(args) => ws::run(args).await,
         Command::Baseline { which } => match which {
             Baseline::Hello { listen } => baseline::hello(listen).await.map(|_| true),
             Baseline::Body => {
@@ -110,6 +122,7 @@ async fn run(cli: Cli) -> ExitCode {
             } => baseline::redis_lua(listen, &redis, pool)
                 .await
                 .map(|_| true),
+            Baseline::WsEcho { listen } => ws::echo(listen).await.map(|_| true),
             Baseline::HyperProxy { listen, upstream } => {
                 baseline::hyper_proxy(listen, upstream).await.map(|_| true)
             }
