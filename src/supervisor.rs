@@ -151,7 +151,8 @@ impl Supervisor {
         let old = self.live.load_full();
         let mut report = ReloadReport::default();
         keep_restart_only(&old.config, &mut next, &mut report);
-        let proxy = Proxy::from_config(&next).map_err(|e| refused(vec![e.problem]))?;
+        let proxy =
+            Proxy::from_config_after(&next, &old.proxy).map_err(|e| refused(vec![e.problem]))?;
         // Read before anything changes: a certificate that does not load refuses the reload.
         let certificate = match &old.certificate {
             Some(certs) => Some(

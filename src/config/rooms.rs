@@ -40,6 +40,10 @@ pub struct RoomConfig {
     /// Most WebSocket (upgraded) connections open at once through this room's upstream.
     #[serde(default = "defaults::max_tunnels")]
     pub max_tunnels: usize,
+    /// A WebSocket (upgraded) connection through this room's upstream on which no byte moves
+    /// either way for this long is closed (a peer that vanished without closing).
+    #[serde(default = "defaults::tunnel_idle_seconds")]
+    pub tunnel_idle_seconds: u64,
     /// PEM file of the certificate authorities that sign an `https://` upstream's certificate
     /// (a private CA); absent: the system's roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -174,6 +178,9 @@ mod defaults {
     pub fn max_tunnels() -> usize {
         1_000
     }
+    pub fn tunnel_idle_seconds() -> u64 {
+        300
+    }
     pub fn idle_timeout_seconds() -> u32 {
         60
     }
@@ -216,6 +223,7 @@ impl RoomConfig {
             upstream: None,
             upstream_ca_file: None,
             max_tunnels: defaults::max_tunnels(),
+            tunnel_idle_seconds: defaults::tunnel_idle_seconds(),
             protect: Vec::new(),
             bypass: Vec::new(),
             case_insensitive: true,
@@ -245,6 +253,9 @@ impl RoomConfig {
         }
         if self.max_tunnels > 100_000 {
             field("max_tunnels", "must be at most 100000");
+        }
+        if self.tunnel_idle_seconds == 0 || self.tunnel_idle_seconds > 86_400 {
+            field("tunnel_idle_seconds", "must be between 1 and 86400");
         }
         if self.session_seconds == 0 {
             field("session_seconds", "must be greater than 0");

@@ -40,7 +40,9 @@ pub struct ServerConfig {
     pub head_timeout_seconds: u64,
     /// Deadline for a JSON API request body, counted from its head (408 after it).
     pub body_timeout_seconds: u64,
-    /// A kept-alive connection on which no byte moves for this long is closed.
+    /// A connection with no request in progress is closed this long after its last answer
+    /// (whatever it sends meanwhile); one whose client stops reading an answer is closed after
+    /// its writes stayed blocked this long.
     pub idle_timeout_seconds: u64,
     /// Origins (`https://shop.example`, exactly: scheme, host, port when not the default) whose
     /// pages may call the JSON API with credentials; empty: no cross-origin calls.

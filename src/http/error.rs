@@ -139,6 +139,9 @@ pub enum ApiError {
     /// The shop behind the proxy could not be reached or broke the exchange.
     #[error("the shop is not answering ({0}); retry shortly")]
     UpstreamUnavailable(String),
+    /// An upgrade the proxy does not carry (`h2c`, or no `Upgrade` header).
+    #[error("upgrade refused: {0}")]
+    UpgradeRefused(String),
     /// The upstream already has `rooms[].max_tunnels` WebSocket (upgraded) connections open;
     /// nothing was sent to it.
     #[error("too many open WebSocket connections to the shop; nothing was sent, retry shortly")]
@@ -381,6 +384,11 @@ impl ApiError {
                 StatusCode::BAD_GATEWAY,
                 "upstream-unavailable",
                 "Shop unavailable",
+            ),
+            UpgradeRefused(_) => (
+                StatusCode::BAD_REQUEST,
+                "upgrade-refused",
+                "Upgrade refused",
             ),
             TunnelsFull => (
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -4,6 +4,7 @@
 //! (each parses the request, calls the domain and renders the answer), the reverse proxy to the
 //! shop, and the accept loop that serves a bound listener with graceful shutdown.
 
+pub mod activity;
 mod admin;
 pub mod body;
 pub mod cors;

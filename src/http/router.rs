@@ -24,10 +24,12 @@ use crate::store::sale::ReservationState;
 pub async fn public(state: Arc<AppState>, mut req: Request<Incoming>) -> Response<Body> {
     let started = Started::of(&req);
     req.extensions_mut().insert(started.id.clone());
+    // The same test as routing: the prefix, then nothing or `/` (`/apiv2` is the shop's).
     let api = req
         .uri()
         .path()
-        .starts_with(state.config.server.api_prefix.as_str());
+        .strip_prefix(state.config.server.api_prefix.as_str())
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
     // Cross-origin calls concern the API only (the shop's pages are the shop's business).
     let server = &state.config.server;
     if api && req.method() == Method::OPTIONS && cors::is_preflight(req.headers()) {

@@ -8,32 +8,40 @@
 //!   never fills with connections nobody will serve.
 //! - It must deliver its first complete request head (TLS handshake included) within
 //!   `head_timeout` of accept, whatever it sends meanwhile: a socket that stays silent, or
-//!   trickles a head, is closed then. hyper's own header timer starts only at the first byte.
-//! - Afterwards it is closed once no byte moved either way for `idle_timeout` while no request
-//!   of it is being handled (an idle keep-alive connection, or a client that stopped reading
-//!   its answer). A request whose handler is still working is never cut by this rule.
+//!   trickles a head, is closed then.
+//! - Between requests it may stay open `idle_timeout` after its last answer ended, whatever it
+//!   sends meanwhile (HTTP/2 pings keep nothing alive); an HTTP/1.1 connection must also start
+//!   its next head within `head_timeout` (hyper's header timer runs from when it goes idle).
+//! - While an answer is being sent it is never cut for being slow to compute or for pauses of a
+//!   streamed body (a shop's long download or event stream); it is cut when the client stops
+//!   reading: its writes blocked with no progress for `idle_timeout`.
 //! - A request body read by the JSON API must arrive within `body_timeout` of its head
 //!   ([`BodyDeadline`], answered 408); the proxy streams bodies under its upstream timeouts.
 //! - An upgraded connection (a WebSocket tunnel) leaves these rules: the tunnel has its own.
 
 use std::convert::Infallible;
-use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body::{Body as _, Frame, SizeHint};
+use http_body_util::BodyExt;
+
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
+use super::activity::{Activity, Watched};
+use super::body::{Body, BoxError};
 use super::credentials::{BodyDeadline, PeerAddr};
 use super::router;
 use super::state::LiveState;
@@ -87,8 +95,8 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        // Bounds every later head of a kept-alive connection from its first byte; the first
-        // head is bounded from accept by the watchdog below.
+        // hyper starts this when a kept-alive connection goes idle: every later head must be
+        // complete within it. The first head is bounded from accept by the watchdog below.
         .header_read_timeout(rules.head_timeout)
         .max_buf_size(64 * 1024);
     builder.http2().timer(TokioTimer::new());
@@ -118,8 +126,7 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        open.increment(1.0);
-        let open = open.clone();
+        let open = Counted::open(&open);
         let connection = Connection {
             kind,
             live: live.clone(),
@@ -131,8 +138,7 @@ pub async fn serve(
         };
         tokio::spawn(async move {
             connection.run(stream).await;
-            open.decrement(1.0);
-            drop(permit);
+            drop((open, permit));
         });
     }
     drop(listener);
@@ -163,6 +169,7 @@ struct Connection {
 enum Closed {
     HeadTimeout,
     IdleTimeout,
+    WriteStalled,
     TlsHandshake,
 }
 
@@ -171,6 +178,7 @@ impl Closed {
         match self {
             Closed::HeadTimeout => "head_timeout",
             Closed::IdleTimeout => "idle_timeout",
+            Closed::WriteStalled => "write_stalled",
             Closed::TlsHandshake => "tls_handshake",
         }
     }
@@ -180,16 +188,13 @@ impl Connection {
     async fn run(self, stream: TcpStream) {
         let (kind, peer) = (self.kind, self.peer);
         let activity = Arc::new(Activity::default());
-        let stream = Counted {
-            inner: stream,
-            activity: activity.clone(),
-        };
+        let stream = Watched::new(stream, activity.clone());
         let head_deadline = self.accepted + self.rules.head_timeout;
         let closed = match self.rules.tls.clone() {
-            None => self.http(stream, activity, false, head_deadline).await,
+            None => self.http(stream, &activity, false, head_deadline).await,
             Some(acceptor) => {
                 match tokio::time::timeout_at(head_deadline, acceptor.accept(stream)).await {
-                    Ok(Ok(tls)) => self.http(tls, activity, true, head_deadline).await,
+                    Ok(Ok(tls)) => self.http(tls, &activity, true, head_deadline).await,
                     Ok(Err(e)) => {
                         tracing::debug!(%peer, error = %e, "TLS handshake failed");
                         Some(Closed::TlsHandshake)
@@ -208,7 +213,7 @@ impl Connection {
     async fn http<I>(
         self,
         io: I,
-        activity: Arc<Activity>,
+        io_activity: &Activity,
         tls: bool,
         head_deadline: Instant,
     ) -> Option<Closed>
@@ -217,7 +222,8 @@ impl Connection {
     {
         let live = self.live.clone();
         let (kind, peer, body_timeout) = (self.kind, self.peer, self.rules.body_timeout);
-        let seen = activity.clone();
+        let requests = Arc::new(Requests::default());
+        let seen = requests.clone();
         let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             let busy = Busy::start(&seen);
             let ext = req.extensions_mut();
@@ -238,8 +244,7 @@ impl Connection {
                     Listener::Public => router::public(state, req).await,
                     Listener::Admin => router::admin(state, req).await,
                 };
-                drop(busy);
-                Ok::<_, Infallible>(resp)
+                Ok::<_, Infallible>(busy.until_sent(resp))
             }
         });
         let conn = self
@@ -254,119 +259,158 @@ impl Connection {
                 }
                 None
             }
-            reason = watchdog(&activity, head_deadline, self.rules.idle_timeout) => Some(reason),
+            reason = watchdog(&requests, io_activity, head_deadline, self.rules.idle_timeout) => Some(reason),
         }
     }
 }
 
-/// What the watchdog sees of a connection.
+/// The requests of a connection, as the watchdog sees them.
 #[derive(Default)]
-struct Activity {
-    /// A byte was read or written since the watchdog last looked.
-    moved: AtomicBool,
-    /// Requests started on the connection (0: still before the first head).
+struct Requests {
+    /// Requests started (0: still before the first head).
     started: AtomicUsize,
-    /// Requests whose handler has not answered yet.
+    /// Requests whose answer is not completely handed to the connection yet.
     in_flight: AtomicUsize,
+    /// A request started or ended since the watchdog last looked.
+    changed: AtomicBool,
 }
 
-/// Marks a request as being handled while it lives.
-struct Busy(Arc<Activity>);
+/// Marks a request as being answered while it lives.
+struct Busy(Arc<Requests>);
 
 impl Busy {
-    fn start(activity: &Arc<Activity>) -> Busy {
-        activity.started.fetch_add(1, Ordering::Relaxed);
-        activity.in_flight.fetch_add(1, Ordering::Relaxed);
-        Busy(activity.clone())
+    fn start(requests: &Arc<Requests>) -> Busy {
+        requests.started.fetch_add(1, Ordering::Relaxed);
+        requests.in_flight.fetch_add(1, Ordering::Relaxed);
+        requests.changed.store(true, Ordering::Relaxed);
+        Busy(requests.clone())
+    }
+
+    /// `resp`, with this request counted as answered once its body is sent. A body that is in
+    /// memory and small (every API answer) is as good as sent now; a streamed or large one
+    /// (a proxied download, a shop's event stream) keeps the request busy until its last frame,
+    /// so pauses of the shop never count as an idle connection.
+    fn until_sent(self, resp: hyper::Response<Body>) -> hyper::Response<Body> {
+        if resp
+            .body()
+            .size_hint()
+            .exact()
+            .is_some_and(|n| n <= IN_MEMORY_BODY)
+        {
+            return resp;
+        }
+        resp.map(|inner| {
+            Finishing {
+                inner,
+                busy: Some(self),
+            }
+            .boxed()
+        })
     }
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.0.moved.store(true, Ordering::Relaxed);
+        self.0.changed.store(true, Ordering::Relaxed);
     }
 }
 
-/// Resolves when a rule closes the connection: no request head by `head_deadline`, or
-/// `idle` without a byte moving while no request is being handled. Looks every quarter of
-/// `idle` (so an idle connection is closed between `idle` and 1.25 × `idle`).
-async fn watchdog(activity: &Activity, head_deadline: Instant, idle: Duration) -> Closed {
-    tokio::time::sleep_until(head_deadline).await;
-    if activity.started.load(Ordering::Relaxed) == 0 {
-        return Closed::HeadTimeout;
+/// Largest answer counted as sent when it is handed over (it fits the socket's buffers).
+const IN_MEMORY_BODY: u64 = 64 * 1024;
+
+/// A response body that ends its request's [`Busy`] with its last frame (or when dropped).
+struct Finishing {
+    inner: Body,
+    busy: Option<Busy>,
+}
+
+impl http_body::Body for Finishing {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            self.busy = None;
+        }
+        polled
     }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Resolves when a rule closes the connection (see the module doc): no request head by
+/// `head_deadline`; `idle` since the last answer ended with none in progress; or, while an
+/// answer is being sent, writes blocked without progress for `idle`. Looks every quarter of
+/// `idle`, so a rule fires between `idle` and 1.25 × `idle`.
+async fn watchdog(
+    requests: &Requests,
+    io: &Activity,
+    head_deadline: Instant,
+    idle: Duration,
+) -> Closed {
     let tick = (idle / 4).max(Duration::from_millis(50));
     let mut quiet_since = Instant::now();
+    let mut stalled_since: Option<Instant> = None;
     loop {
-        tokio::time::sleep(tick).await;
+        let before_head = requests.started.load(Ordering::Relaxed) == 0;
+        let next = Instant::now() + tick;
+        tokio::time::sleep_until(if before_head {
+            next.min(head_deadline)
+        } else {
+            next
+        })
+        .await;
         let now = Instant::now();
-        if activity.moved.swap(false, Ordering::Relaxed)
-            || activity.in_flight.load(Ordering::Relaxed) > 0
-        {
+        if requests.started.load(Ordering::Relaxed) == 0 {
+            if now >= head_deadline {
+                return Closed::HeadTimeout;
+            }
+            continue;
+        }
+        let wrote = io.take_wrote();
+        if requests.changed.swap(false, Ordering::Relaxed) {
             quiet_since = now;
-        } else if now.duration_since(quiet_since) >= idle {
-            return Closed::IdleTimeout;
+        }
+        if requests.in_flight.load(Ordering::Relaxed) == 0 {
+            stalled_since = None;
+            if now.duration_since(quiet_since) >= idle {
+                return Closed::IdleTimeout;
+            }
+            continue;
+        }
+        quiet_since = now;
+        if wrote || !io.blocked() {
+            stalled_since = None;
+        } else if now.duration_since(*stalled_since.get_or_insert(now)) >= idle {
+            return Closed::WriteStalled;
         }
     }
 }
 
-/// A socket that notes when bytes move, for the watchdog (one relaxed store per read or
-/// write; no clock read).
-struct Counted<S> {
-    inner: S,
-    activity: Arc<Activity>,
-}
+/// One open connection in the `rushgate_connections_open` gauge, for as long as it lives
+/// (also when its task panics).
+struct Counted(metrics::Gauge);
 
-impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.moved.store(true, Ordering::Relaxed);
-        }
-        polled
+impl Counted {
+    fn open(gauge: &metrics::Gauge) -> Counted {
+        gauge.increment(1.0);
+        Counted(gauge.clone())
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.moved.store(true, Ordering::Relaxed);
-        }
-        polled
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.moved.store(true, Ordering::Relaxed);
-        }
-        polled
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
     }
 }

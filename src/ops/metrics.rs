@@ -125,7 +125,8 @@ pub const CONNECTIONS_OPEN: &str = "rushgate_connections_open";
 pub const CONNECTIONS_REFUSED: &str = "rushgate_connections_refused_total";
 /// Counter: connections closed by a deadline, labels `listener` and `reason`
 /// (`head_timeout`: no complete request head in time, TLS handshake included; `idle_timeout`:
-/// nothing moved on a kept-alive connection; `tls_handshake`: the handshake failed).
+/// no request on a kept-alive connection; `write_stalled`: the client stopped reading an
+/// answer; `tls_handshake`: the handshake failed).
 pub const CONNECTIONS_CLOSED: &str = "rushgate_connections_closed_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -264,7 +265,7 @@ pub fn install() -> PrometheusHandle {
             for listener in ["public", "admin"] {
                 metrics::gauge!(CONNECTIONS_OPEN, "listener" => listener).set(0.0);
                 metrics::counter!(CONNECTIONS_REFUSED, "listener" => listener).increment(0);
-                for reason in ["head_timeout", "idle_timeout", "tls_handshake"] {
+                for reason in ["head_timeout", "idle_timeout", "write_stalled", "tls_handshake"] {
                     metrics::counter!(CONNECTIONS_CLOSED, "listener" => listener, "reason" => reason)
                         .increment(0);
                 }
@@ -304,7 +305,7 @@ fn describe() {
     describe_counter!(
         CONNECTIONS_CLOSED,
         Unit::Count,
-        "Connections closed by a deadline (reason: head_timeout, idle_timeout, tls_handshake)"
+        "Connections closed by a deadline (reason: head_timeout, idle_timeout, write_stalled, tls_handshake)"
     );
     describe_gauge!(
         ROOM_WAITING,

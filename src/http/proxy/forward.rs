@@ -65,8 +65,11 @@ pub(crate) struct Target {
     host: HeaderValue,
     pub(super) pool: Pool,
     pub(super) metrics: UpstreamMetrics,
-    /// Upgraded connections (WebSockets) this upstream may have open at once.
-    pub(super) tunnels: Arc<tokio::sync::Semaphore>,
+    /// Upgraded connections (WebSockets) this upstream may have open at once: the permits and
+    /// the number they started with (kept across reloads while that number stays).
+    pub(super) tunnels: (Arc<tokio::sync::Semaphore>, usize),
+    /// A tunnel with no byte moving for this long is closed.
+    pub(super) tunnel_idle: Duration,
 }
 
 impl Target {
@@ -76,7 +79,7 @@ impl Target {
     pub(crate) fn new(
         url: &UpstreamUrl,
         ca_file: Option<&Path>,
-        max_tunnels: usize,
+        (max_tunnels, tunnel_idle): (usize, Duration),
     ) -> Result<Target, String> {
         let authority = url.authority();
         let tls = if url.tls() {
@@ -99,7 +102,11 @@ impl Target {
             host: url.host_header().clone(),
             pool: Pool::new(url.address(), CONNECT_TIMEOUT, tls),
             metrics: UpstreamMetrics::new(authority.as_str()),
-            tunnels: Arc::new(tokio::sync::Semaphore::new(max_tunnels)),
+            tunnels: (
+                Arc::new(tokio::sync::Semaphore::new(max_tunnels)),
+                max_tunnels,
+            ),
+            tunnel_idle,
         })
     }
 }

@@ -95,6 +95,17 @@ enum Decision<'a> {
 impl Proxy {
     /// Builds the routes and loads the page templates of a validated config.
     pub fn from_config(config: &Config) -> Result<Proxy, ProxyError> {
+        Self::build(config, None)
+    }
+
+    /// Like [`Proxy::from_config`], for a reload: an upstream that `old` also had, with the same
+    /// `max_tunnels`, keeps counting the tunnels open through it (they stay open across the
+    /// reload), so a reload never lets more than `max_tunnels` be open at once.
+    pub fn from_config_after(config: &Config, old: &Proxy) -> Result<Proxy, ProxyError> {
+        Self::build(config, Some(old))
+    }
+
+    fn build(config: &Config, old: Option<&Proxy>) -> Result<Proxy, ProxyError> {
         let mut routes = Vec::new();
         let mut pages = HashMap::new();
         for (index, room) in config.rooms.iter().enumerate() {
@@ -114,8 +125,15 @@ impl Proxy {
                 match config::Upstream::parse(raw).map_err(|p| err("upstream", p.to_string()))? {
                     config::Upstream::Demo => Upstream::Demo,
                     config::Upstream::Http(url) => Upstream::Http(
-                        Target::new(&url, room.upstream_ca_file.as_deref(), room.max_tunnels)
-                            .map_err(|e| err("upstream", e))?,
+                        Target::new(
+                            &url,
+                            room.upstream_ca_file.as_deref(),
+                            (
+                                room.max_tunnels,
+                                std::time::Duration::from_secs(room.tunnel_idle_seconds),
+                            ),
+                        )
+                        .map_err(|e| err("upstream", e))?,
                     ),
                 };
             let patterns = |list: &[String], field| {
@@ -130,6 +148,20 @@ impl Proxy {
                     })
                     .collect::<Result<Vec<_>, _>>()
             };
+            let mut upstream = upstream;
+            if let (Upstream::Http(target), Some(old)) = (&mut upstream, old) {
+                let kept = old.inner.routes.iter().find_map(|r| match &r.upstream {
+                    Upstream::Http(t)
+                        if t.authority == target.authority && t.tunnels.1 == target.tunnels.1 =>
+                    {
+                        Some(t.tunnels.clone())
+                    }
+                    _ => None,
+                });
+                if let Some(kept) = kept {
+                    target.tunnels = kept;
+                }
+            }
             routes.push(Route {
                 room: room.id.clone(),
                 pass_cookie: crate::http::credentials::pass_cookie(&room.id),

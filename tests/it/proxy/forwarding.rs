@@ -467,3 +467,31 @@ async fn a_request_the_shop_drops_is_resent_once_and_only_when_idempotent() {
     warm().await;
     app.stop().await;
 }
+
+/// A shop's streamed answer that pauses longer than the listener's idle timeout is not cut:
+/// the request is still being answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_answer_pausing_past_the_idle_timeout_is_not_cut() {
+    let up = Upstream::start().await;
+    let id = room_id();
+    let mut c = config(None, vec![proxied_room(&id, &up.url())]);
+    c.server.idle_timeout_seconds = 1;
+    let app = spawn_app(c).await;
+    let mut resp = reqwest::Client::new()
+        .get(format!("{}/download?n={}", app.base, CHUNK * 3))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let first = resp.chunk().await.unwrap().expect("first chunk");
+    assert!(!first.is_empty());
+    // The shop pauses for more than twice the idle timeout; the deadline is the point here.
+    tokio::time::sleep(Duration::from_millis(2_600)).await;
+    up.shared.download_release.notify_one();
+    let mut total = first.len();
+    while let Some(chunk) = resp.chunk().await.expect("the answer continues") {
+        total += chunk.len();
+    }
+    assert_eq!(total, CHUNK * 3);
+    app.stop().await;
+}

@@ -166,6 +166,39 @@ async fn websockets_need_a_pass_on_protected_paths_and_echo_through_rushgate() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_is_refused_and_a_quiet_tunnel_is_closed() {
+    let up = Upstream::start().await;
+    let room = harness::room_id();
+    let mut r = proxied_room(&room, &up.url());
+    r.tunnel_idle_seconds = 1;
+    let app = harness::spawn_app(harness::config(None, vec![r])).await;
+    // An h2c upgrade would give the client an HTTP/2 connection to the shop past every rule.
+    let answer = super::raw(
+        addr(&app),
+        "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n\
+         HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("upgrade-refused"), "{answer}");
+    assert!(up.seen().is_empty(), "the shop never saw it");
+    // A tunnel nobody talks on is closed after its idle time; the client sees the end.
+    let mut ws = open(&app, "/ws", None).await.expect("upgrade");
+    let started = std::time::Instant::now();
+    let end = tokio::time::timeout(Duration::from_secs(10), ws.next()).await;
+    assert!(
+        matches!(end, Ok(None) | Ok(Some(Err(_)))),
+        "the quiet tunnel was closed: {end:?}"
+    );
+    let after = started.elapsed();
+    assert!(
+        after >= Duration::from_millis(900) && after < Duration::from_secs(4),
+        "closed after {after:?} (idle 1 s)"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_at_its_tunnel_cap_gets_no_more() {
     let up = Upstream::start().await;
     let room = harness::room_id();
