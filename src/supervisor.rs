@@ -268,8 +268,10 @@ impl Supervisor {
             report.certificate_reloaded = true;
         }
         for room in restart {
-            if let Some((_, running)) = self.pacers.remove(room.id.as_str()) {
+            if let Some((old_room, running)) = self.pacers.remove(room.id.as_str()) {
                 running.stop().await;
+                // Its event streams end; their clients reconnect to the new room object.
+                old_room.retire();
             }
             self.spawn_pacer(&state, room);
         }

@@ -1,8 +1,8 @@
-// rushgate waiting page: polls the position endpoint at the interval the server asks for, updates
-// the page, and goes to the shop once admitted (the position answer sets the pass cookie). In the
-// `pow` state (no place yet: the room asks for a proof of work first) it solves the challenge in a
-// Web Worker, showing progress, leaves the answer in the room's rg_pow_ cookie and loads the page
-// again, which joins with it.
+// rushgate waiting page: listens to the place's event stream (or polls the position endpoint at
+// the interval the server asks for), updates the page, and goes to the shop once admitted (the
+// position answer sets the pass cookie). In the `pow` state (no place yet: the room asks for a
+// proof of work first) it solves the challenge in a Web Worker, showing progress, leaves the
+// answer in the room's rg_pow_ cookie and loads the page again, which joins with it.
 (function () {
   "use strict";
   var cfg = JSON.parse(document.getElementById("rg-config").textContent);
@@ -55,6 +55,12 @@
       if (el.firstElementChild) el.firstElementChild.style.width = pct + "%";
     });
   }
+  // Shows a place; false once nothing more will come (admitted, gone, moved).
+  function handle(p) {
+    render(p);
+    if (p.state === "admitted" || p.state === "expired") { location.replace(cfg.return_url); return false; }
+    return p.state !== "transferred";   // another device holds the place now
+  }
   function poll() {
     fetch(cfg.position_url, { credentials: "same-origin", cache: "no-store", headers: { Accept: "application/json" } })
       .then(function (r) {
@@ -63,14 +69,39 @@
         return r.json();
       })
       .then(function (p) {
-        if (!p) return;
-        render(p);
-        if (p.state === "admitted") { location.replace(cfg.return_url); return; }
-        if (p.state === "expired") { location.replace(cfg.return_url); return; }
-        if (p.state === "transferred") return;   // another device holds the place now
-        setTimeout(poll, p.poll_after_ms || cfg.poll_after_ms || 2000);
+        if (p && handle(p)) setTimeout(poll, p.poll_after_ms || cfg.poll_after_ms || 2000);
       })
       .catch(function () { setTimeout(poll, Math.max(2000, cfg.poll_after_ms || 0)); });
+  }
+  // The place pushed by the server as it changes (an open stream also keeps the place alive);
+  // polling when the browser has no EventSource or the stream cannot be had (503, a proxy
+  // that buffers it: no event within 20 s).
+  function listen() {
+    if (!window.EventSource) return false;
+    var es = new EventSource(cfg.position_url.replace(/\/position$/, "/events"));
+    var polling = false;
+    function fallBack() {
+      es.close();
+      if (!polling) { polling = true; setTimeout(poll, 1000); }
+    }
+    var silent = setTimeout(fallBack, 20000);
+    es.addEventListener("place", function (e) {
+      clearTimeout(silent);
+      silent = setTimeout(fallBack, 20000 + 15000);
+      var p;
+      try { p = JSON.parse(e.data); } catch (err) { return; }
+      // Admitted: one poll answers with the pass cookie the shop's pages need, then goes on.
+      if (p.state === "admitted") { clearTimeout(silent); es.close(); render(p); poll(); return; }
+      if (!handle(p)) { clearTimeout(silent); es.close(); }
+    });
+    // A heartbeat comment fires no event; an unchanged place sends nothing: refresh the timer
+    // on the stream's open too.
+    es.onopen = function () { clearTimeout(silent); silent = setTimeout(fallBack, 60000); };
+    es.onerror = function () {
+      // CLOSED: the server refused the stream (no reconnect follows); poll instead.
+      if (es.readyState === 2) { clearTimeout(silent); fallBack(); }
+    };
+    return true;
   }
   function bar(name, pct) {
     each(name, function (el) {
@@ -138,5 +169,5 @@
   if (cfg.state === "pow" && cfg.pow) { solve(cfg.pow); return; }
   if (cfg.opens_in_ms != null) { opensAt = Date.now() + cfg.opens_in_ms; countdown(); }
   if (cfg.state === "admitted") { location.replace(cfg.return_url); return; }
-  setTimeout(poll, cfg.poll_after_ms || 2000);
+  if (!listen()) setTimeout(poll, cfg.poll_after_ms || 2000);
 })();

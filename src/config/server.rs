@@ -47,6 +47,8 @@ pub struct ServerConfig {
     /// Origins (`https://shop.example`, exactly: scheme, host, port when not the default) whose
     /// pages may call the JSON API with credentials; empty: no cross-origin calls.
     pub cors_origins: Vec<String>,
+    /// Most event streams (`.../events`) open at once on this node; more get 503.
+    pub max_event_streams: usize,
     /// HTTPS on the public listener (ALPN `h2` and `http/1.1`); the files are read again on
     /// reload (SIGHUP or the admin API) for new connections.
     pub tls: Option<ListenerTls>,
@@ -69,6 +71,7 @@ impl Default for ServerConfig {
             body_timeout_seconds: 10,
             idle_timeout_seconds: 60,
             cors_origins: Vec::new(),
+            max_event_streams: 50_000,
             tls: None,
             trusted_proxies: Vec::new(),
         }
@@ -150,6 +153,9 @@ impl ServerConfig {
         }
         if self.max_connections == 0 {
             bad("server.max_connections", "must be greater than 0");
+        }
+        if self.max_event_streams == 0 {
+            bad("server.max_event_streams", "must be greater than 0");
         }
         if self.admin_max_connections == 0 {
             bad("server.admin_max_connections", "must be greater than 0");

@@ -139,6 +139,11 @@ pub enum ApiError {
     /// The shop behind the proxy could not be reached or broke the exchange.
     #[error("the shop is not answering ({0}); retry shortly")]
     UpstreamUnavailable(String),
+    /// This node has `server.max_event_streams` event streams open.
+    #[error(
+        "too many open event streams on this node; poll the position instead, or retry shortly"
+    )]
+    StreamsFull,
     /// An upgrade the proxy does not carry (`h2c`, or no `Upgrade` header).
     #[error("upgrade refused: {0}")]
     UpgradeRefused(String),
@@ -385,6 +390,11 @@ impl ApiError {
                 "upstream-unavailable",
                 "Shop unavailable",
             ),
+            StreamsFull => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "streams-full",
+                "Too many event streams",
+            ),
             UpgradeRefused(_) => (
                 StatusCode::BAD_REQUEST,
                 "upgrade-refused",
@@ -568,7 +578,8 @@ impl ApiError {
                 }
             }
             ApiError::Identity(IdentityError::Token(UserTokenError::KeysUnavailable(_)))
-            | ApiError::TunnelsFull => {
+            | ApiError::TunnelsFull
+            | ApiError::StreamsFull => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
             }
             ApiError::MethodNotAllowed { allow, .. } => {

@@ -10,6 +10,7 @@ pub mod body;
 pub mod cors;
 pub mod credentials;
 pub mod error;
+pub mod events;
 pub mod json;
 pub mod limits;
 mod pass;

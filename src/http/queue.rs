@@ -118,7 +118,7 @@ pub async fn position(
 
 /// The ticket a request presents for `room` (bearer, else cookie) and its verified claims:
 /// `401 missing-ticket` without one, `401 invalid-ticket` for a forged, foreign or old one.
-fn verified_ticket<'a>(
+pub(super) fn verified_ticket<'a>(
     places: &Places<'_>,
     room: &Room,
     headers: &'a HeaderMap,

@@ -13,7 +13,7 @@ use super::credentials::PeerAddr;
 use super::credentials::{bearer, cookie, pass_cookie, ticket_cookie};
 use super::error::ApiError;
 use super::limits::Endpoint;
-use super::{admin, cors, pass, pow, probes, queue, sale};
+use super::{admin, cors, events, pass, pow, probes, queue, sale};
 use crate::http::state::AppState;
 use crate::ops::logging::REQUEST_TARGET;
 use crate::ops::request_id::{self, RequestId};
@@ -178,6 +178,14 @@ async fn route_public(
             }
             .await,
         ),
+        (["rooms", room, "events"], Method::GET) => (
+            "events",
+            async {
+                limited(state, &req, Endpoint::Poll, ticket_cookie(room))?;
+                events::events(state, room, &req).await
+            }
+            .await,
+        ),
         (["rooms", room, "leave"], Method::POST) => {
             ("leave", queue::leave(state, room, &req).await)
         }
@@ -249,9 +257,9 @@ async fn route_public(
             }
             .await,
         ),
-        (["rooms", _], _) | (["rooms", _, "position"], _) | (["pow", "worker.js"], _) => {
-            ("method", Err(not_allowed(&req, "GET")))
-        }
+        (["rooms", _], _)
+        | (["rooms", _, "position" | "events"], _)
+        | (["pow", "worker.js"], _) => ("method", Err(not_allowed(&req, "GET"))),
         (["rooms", _, "join" | "leave" | "transfer"], _)
         | (["passes", "verify"], _)
         | (["sales", _, "purchase"], _)

@@ -52,6 +52,9 @@ pub struct AppState {
     pub limits: Limits,
     /// Operator alerts.
     pub webhooks: Webhooks,
+    /// Slots of open event streams on this node (`server.max_event_streams`), shared by every
+    /// state a reload builds.
+    pub event_streams: Arc<tokio::sync::Semaphore>,
     /// The public listener's certificate when it serves TLS (a reload reads it again).
     pub certificate: Option<Arc<crate::tls::ServerCerts>>,
     /// Asks the supervisor for a hot reload (`None` before the server runs).

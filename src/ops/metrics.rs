@@ -119,6 +119,8 @@ pub const PROXY_TUNNELS_OPEN: &str = "rushgate_proxy_tunnels_open";
 /// Counter: upgrade requests through the proxy, labels `upstream` and `outcome` (`opened`,
 /// `refused` at the tunnel cap, `declined` by the shop).
 pub const PROXY_TUNNELS: &str = "rushgate_proxy_tunnels_total";
+/// Gauge: event streams (`.../events`) open on this node.
+pub const EVENT_STREAMS_OPEN: &str = "rushgate_event_streams_open";
 /// Gauge: connections open now, label `listener` (`public` or `admin`).
 pub const CONNECTIONS_OPEN: &str = "rushgate_connections_open";
 /// Counter: connections closed at once because the listener was at its cap, label `listener`.
@@ -262,6 +264,7 @@ pub fn install() -> PrometheusHandle {
             metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             // Exported from the start, so "none yet" reads 0 rather than "no data".
             metrics::counter!(STORE_ERRORS).increment(0);
+            metrics::gauge!(EVENT_STREAMS_OPEN).set(0.0);
             for listener in ["public", "admin"] {
                 metrics::gauge!(CONNECTIONS_OPEN, "listener" => listener).set(0.0);
                 metrics::counter!(CONNECTIONS_REFUSED, "listener" => listener).increment(0);
@@ -282,6 +285,11 @@ pub fn install() -> PrometheusHandle {
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_gauge!(BUILD_INFO, "rushgate build; value 1, label version");
+    describe_gauge!(
+        EVENT_STREAMS_OPEN,
+        Unit::Count,
+        "Event streams (server-sent events of a place) open on this node"
+    );
     describe_gauge!(
         PROXY_TUNNELS_OPEN,
         Unit::Count,

@@ -21,5 +21,5 @@ pub use eta::EtaEstimator;
 pub use outage::{LeaseView, Outage, LEASE_RENEW_MS};
 pub use pressure::{PowPolicy, Pressure, FREE_JOINS_PER_ADDRESS, MAX_ADDRESSES};
 pub use revoked::Revocations;
-pub use room::{params_for, Eta, Room, Rooms, StockGate};
+pub use room::{params_for, Eta, Room, Rooms, StockGate, RETIRED};
 pub use snapshot::{Located, Rates, Snapshot};

@@ -81,7 +81,14 @@ pub struct Room {
     pressure: Pressure,
     /// Whether the store is failing for this room, and the node's lease for an outage.
     pub outage: Outage,
+    /// Bumped at every publish (and by stock changes): the one broadcast every open event
+    /// stream of the room waits on. [`RETIRED`] when a reload replaced this room object.
+    changes: tokio::sync::watch::Sender<u64>,
 }
+
+/// The [`Room::changes`] value of a room object a reload replaced: its streams end (clients
+/// reconnect to the new one).
+pub const RETIRED: u64 = u64::MAX;
 
 impl Room {
     /// A room with an empty snapshot; the pacer fills it within one refresh.
@@ -99,7 +106,28 @@ impl Room {
             revoked: Revocations::default(),
             pressure: Pressure::new(),
             outage: Outage::default(),
+            changes: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// A receiver of this room's change counter (see [`Room::changes`]): it wakes at every
+    /// refresh that published a state, once per change however many streams wait.
+    pub fn watch_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Ends the event streams of this room object (a reload replaced it).
+    pub fn retire(&self) {
+        self.changes.send_replace(RETIRED);
+    }
+
+    /// Wakes the event streams (something they show changed: stock, the room's settings).
+    pub fn announce(&self) {
+        self.changes.send_modify(|v| {
+            if *v != RETIRED {
+                *v += 1;
+            }
+        });
     }
 
     /// The room's join pressure on this node (proof of work).
@@ -174,7 +202,11 @@ impl Room {
 
     /// Sets the sale gate (the sale keeper calls this after every stock read).
     pub fn set_stock_gate(&self, gate: StockGate) {
-        self.stock.store(Some(Arc::new(gate)));
+        let old = self.stock.swap(Some(Arc::new(gate)));
+        // Sold out, restocked, remaining units: what a waiter's stream shows.
+        if old.is_some_and(|o| *o != gate) {
+            self.announce();
+        }
     }
 
     /// The current cached state (lock-free read).
@@ -182,9 +214,10 @@ impl Room {
         self.snapshot.load()
     }
 
-    /// Publishes a new cached state.
+    /// Publishes a new cached state, and wakes the room's event streams.
     pub fn publish(&self, snapshot: Snapshot) {
         self.snapshot.store(Arc::new(snapshot));
+        self.announce();
     }
 
     /// Where waiter `seq` stands, from the cache.

@@ -91,6 +91,12 @@ stock = 5
   });
   const page = await browser.newPage({ viewport: { width: 420, height: 860 } });
   page.setDefaultTimeout(15_000);
+  // What the waiting page asks the API while it waits: the event stream, and any poll.
+  const asked = { events: 0, polls: 0 };
+  page.on("request", (r) => {
+    if (r.url().endsWith("/rooms/drop/events")) asked.events += 1;
+    if (r.url().endsWith("/rooms/drop/position")) asked.polls += 1;
+  });
 
   step("open the protected product page: the waiting page shows a position");
   const response = await page.goto(`${base}/products/sneakers`);
@@ -103,11 +109,17 @@ stock = 5
   mkdirSync(shots, { recursive: true });
   await page.screenshot({ path: join(shots, "waiting.png"), fullPage: true });
 
+  step("the page listens to the place's event stream instead of polling");
+  await until("the event stream is open", async () => asked.events >= 1);
+  const pollsBefore = asked.polls;
+
   step("the blocker leaves: the shopper is admitted and redirected to the product page");
   const left = await fetch(`${api}/rooms/drop/leave`, { method: "POST", headers: { Authorization: `Bearer ${blocker}` } });
   if (!left.ok) throw new Error(`leave failed: ${left.status}`);
   await page.waitForSelector("#buy", { timeout: 20_000 });
   if (!page.url().endsWith("/products/sneakers")) throw new Error(`admitted to ${page.url()}`);
+  // The admission came on the stream; the one poll after it picks up the pass cookie.
+  if (asked.polls - pollsBefore > 1) throw new Error(`the waiting page polled ${asked.polls - pollsBefore} times`);
   const passInfo = await page.textContent("#pass-info");
   if (!passInfo.includes("admitted")) throw new Error(`product page without pass: ${passInfo}`);
 

@@ -2,6 +2,7 @@
 
 mod admin;
 mod drops;
+mod events;
 mod identity;
 mod limits;
 mod pow;
