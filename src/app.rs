@@ -109,6 +109,7 @@ impl AppState {
             metrics: metrics::install(),
             proxy: Proxy::from_config(&config)?,
             event_streams: Arc::new(tokio::sync::Semaphore::new(config.server.max_event_streams)),
+            event_streams_by_client: Arc::default(),
             certificate: match &config.server.tls {
                 Some(tls) => Some(
                     ServerCerts::load(&tls.cert_file, &tls.key_file).map_err(StartError::Tls)?,

@@ -49,6 +49,9 @@ pub struct ServerConfig {
     pub cors_origins: Vec<String>,
     /// Most event streams (`.../events`) open at once on this node; more get 503.
     pub max_event_streams: usize,
+    /// Most event streams one client address (IPv6 by its /64) may hold open on this node;
+    /// more get 429 (room for a household or office behind one address).
+    pub max_event_streams_per_client: usize,
     /// HTTPS on the public listener (ALPN `h2` and `http/1.1`); the files are read again on
     /// reload (SIGHUP or the admin API) for new connections.
     pub tls: Option<ListenerTls>,
@@ -72,6 +75,7 @@ impl Default for ServerConfig {
             idle_timeout_seconds: 60,
             cors_origins: Vec::new(),
             max_event_streams: 50_000,
+            max_event_streams_per_client: 64,
             tls: None,
             trusted_proxies: Vec::new(),
         }
@@ -156,6 +160,12 @@ impl ServerConfig {
         }
         if self.max_event_streams == 0 {
             bad("server.max_event_streams", "must be greater than 0");
+        }
+        if self.max_event_streams_per_client == 0 {
+            bad(
+                "server.max_event_streams_per_client",
+                "must be greater than 0",
+            );
         }
         if self.admin_max_connections == 0 {
             bad("server.admin_max_connections", "must be greater than 0");

@@ -139,6 +139,11 @@ pub enum ApiError {
     /// The shop behind the proxy could not be reached or broke the exchange.
     #[error("the shop is not answering ({0}); retry shortly")]
     UpstreamUnavailable(String),
+    /// The client's address holds `server.max_event_streams_per_client` streams on this node.
+    #[error(
+        "too many open event streams from this address ({0}); close one, or poll the position"
+    )]
+    StreamsPerClient(usize),
     /// This node has `server.max_event_streams` event streams open.
     #[error(
         "too many open event streams on this node; poll the position instead, or retry shortly"
@@ -389,6 +394,11 @@ impl ApiError {
                 StatusCode::BAD_GATEWAY,
                 "upstream-unavailable",
                 "Shop unavailable",
+            ),
+            StreamsPerClient(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "streams-per-client",
+                "Too many event streams from this address",
             ),
             StreamsFull => (
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -12,9 +12,11 @@
 //! sent every [`HEARTBEAT`] so proxies keep the stream and the stream counts as the waiter being
 //! alive (no polls needed); the stream ends after a final state (admitted, expired, closed,
 //! transferred) and when a reload replaced the room (the client reconnects). Open streams are
-//! bounded per node (`server.max_event_streams`, 503 beyond) and counted in
+//! bounded per node (`server.max_event_streams`, 503 beyond) and per client address
+//! (`server.max_event_streams_per_client`, 429 beyond), and counted in
 //! `rushgate_event_streams_open`.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +26,7 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 
 use super::body::{Body, BoxError};
-use super::credentials::pass_from_cookie;
+use super::credentials::{pass_from_cookie, PeerAddr};
 use super::error::ApiError;
 use super::state::AppState;
 use crate::clock::now_ms;
@@ -46,6 +48,10 @@ pub async fn events(
     let headers = req.headers();
     let now = now_ms();
     let (token, claims) = super::queue::verified_ticket(&state.places(), room, headers, now)?;
+    let client = state
+        .limits
+        .client_address(headers, req.extensions().get::<PeerAddr>().copied());
+    let per_client = ClientSlot::take(state, client)?;
     let Ok(slot) = state.event_streams.clone().try_acquire_owned() else {
         return Err(ApiError::StreamsFull);
     };
@@ -64,7 +70,7 @@ pub async fn events(
         last_id,
         first: true,
         done: false,
-        _open: Open::new(slot),
+        _open: Open::new(slot, per_client),
     };
     let frames = futures_util::stream::unfold(stream, |mut s| async move {
         let frame = s.next().await?;
@@ -188,17 +194,55 @@ impl Stream {
     }
 }
 
-/// An open stream: its node-wide slot and its place in the gauge, for as long as it lives.
+/// An open stream: its node-wide slot, its client's slot and its place in the gauge, for as
+/// long as it lives.
 struct Open {
     _slot: tokio::sync::OwnedSemaphorePermit,
+    _client: ClientSlot,
     gauge: metrics::Gauge,
 }
 
 impl Open {
-    fn new(slot: tokio::sync::OwnedSemaphorePermit) -> Open {
+    fn new(slot: tokio::sync::OwnedSemaphorePermit, client: ClientSlot) -> Open {
         let gauge = metrics::gauge!(EVENT_STREAMS_OPEN);
         gauge.increment(1.0);
-        Open { _slot: slot, gauge }
+        Open {
+            _slot: slot,
+            _client: client,
+            gauge,
+        }
+    }
+}
+
+/// One of a client address's streams (`server.max_event_streams_per_client`); the address's
+/// entry goes when its last stream closes, so the map holds only addresses with open streams.
+struct ClientSlot {
+    by_client: Arc<dashmap::DashMap<IpAddr, usize>>,
+    client: IpAddr,
+}
+
+impl ClientSlot {
+    fn take(state: &AppState, client: IpAddr) -> Result<ClientSlot, ApiError> {
+        let most = state.config.server.max_event_streams_per_client;
+        let mut open = state.event_streams_by_client.entry(client).or_insert(0);
+        if *open >= most {
+            return Err(ApiError::StreamsPerClient(most));
+        }
+        *open += 1;
+        drop(open);
+        Ok(ClientSlot {
+            by_client: state.event_streams_by_client.clone(),
+            client,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.by_client.remove_if_mut(&self.client, |_, open| {
+            *open = open.saturating_sub(1);
+            *open == 0
+        });
     }
 }
 

@@ -55,6 +55,8 @@ pub struct AppState {
     /// Slots of open event streams on this node (`server.max_event_streams`), shared by every
     /// state a reload builds.
     pub event_streams: Arc<tokio::sync::Semaphore>,
+    /// Event streams open per client address on this node (an entry only while one is open).
+    pub event_streams_by_client: Arc<dashmap::DashMap<std::net::IpAddr, usize>>,
     /// The public listener's certificate when it serves TLS (a reload reads it again).
     pub certificate: Option<Arc<crate::tls::ServerCerts>>,
     /// Asks the supervisor for a hot reload (`None` before the server runs).

@@ -169,3 +169,51 @@ async fn streams_need_a_ticket_are_bounded_and_counted() {
     .await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_hold_every_stream() {
+    let id = room_id();
+    let mut r = room(&id);
+    r.max_active = 1;
+    let mut c = config(None, vec![r]);
+    c.server.max_event_streams_per_client = 1;
+    let app = spawn_app(c).await;
+    let _blocker = app.join(&id, None, None).await;
+    let (a, b) = (
+        app.join(&id, None, None).await,
+        app.join(&id, None, None).await,
+    );
+    let first = Events::open(&app, &id, a.str("ticket")).await;
+    let second = app
+        .send(
+            app.client
+                .get(app.api(&format!("rooms/{id}/events")))
+                .bearer_auth(b.str("ticket")),
+        )
+        .await;
+    assert_eq!(
+        second.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        second.body
+    );
+    assert_eq!(
+        second.str("type"),
+        "https://rushgate.dev/problems/streams-per-client"
+    );
+    drop(first);
+    wait_until(
+        Duration::from_secs(10),
+        "the address may open one again",
+        || async {
+            app.client
+                .get(app.api(&format!("rooms/{id}/events")))
+                .bearer_auth(b.str("ticket"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == StatusCode::OK)
+        },
+    )
+    .await;
+    app.stop().await;
+}
