@@ -68,6 +68,7 @@ pub async fn events(
         changes: room.watch_changes(),
         last_body: String::new(),
         last_id,
+        seen_interval: None,
         first: true,
         done: false,
         _open: Open::new(slot, per_client),
@@ -101,6 +102,8 @@ struct Stream {
     changes: tokio::sync::watch::Receiver<u64>,
     last_body: String,
     last_id: Option<u64>,
+    /// The liveness interval this stream last recorded its waiter in.
+    seen_interval: Option<u64>,
     first: bool,
     done: bool,
     _open: Open,
@@ -138,9 +141,13 @@ impl Stream {
                     }
                 }
                 () = tokio::time::sleep(HEARTBEAT) => {
-                    // An open stream is a waiter that is still there.
-                    if self.claims.seq > 0 {
-                        self.room.record_seen(self.claims.seq, now_ms());
+                    // An open stream is a waiter that is still there (a room that publishes
+                    // nothing for a while wakes no stream).
+                    let now = now_ms();
+                    let interval = self.room.params.interval_of(now);
+                    if self.claims.seq > 0 && self.seen_interval != Some(interval) {
+                        self.room.record_seen(self.claims.seq, now);
+                        self.seen_interval = Some(interval);
                     }
                     return Some(Bytes::from_static(b": ping\n\n"));
                 }
@@ -151,17 +158,25 @@ impl Stream {
     /// The place as an event when it changed since the last one sent (`None` otherwise).
     async fn event(&mut self, version: u64) -> Option<Bytes> {
         let now = now_ms();
+        // Liveness once per liveness interval, as a poller's cadence costs the store; not at
+        // every refresh the stream looks at.
+        let interval = self.room.params.interval_of(now);
+        let seen = self.seen_interval != Some(interval);
         let place = self
             .state
             .places()
-            .locate(
+            .locate_noting(
                 &self.room,
                 &self.claims,
                 self.ticket.clone(),
                 self.pass.as_deref(),
                 now,
+                seen,
             )
             .await;
+        if seen && place.is_ok() {
+            self.seen_interval = Some(interval);
+        }
         let body = match place {
             Ok(place) => {
                 if matches!(

@@ -681,7 +681,7 @@ impl Places<'_> {
 
     /// Where a verified ticket stands now; asks the store only for a ticket past the serving
     /// watermark whose holder has no valid pass (`pass`) yet, or a pre-queue ticket after the
-    /// opening.
+    /// opening. A waiter is recorded as seen (alive).
     pub async fn locate(
         &self,
         room: &Room,
@@ -689,6 +689,21 @@ impl Places<'_> {
         ticket: String,
         pass: Option<&str>,
         now: u64,
+    ) -> Result<Place, PlaceError> {
+        self.locate_noting(room, claims, ticket, pass, now, true)
+            .await
+    }
+
+    /// [`Places::locate`], recording the waiter as seen only when `seen` (an event stream looks
+    /// at every refresh, and records liveness once per liveness interval instead).
+    pub async fn locate_noting(
+        &self,
+        room: &Room,
+        claims: &TicketClaims,
+        ticket: String,
+        pass: Option<&str>,
+        now: u64,
+        seen: bool,
     ) -> Result<Place, PlaceError> {
         let shopper = Shopper::of_ticket(claims);
         match room.revoked.check(&claims.id, claims.gen) {
@@ -720,7 +735,9 @@ impl Places<'_> {
                 if room.snapshot().state.status == RoomStatus::Closed {
                     return Ok(Place::without_ticket(PlaceState::Closed));
                 }
-                room.record_seen(claims.seq, now);
+                if seen {
+                    room.record_seen(claims.seq, now);
+                }
                 // A waiter may hold a pass ahead of the cached queue: admitted on a lease
                 // during an outage, before the store's queue has caught up.
                 let ticket = match self.held_pass(room, pass, &shopper, ticket) {

@@ -270,6 +270,10 @@ where
     }
 }
 
+/// Held by the tests that open ten thousand sockets or more, one at a time: this process's
+/// open-file limit (20,000 here, not raisable) is shared by every test running at once.
+pub static SOCKET_HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A random room id, so tests sharing a Redis never collide.
 pub fn room_id() -> String {
     format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12])

@@ -1,5 +1,6 @@
 //! Crowd-scale tests: fairness under thousands of concurrent shoppers on two nodes, the store
-//! command and memory budgets, and behaviour through a Redis outage and a graceful shutdown.
+//! command and memory budgets, event streams by the thousand, and behaviour through a Redis
+//! outage and a graceful shutdown.
 //! Every test starts its own redis-server(s); none touches the machine's shared Redis.
 
 use crate::harness;
@@ -7,6 +8,7 @@ use crate::harness;
 mod budget;
 mod fairness;
 mod outage;
+mod streams;
 mod transfer;
 
 use harness::RedisServer;

@@ -146,6 +146,7 @@ impl Drop for Node {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_and_trickling_connections_are_closed_while_shoppers_are_served() {
+    let _heavy = SOCKET_HEAVY.lock().await;
     let id = room_id();
     let node = Node::start(&id, 6).await;
     let to = node.public;

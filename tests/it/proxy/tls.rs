@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use super::upstream::Upstream;
 use super::{proxied_room, shopper};
 use crate::certs::Certs;
-use crate::harness::{self, TestApp};
+use crate::harness::{self, wait_until, TestApp};
 
 type Https = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
@@ -330,12 +330,18 @@ async fn https_shop_is_verified_and_one_that_does_not_verify_gets_502() {
             "{body}"
         );
         assert!(up.seen().is_empty());
-        assert!(
-            up.shared
-                .tls_failures
-                .load(std::sync::atomic::Ordering::SeqCst)
-                >= 1
-        );
+        // The shop's side of the refused handshake ends just after rushgate's answer.
+        wait_until(
+            Duration::from_secs(5),
+            "the shop saw the handshake refused",
+            || async {
+                up.shared
+                    .tls_failures
+                    .load(std::sync::atomic::Ordering::SeqCst)
+                    >= 1
+            },
+        )
+        .await;
         let metrics = app.metrics_text().await;
         assert!(
             metrics

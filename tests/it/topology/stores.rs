@@ -486,7 +486,7 @@ async fn cluster_resharding_during_a_drop_is_followed() {
                         StatusCode::CONFLICT => None,
                         other => panic!("purchase {other}: {}", bought.body),
                     };
-                    (crate::crowd::seq_of(&ticket), rsv)
+                    (crate::crowd::seq_of(&ticket), rsv, ticket)
                 }
             })
             .buffer_unordered(10)
@@ -509,10 +509,18 @@ async fn cluster_resharding_during_a_drop_is_followed() {
     let (results, moved) = tokio::join!(shoppers, reshard);
     assert!(moved >= 3, "only {moved} keys moved");
     assert_eq!(cluster.master_of_slot(slot), to, "the slot moved");
-    let seqs: std::collections::HashSet<u64> = results.iter().map(|(q, _)| *q).collect();
-    assert_eq!(seqs.len(), results.len(), "two shoppers share a seq");
+    let seqs: std::collections::HashSet<u64> = results.iter().map(|(q, _, _)| *q).collect();
+    if seqs.len() != results.len() {
+        // Which tickets share a seq, to tell a store fault from a client one.
+        let mut by_seq: std::collections::BTreeMap<u64, Vec<&String>> = Default::default();
+        for (q, _, t) in &results {
+            by_seq.entry(*q).or_default().push(t);
+        }
+        by_seq.retain(|_, ts| ts.len() > 1);
+        panic!("two shoppers share a seq: {by_seq:?}");
+    }
     let told: std::collections::HashSet<&String> =
-        results.iter().filter_map(|(_, r)| r.as_ref()).collect();
+        results.iter().filter_map(|(_, r, _)| r.as_ref()).collect();
     let store = &app.app.as_ref().expect("running").state.sale_store;
     let st = store.sale_state(&typed_sale(&sale)).await.expect("state");
     assert_eq!(
