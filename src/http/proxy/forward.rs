@@ -144,6 +144,22 @@ impl Target {
         parts.version = Version::HTTP_11;
     }
 
+    /// What the shopper is told when the shop did not answer (502, naming the cause), counted
+    /// by kind and logged with the detail (`what` says which request it was).
+    pub(super) fn unanswered(&self, e: SendError, what: &'static str) -> ApiError {
+        let (cause, kind) = match e {
+            SendError::Connect(_) => ("connection refused or unreachable", "connect"),
+            SendError::Tls(_) => (
+                "its TLS certificate did not verify or the handshake failed",
+                "tls",
+            ),
+            SendError::Http(_) => ("the connection failed", "other"),
+        };
+        self.metrics.failed(kind);
+        tracing::warn!(upstream = %self.authority, error = %e, "{what}");
+        ApiError::UpstreamUnavailable(cause.to_string())
+    }
+
     /// Sends `req` to this upstream and streams the answer back. The request body is handed to
     /// the upstream as it arrives and the response body is returned unread, so neither is ever
     /// held whole in memory. Fails with 502 when the upstream cannot be reached (or resets
@@ -163,19 +179,7 @@ impl Target {
         let failed = |kind| self.metrics.failed(kind);
         let resp = match answer {
             Ok(Ok(resp)) => resp,
-            Ok(Err(e)) => {
-                let (cause, kind) = match e {
-                    SendError::Connect(_) => ("connection refused or unreachable", "connect"),
-                    SendError::Tls(_) => (
-                        "its TLS certificate did not verify or the handshake failed",
-                        "tls",
-                    ),
-                    SendError::Http(_) => ("the connection failed", "other"),
-                };
-                failed(kind);
-                tracing::warn!(upstream = %self.authority, error = %e, "upstream request failed");
-                return Err(ApiError::UpstreamUnavailable(cause.to_string()));
-            }
+            Ok(Err(e)) => return Err(self.unanswered(e, "upstream request failed")),
             Err(_) => {
                 failed("timeout");
                 tracing::warn!(upstream = %self.authority, "upstream response timed out");

@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::forward::{remove_hop_by_hop, Forwarding, Target, RESPONSE_TIMEOUT};
-use super::pool::SendError;
 use crate::http::activity::{Activity, Watched};
 use crate::http::body::{Body, BoxError};
 use crate::http::error::ApiError;
@@ -69,19 +68,7 @@ impl Target {
         let sending = self.pool.send_upgrade(Request::from_parts(parts, body));
         let mut resp = match tokio::time::timeout(RESPONSE_TIMEOUT, sending).await {
             Ok(Ok(resp)) => resp,
-            Ok(Err(e)) => {
-                let (cause, kind) = match e {
-                    SendError::Connect(_) => ("connection refused or unreachable", "connect"),
-                    SendError::Tls(_) => (
-                        "its TLS certificate did not verify or the handshake failed",
-                        "tls",
-                    ),
-                    SendError::Http(_) => ("the connection failed", "other"),
-                };
-                self.metrics.failed(kind);
-                tracing::warn!(upstream = %self.authority, error = %e, "upstream upgrade failed");
-                return Err(ApiError::UpstreamUnavailable(cause.to_string()));
-            }
+            Ok(Err(e)) => return Err(self.unanswered(e, "upstream upgrade failed")),
             Err(_) => {
                 self.metrics.failed("timeout");
                 return Err(ApiError::UpstreamTimeout(RESPONSE_TIMEOUT.as_secs()));
