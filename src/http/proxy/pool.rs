@@ -209,27 +209,44 @@ impl Pool {
     }
 
     async fn connect(&self) -> Result<SendRequest<RequestBody>, SendError> {
+        let (stream, deadline) = self.dial().await?;
+        match &self.inner.tls {
+            None => Self::handshake(stream).await,
+            Some(tls) => Self::handshake(self.secure(tls, stream, deadline).await?).await,
+        }
+    }
+
+    /// A TCP connection to the upstream (no Nagle delay: small requests and answers only wait
+    /// to be coalesced), and the deadline its TLS handshake, if any, must also meet.
+    async fn dial(&self) -> Result<(TcpStream, tokio::time::Instant), SendError> {
         let inner = &self.inner;
         let deadline = tokio::time::Instant::now() + inner.connect_timeout;
-        let timed_out =
-            || SendError::Connect(format!("no connection within {:?}", inner.connect_timeout));
         let stream = tokio::time::timeout_at(deadline, TcpStream::connect(&inner.address))
             .await
-            .map_err(|_| timed_out())?
+            .map_err(|_| self.timed_out())?
             .map_err(|e| SendError::Connect(e.to_string()))?;
-        // Small requests and answers: waiting to coalesce them only adds latency.
         let _ = stream.set_nodelay(true);
-        match &inner.tls {
-            None => Self::handshake(stream).await,
-            Some((connector, name)) => {
-                let stream =
-                    tokio::time::timeout_at(deadline, connector.connect(name.clone(), stream))
-                        .await
-                        .map_err(|_| timed_out())?
-                        .map_err(|e| SendError::Tls(e.to_string()))?;
-                Self::handshake(stream).await
-            }
-        }
+        Ok((stream, deadline))
+    }
+
+    /// TLS on `stream` for an `https://` shop, by `deadline`.
+    async fn secure(
+        &self,
+        (connector, name): &(TlsConnector, ServerName<'static>),
+        stream: TcpStream,
+        deadline: tokio::time::Instant,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, SendError> {
+        tokio::time::timeout_at(deadline, connector.connect(name.clone(), stream))
+            .await
+            .map_err(|_| self.timed_out())?
+            .map_err(|e| SendError::Tls(e.to_string()))
+    }
+
+    fn timed_out(&self) -> SendError {
+        SendError::Connect(format!(
+            "no connection within {:?}",
+            self.inner.connect_timeout
+        ))
     }
 
     /// HTTP/1.1 on a connected socket; the connection is driven by its own task.
@@ -253,25 +270,10 @@ impl Pool {
         &self,
         req: Request<Incoming>,
     ) -> Result<Response<Incoming>, SendError> {
-        let inner = &self.inner;
-        let deadline = tokio::time::Instant::now() + inner.connect_timeout;
-        let timed_out =
-            || SendError::Connect(format!("no connection within {:?}", inner.connect_timeout));
-        let stream = tokio::time::timeout_at(deadline, TcpStream::connect(&inner.address))
-            .await
-            .map_err(|_| timed_out())?
-            .map_err(|e| SendError::Connect(e.to_string()))?;
-        let _ = stream.set_nodelay(true);
-        match &inner.tls {
+        let (stream, deadline) = self.dial().await?;
+        match &self.inner.tls {
             None => Self::send_upgrading(stream, req).await,
-            Some((connector, name)) => {
-                let stream =
-                    tokio::time::timeout_at(deadline, connector.connect(name.clone(), stream))
-                        .await
-                        .map_err(|_| timed_out())?
-                        .map_err(|e| SendError::Tls(e.to_string()))?;
-                Self::send_upgrading(stream, req).await
-            }
+            Some(tls) => Self::send_upgrading(self.secure(tls, stream, deadline).await?, req).await,
         }
     }
 
