@@ -139,6 +139,8 @@ struct Found {
     purchases: usize,
     coupons: usize,
     places: u64,
+    /// Repeated joins answered "admitted" with seq 0 (admitted by their first attempt).
+    admitted_unnumbered: usize,
 }
 
 /// One stall: `CLIENTS` purchases, coupon claims and new joins during it, then every client
@@ -246,6 +248,21 @@ async fn round(shop: &Shop, stall: Stall) -> Found {
         );
     }
     assert_eq!(shop.places(), places_before + CLIENTS as u64, "{stall:?}");
+    // The seq a repeated join's ticket carries: a place still waiting keeps its own seq (never
+    // one another shopper holds); a shopper the first attempt already admitted is answered
+    // "admitted" with seq 0 (the store keeps no seq for a session), so several such tickets
+    // share seq 0 and no other.
+    let mut seqs = HashSet::new();
+    let mut admitted_unnumbered = 0;
+    for (r, _) in &joins {
+        let seq = crate::crowd::seq_of(r.str("ticket"));
+        if seq == 0 {
+            assert_eq!(r.str("state"), "admitted", "{}", r.body);
+            admitted_unnumbered += 1;
+        } else {
+            assert!(seqs.insert(seq), "seq {seq} told twice: {}", r.body);
+        }
+    }
     // A join repeated with the pending ticket again answers the same place, never a second.
     for ((first_try, _), first) in joins.iter().zip(joined).take(3) {
         let again = app.join(&shop.room, None, Some(first.str("ticket"))).await;
@@ -262,6 +279,7 @@ async fn round(shop: &Shop, stall: Stall) -> Found {
         purchases: existing(&purchases),
         coupons: existing(&coupons),
         places: ghost_places,
+        admitted_unnumbered,
     }
 }
 
@@ -299,6 +317,10 @@ async fn a_stalled_redis_leaves_no_ghost_writes_behind_503s() {
     assert_eq!(slow.purchases, CLIENTS, "{slow:?}");
     assert_eq!(slow.coupons, CLIENTS, "{slow:?}");
     assert_eq!(slow.places, CLIENTS as u64, "{slow:?}");
+    // The room admits at once, so the joins that ran during the stall admitted their shoppers,
+    // and each repeat is answered "admitted" with seq 0: the path that gives two shoppers seq 0
+    // in topology::stores::cluster_resharding_during_a_drop_is_followed.
+    assert!(slow.admitted_unnumbered > 0, "{slow:?}");
 
     // Over both rounds: the stock, the order stream and the coupon log agree with what the
     // clients were told (one reservation per buyer, one coupon per claimer).
