@@ -2,6 +2,8 @@
 //!
 //! Code map, lowest layer first (see ARCHITECTURE.md for the layer rule and the invariants):
 //! - [`id`], [`clock`]: typed ids parsed at the edge (the one id rule); the wall clock.
+//! - [`i18n`]: the languages of the waiting page (strings from `web/i18n.json`, ETA phrases
+//!   and plural forms, `Accept-Language` negotiation).
 //! - [`tls`]: rustls settings of every connection made or accepted (CA files or system roots,
 //!   client certificates, the listener's reloadable certificate).
 //! - [`config`]: typed TOML config, a file per section with its validation, env overrides.
@@ -26,6 +28,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod http;
+pub mod i18n;
 pub mod id;
 pub mod ops;
 pub mod pass;

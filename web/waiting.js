@@ -7,10 +7,14 @@
   "use strict";
   var cfg = JSON.parse(document.getElementById("rg-config").textContent);
   var page = document.getElementById("rg-page");
-  var headlines = { waiting: "You are in line", admitted: "It is your turn", sold_out: "Sold out",
-                    closed: "The queue is closed", expired: "Your place has expired",
-                    prequeue: "The drop opens soon", pow: "Just a moment",
-                    transferred: "Your place moved" };
+  // The page's strings in its language (web/i18n.json, chosen by the server).
+  var t = cfg.t || {};
+  function tr(key) { return t[key] || key; }
+  // Singular for 1 in languages that have one (the server says; Intl when the browser has it).
+  var plural = null;
+  try { plural = new Intl.PluralRules(cfg.lang || "en"); } catch (e) { plural = null; }
+  function isOne(n) { return plural ? plural.select(n) === "one" : (cfg.plural_one && n === 1); }
+  function headline(state) { return tr("headline_" + (t["headline_" + state] ? state : "expired")); }
   var first = cfg.first_position || 0;
   function each(name, fn) {
     var els = document.querySelectorAll('[data-rg="' + name + '"]');
@@ -19,12 +23,17 @@
   function text(name, value) {
     each(name, function (el) { if (el.textContent !== String(value)) el.textContent = value; });
   }
+  // The same wording as the server's (src/i18n.rs eta_text).
   function eta(e) {
-    if (!e || e.p50 == null || e.p90 == null) return "not known yet";
+    if (!e || e.p50 == null || e.p90 == null) return tr("eta_unknown");
     var b = Math.max(e.p90, e.p50);
-    if (b < 60) return "less than a minute";
+    if (b < 60) return tr("eta_under_minute");
     var lo = Math.max(1, Math.ceil(e.p50 / 60)), hi = Math.ceil(b / 60);
-    return lo === hi ? "about " + lo + " minute" + (lo === 1 ? "" : "s") : "about " + lo + "\u2013" + hi + " minutes";
+    if (lo === hi) {
+      var key = isOne(lo) && t.eta_minutes_one ? "eta_minutes_one" : "eta_minutes_other";
+      return tr(key).replace("{n}", lo);
+    }
+    return tr("eta_range").replace("{lo}", lo).replace("{hi}", hi);
   }
   function progress(p) {
     if (p.state === "admitted") return 100;
@@ -44,7 +53,7 @@
     opensAt = p.opens_in_ms == null ? null : Date.now() + p.opens_in_ms;
     countdown();
     page.setAttribute("data-state", p.state);
-    text("headline", headlines[p.state] || headlines.expired);
+    text("headline", headline(p.state));
     text("position", p.position);
     text("ahead", p.ahead);
     text("eta", eta(p.eta_seconds));
@@ -114,7 +123,7 @@
     var expected = Math.pow(2, p.difficulty);
     var worker;
     try { worker = new Worker(p.worker_url); } catch (e) {
-      text("pow-status", "This browser cannot run the check; please try another one.");
+      text("pow-status", tr("pow_unsupported"));
       return;
     }
     worker.onmessage = function (e) {
@@ -122,7 +131,7 @@
       if (m.nonce != null) {
         worker.terminate();
         bar("pow-progress", 100);
-        text("pow-status", "Done: taking you to the line\u2026");
+        text("pow-status", tr("pow_done"));
         var maxAge = Math.max(1, Math.floor(p.expires_in_ms / 1000));
         document.cookie = p.cookie + "=" + p.challenge + ":" + m.nonce + "; Path=/; Max-Age=" + maxAge +
           "; SameSite=Lax" + (location.protocol === "https:" ? "; Secure" : "");
@@ -131,13 +140,13 @@
         // The chance that a search this long has found an answer: a bar that moves steadily.
         var pct = Math.min(99, Math.floor(100 * (1 - Math.exp(-m.tried / expected))));
         bar("pow-progress", pct);
-        text("pow-status", "Checking your browser\u2026 " + pct + "%");
+        text("pow-status", tr("pow_checking") + " " + pct + "%");
       } else if (m.error) {
-        text("pow-status", "The check failed; trying again\u2026");
+        text("pow-status", tr("pow_failed"));
         again(5000);
       }
     };
-    worker.onerror = function () { text("pow-status", "The check failed; trying again\u2026"); again(10000); };
+    worker.onerror = function () { text("pow-status", tr("pow_failed")); again(10000); };
     worker.postMessage({ challenge: p.challenge, difficulty: p.difficulty });
     // An answer found after the challenge expired is refused: start over with a new one.
     again(Math.max(5000, p.expires_in_ms - 2000));
@@ -154,7 +163,7 @@
       }).then(function (r) { return r.json().then(function (b) { return { ok: r.ok, body: b }; }); })
         .then(function (res) {
           button.disabled = false;
-          if (!res.ok) { text("move-text", res.body.detail || "not available now"); }
+          if (!res.ok) { text("move-text", res.body.detail || tr("move_unavailable")); }
           else {
             text("move-text", res.body.code);
             text("move-expires", res.body.expires_in);

@@ -87,6 +87,29 @@ pub enum RoomsCommand {
         /// Sessions alive at once (> 0).
         max_active: u32,
     },
+    /// Set the message every waiter sees, live on every node and pushed to open pages
+    /// (`""` gives the configured message back).
+    Message {
+        /// Room id.
+        room: String,
+        /// The message, shown in every language `--lang` does not give.
+        message: String,
+        /// The message in one language, `code=text` (`--lang ko="12시에 재입고"`); repeatable.
+        #[arg(long = "lang", value_name = "CODE=TEXT", value_parser = lang_text)]
+        langs: Vec<(String, String)>,
+    },
+}
+
+/// `code=text` of `ctl rooms message --lang`.
+fn lang_text(arg: &str) -> Result<(String, String), String> {
+    match arg.split_once('=') {
+        Some((code, text)) if !code.trim().is_empty() => {
+            Ok((code.trim().to_string(), text.to_string()))
+        }
+        _ => Err(format!(
+            "{arg:?} is not CODE=TEXT (e.g. ko=\"12시에 재입고\")"
+        )),
+    }
 }
 
 /// `ctl sales ...`
@@ -153,6 +176,21 @@ fn call_of(command: &CtlCommand) -> (Method, String, Option<Value>) {
                 format!("rooms/{room}/settings"),
                 Some(json!({ "max_active": max_active })),
             ),
+            R::Message {
+                room,
+                message,
+                langs,
+            } => {
+                let messages: serde_json::Map<String, Value> = langs
+                    .iter()
+                    .map(|(code, text)| (code.clone(), Value::from(text.as_str())))
+                    .collect();
+                (
+                    Method::POST,
+                    format!("rooms/{room}/message"),
+                    Some(json!({ "message": message, "messages": messages })),
+                )
+            }
         },
         CtlCommand::Sales { command } => match command {
             SalesCommand::Show { sale } => (Method::GET, format!("sales/{sale}"), None),

@@ -46,7 +46,7 @@ pub use proxy::{
     check_template, fill, read_template, Pattern, Upstream, UpstreamUrl, DEMO_UPSTREAM,
     PLACEHOLDERS,
 };
-pub use rooms::{PowMode, RoomConfig, RoomMode, MAX_POW_BITS};
+pub use rooms::{check_message, PowMode, RoomConfig, RoomMode, MAX_MESSAGE_CHARS, MAX_POW_BITS};
 pub use sales::{CouponConfig, SaleConfig, ShopConfig};
 pub use server::{parse_net, AdminConfig, ListenerTls, SecureCookies, ServerConfig};
 pub use store::{OnStoreError, RedisTarget, SentinelConfig, StoreConfig};

@@ -178,7 +178,9 @@ fn glob_match(parts: &[String], path: &str) -> bool {
 }
 
 /// Every placeholder a template may use (README "Put rushgate in front of your shop").
-pub const PLACEHOLDERS: [&str; 17] = [
+/// Besides these, `{{t:key}}` is the page's string `key` in the request's language (any key of
+/// `web/i18n.json`).
+pub const PLACEHOLDERS: [&str; 18] = [
     "room",
     "state",
     "headline",
@@ -196,6 +198,7 @@ pub const PLACEHOLDERS: [&str; 17] = [
     "position_url",
     "script",
     "lang",
+    "dir",
 ];
 
 /// Checks that every `{{name}}` in a waiting-page template is one of [`PLACEHOLDERS`]; the
@@ -203,7 +206,8 @@ pub const PLACEHOLDERS: [&str; 17] = [
 pub fn check_template(text: &str) -> Result<(), String> {
     let mut unknown = Vec::new();
     fill(text, |name| {
-        if !PLACEHOLDERS.contains(&name) {
+        let translated = name.strip_prefix("t:").is_some_and(crate::i18n::has_key);
+        if !PLACEHOLDERS.contains(&name) && !translated {
             unknown.push(name.to_string());
         }
         Some(String::new())
@@ -212,7 +216,7 @@ pub fn check_template(text: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "unknown placeholder {{{{{}}}}} (known: {})",
+            "unknown placeholder {{{{{}}}}} (known: {}, and t:<string> for the page's strings)",
             unknown.join("}}, {{"),
             PLACEHOLDERS.join(", ")
         ))

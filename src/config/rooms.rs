@@ -3,13 +3,34 @@
 //! Room ids follow the one id rule of [`crate::id`]; the proxy fields' value rules live in
 //! `config/proxy.rs`.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
 use super::{proxy, Problem};
 use crate::id::is_valid_id;
+
+/// Longest message to waiters, in characters (one language).
+pub const MAX_MESSAGE_CHARS: usize = 1_000;
+
+/// A message to waiters is at most [`MAX_MESSAGE_CHARS`] characters with no control characters
+/// but line breaks and tabs; the error says what is wrong.
+pub fn check_message(text: &str) -> Result<(), String> {
+    let chars = text.chars().count();
+    if chars > MAX_MESSAGE_CHARS {
+        return Err(format!(
+            "is {chars} characters long; at most {MAX_MESSAGE_CHARS}"
+        ));
+    }
+    if text
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err("must not contain control characters".to_string());
+    }
+    Ok(())
+}
 
 /// One `[[rooms]]` entry.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -29,9 +50,23 @@ pub struct RoomConfig {
     /// A waiter who stops polling this long loses the place.
     #[serde(default = "defaults::idle_timeout_seconds")]
     pub idle_timeout_seconds: u32,
-    /// Message shown to waiters (operator note).
+    /// Message shown to waiters (operator note), in any language the room offers that
+    /// `messages` does not name. An operator may replace it live (`POST
+    /// /admin/v1/rooms/{room}/message`).
     #[serde(default)]
     pub message: String,
+    /// The message by language code (`messages = { ko = "...", ja = "..." }`), each one of
+    /// `languages`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub messages: BTreeMap<String, String>,
+    /// Languages the built-in waiting page and the room's messages are offered in, chosen per
+    /// request by `Accept-Language`: any of en, ko, ja, zh (simplified Chinese), es, de, fr.
+    /// Default: all of them.
+    #[serde(default = "defaults::languages")]
+    pub languages: Vec<String>,
+    /// The language of a request whose `Accept-Language` names none of `languages`; one of them.
+    #[serde(default = "defaults::default_language")]
+    pub default_language: String,
     /// The shop behind this room, for the reverse proxy: `http://host:port`,
     /// `https://host:port` (certificate verified, SNI from the host), or `builtin:demo` for the
     /// small demo shop served by rushgate itself. Absent: no proxying (API and gate only).
@@ -166,6 +201,15 @@ mod defaults {
     pub fn yes() -> bool {
         true
     }
+    pub fn languages() -> Vec<String> {
+        crate::i18n::LANGUAGES
+            .iter()
+            .map(|l| l.to_string())
+            .collect()
+    }
+    pub fn default_language() -> String {
+        crate::i18n::DEFAULT_LANGUAGE.to_string()
+    }
     pub fn admit_per_minute() -> u32 {
         600
     }
@@ -220,6 +264,9 @@ impl RoomConfig {
             session_seconds: defaults::session_seconds(),
             idle_timeout_seconds: defaults::idle_timeout_seconds(),
             message: String::new(),
+            messages: BTreeMap::new(),
+            languages: defaults::languages(),
+            default_language: defaults::default_language(),
             upstream: None,
             upstream_ca_file: None,
             max_tunnels: defaults::max_tunnels(),
@@ -236,6 +283,50 @@ impl RoomConfig {
             pow: PowMode::default(),
             pow_min_bits: defaults::pow_min_bits(),
             pow_max_bits: defaults::pow_max_bits(),
+        }
+    }
+
+    /// The language rules: known, distinct languages; a default among them; a message per
+    /// language only for an offered one; every message within [`MAX_MESSAGE_CHARS`].
+    fn validate_languages(&self, field: &mut impl FnMut(&str, &str)) {
+        let known = crate::i18n::LANGUAGES.join(", ");
+        if self.languages.is_empty() {
+            field("languages", &format!("must name at least one of {known}"));
+        }
+        let mut seen = HashSet::new();
+        for lang in &self.languages {
+            if !crate::i18n::is_supported(lang) {
+                field(
+                    "languages",
+                    &format!("{lang:?} is not a language rushgate ships (one of {known})"),
+                );
+            } else if !seen.insert(lang) {
+                field("languages", &format!("names {lang:?} twice"));
+            }
+        }
+        if !self.languages.is_empty() && !self.languages.contains(&self.default_language) {
+            field(
+                "default_language",
+                &format!(
+                    "{:?} must be one of languages ({})",
+                    self.default_language,
+                    self.languages.join(", ")
+                ),
+            );
+        }
+        if let Err(problem) = check_message(&self.message) {
+            field("message", &problem);
+        }
+        for (lang, text) in &self.messages {
+            if !self.languages.contains(lang) {
+                field(
+                    &format!("messages.{lang}"),
+                    "is not one of the room's languages",
+                );
+            }
+            if let Err(problem) = check_message(text) {
+                field(&format!("messages.{lang}"), &problem);
+            }
         }
     }
 
@@ -260,6 +351,7 @@ impl RoomConfig {
         if self.session_seconds == 0 {
             field("session_seconds", "must be greater than 0");
         }
+        self.validate_languages(&mut field);
         if self.idle_timeout_seconds < 2 {
             field("idle_timeout_seconds", "must be at least 2");
         }

@@ -17,6 +17,7 @@ use super::json::{json, parse_json, read_limited};
 use crate::clock::now_ms;
 use crate::http::state::AppState;
 use crate::id::Identity;
+use crate::queue::message::RoomMessage;
 use crate::queue::{control, Room};
 use crate::store::{LeaveOutcome, RoomStatus, StoreError};
 
@@ -179,6 +180,37 @@ pub async fn settings(
             "room": room.id.as_str(),
             "admit_per_minute": body.admit_per_minute,
             "max_active": body.max_active,
+        }),
+    ))
+}
+
+/// `POST /admin/v1/rooms/{room}/message` `{"message": "...", "messages": {"ko": "..."}}`: the
+/// room's message on every node from its next refresh on, pushed to every open event stream;
+/// `messages` gives it per language (each one of the room's `languages`). An empty message
+/// gives the configured one back. 400 for a message over the length limit, with control
+/// characters or for a language the room does not offer (nothing changed).
+pub async fn message(
+    state: &AppState,
+    room: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let room = state.room(room)?;
+    let (parts, body) = req.into_parts();
+    let body: RoomMessage = parse_json(&read_limited(&parts, body).await?)?;
+    let version = control::set_message(&*state.store, room, &body)
+        .await
+        .map_err(|e| match e {
+            control::SetMessageError::Invalid(e) => ApiError::InvalidMessage(e),
+            control::SetMessageError::Store(e) => e.into(),
+        })?;
+    Ok(json(
+        StatusCode::OK,
+        &json!({
+            "room": room.id.as_str(),
+            "message": body.message,
+            "messages": body.messages,
+            "version": version,
+            "cleared": body.is_empty(),
         }),
     ))
 }

@@ -41,6 +41,10 @@ pub enum ApiError {
         /// What is wrong with it.
         problem: &'static str,
     },
+    /// An operator's room message breaks a rule (length, characters, a language the room does
+    /// not offer); nothing changed.
+    #[error("invalid {0}")]
+    InvalidMessage(#[from] crate::queue::message::MessageError),
     /// Body over the limit.
     #[error("request body is larger than {limit} bytes")]
     BodyTooLarge {
@@ -310,7 +314,9 @@ impl ApiError {
             ),
             UnknownRoom(_) => (StatusCode::NOT_FOUND, "unknown-room", "Unknown room"),
             MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed-json", "Malformed JSON"),
-            InvalidField { .. } => (StatusCode::BAD_REQUEST, "invalid-field", "Invalid field"),
+            InvalidField { .. } | InvalidMessage(_) => {
+                (StatusCode::BAD_REQUEST, "invalid-field", "Invalid field")
+            }
             BodyTooLarge { .. } => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body-too-large",

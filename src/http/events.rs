@@ -65,6 +65,7 @@ pub async fn events(
         claims,
         ticket: token.to_string(),
         pass: pass_from_cookie(headers, &room.id).map(str::to_string),
+        lang: super::place::language(room, headers).to_string(),
         changes: room.watch_changes(),
         last_body: String::new(),
         last_id,
@@ -99,6 +100,8 @@ struct Stream {
     claims: TicketClaims,
     ticket: String,
     pass: Option<String>,
+    /// The language of the messages sent (the stream's `Accept-Language`).
+    lang: String,
     changes: tokio::sync::watch::Receiver<u64>,
     last_body: String,
     last_id: Option<u64>,
@@ -191,7 +194,7 @@ impl Stream {
                 if let Some(pass) = &place.pass {
                     self.pass = Some(pass.0.clone());
                 }
-                serde_json::to_string(&place_body(&self.room, &place, now)).ok()?
+                serde_json::to_string(&place_body(&self.room, &place, now, &self.lang)).ok()?
             }
             // The store was needed (a pass to pick up) and did not answer: the next change
             // tries again; the client may also poll.

@@ -22,11 +22,21 @@ pub fn respond(
     place: Place,
     now: u64,
 ) -> Response<Body> {
-    let mut resp = json(status, &place_body(room, &place, now));
+    let lang = language(room, headers);
+    let mut resp = json(status, &place_body(room, &place, now, lang));
     for cookie in place_cookies(state, room, headers, &place, now) {
         resp.headers_mut().append(header::SET_COOKIE, cookie);
     }
     resp
+}
+
+/// The language to answer a request in, among the room's (`Accept-Language`).
+pub fn language<'a>(room: &'a Room, headers: &HeaderMap) -> &'a str {
+    room.language(
+        headers
+            .get(header::ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok()),
+    )
 }
 
 /// `Set-Cookie` values for the place's ticket and pass (`Secure` per `server.secure_cookies`).

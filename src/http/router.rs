@@ -102,6 +102,9 @@ async fn route_admin(
             "admin_end_session",
             admin::end_session(state, room, sub).await,
         ),
+        (["rooms", room, "message"], Method::POST) => {
+            ("admin_room_message", admin::message(state, room, req).await)
+        }
         (["rooms", room, "settings"], Method::POST) => (
             "admin_room_settings",
             admin::settings(state, room, req).await,

@@ -1,7 +1,9 @@
 //! An operator's control of a room, applied through the store so every node follows from its
-//! next tick: the lifecycle state (pause, resume, close, drain) and live pacing settings.
+//! next tick: the lifecycle state (pause, resume, close, drain), live pacing settings and the
+//! room's live message.
 //! Pausing a room announces it to the operators' webhooks.
 
+use super::message::{MessageError, RoomMessage};
 use super::room::Room;
 use crate::config::WebhookEvent;
 use crate::store::{RoomStatus, Store, StoreError};
@@ -41,4 +43,29 @@ pub async fn set_settings(
         .await?;
     tracing::info!(room = %room.id, admit_per_minute = ?admit_per_minute, max_active = ?max_active, "room settings changed by operator");
     Ok(())
+}
+
+/// Why a live message was not set.
+#[derive(Debug, thiserror::Error)]
+pub enum SetMessageError {
+    /// The message breaks a rule; nothing changed.
+    #[error(transparent)]
+    Invalid(#[from] MessageError),
+    /// The store did not take it.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Sets the live message of `room` for every node (each shows it from its next refresh on,
+/// and pushes it to its open event streams); an empty message gives the configured one back.
+/// Returns the message's version.
+pub async fn set_message(
+    store: &dyn Store,
+    room: &Room,
+    message: &RoomMessage,
+) -> Result<u64, SetMessageError> {
+    message.check(&room.config.languages)?;
+    let version = store.set_message(&room.id, &message.encode()).await?;
+    tracing::info!(room = %room.id, version, cleared = message.is_empty(), "room message changed by operator");
+    Ok(version)
 }

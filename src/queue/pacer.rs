@@ -9,8 +9,10 @@ use tokio::sync::watch;
 
 use super::drops;
 use super::eta::EtaEstimator;
+use super::message::RoomMessage;
 use super::room::Room;
 use super::schedule::{rfc3339, Phase, Schedule};
+use super::snapshot::Snapshot;
 use crate::clock::now_ms;
 use crate::config::{OnStoreError, WebhookEvent};
 use crate::store::{RoomStatus, Store, StoreError};
@@ -51,8 +53,11 @@ pub async fn step(
     );
     let revoked_total = state.revoked_total;
     let (rate, max_active) = room.settings_in_force(&state);
-    let next = previous.next(state, rates);
+    let mut next = previous.next(state, rates);
     drop(previous);
+    if next.message_is_stale() {
+        learn_message(room, store, &mut next).await;
+    }
     room.publish(next);
     learn_revocations(room, store, revoked_total).await?;
     renew_lease(room, store, rate, max_active).await?;
@@ -106,6 +111,25 @@ async fn renew_lease(
         .await?;
     room.outage.renewed(lease, rate, now);
     Ok(())
+}
+
+/// Reads the room's live message into `next` (the tick said its version moved), before the
+/// snapshot is published, so the streams the publish wakes see it. A failed read keeps the
+/// message this node has and is tried again at the next refresh; a stored message this node
+/// cannot read counts as none (logged), so it is not read again at every refresh.
+async fn learn_message(room: &Room, store: &dyn Store, next: &mut Snapshot) {
+    match store.message(&room.id).await {
+        Ok((version, text)) => {
+            let message = text.as_deref().map(RoomMessage::decode);
+            if let Some(None) = message {
+                tracing::warn!(room = %room.id, version, "the room's live message in the store is not readable; showing the configured one");
+            }
+            next.learn_message(version, message.flatten());
+        }
+        Err(e) => {
+            tracing::debug!(room = %room.id, error = %e, "could not read the room's live message; trying again at the next refresh");
+        }
+    }
 }
 
 /// Most feed pages read in one refresh: a node far behind (just started, or back from an

@@ -1094,8 +1094,8 @@ fn normalize_code(code: &str) -> Option<String> {
 }
 
 /// What the place answer says about `place` at `now`: ETA, poll interval (a countdown polls
-/// about when the room opens), remaining stock, message.
-pub fn place_body(room: &Room, place: &Place, now: u64) -> PlaceBody {
+/// about when the room opens), remaining stock, and the room's message for a reader of `lang`.
+pub fn place_body(room: &Room, place: &Place, now: u64, lang: &str) -> PlaceBody {
     let eta = match place.state {
         PlaceState::Waiting => room.eta(place.position),
         // Nothing is being sold to wait for: no estimate until a restock.
@@ -1135,7 +1135,7 @@ pub fn place_body(room: &Room, place: &Place, now: u64) -> PlaceBody {
         pass: place.pass.as_ref().map(|(p, _)| p.clone()),
         pass_expires_at: place.pass.as_ref().map(|(_, exp)| *exp),
         remaining: room.stock_gate().map(|g| g.remaining),
-        message: room.config.message.clone(),
+        message: room.message_for(lang),
         opens_at: opens_at.and_then(rfc3339),
         opens_in_ms,
     }
@@ -1171,7 +1171,8 @@ pub fn room_status(room: &Room, now: u64) -> serde_json::Value {
         "eta_seconds_for_last": eta.p50,
         "sold_out": gate.is_some_and(|g| g.sold_out),
         "remaining": gate.map(|g| g.remaining),
-        "message": room.config.message,
+        "message": room.message_for(&room.config.default_language),
+        "live_message": room.has_live_message(),
         "mode": room.config.mode.as_str(),
         "phase": phase,
         "prequeue_opens_at": schedule.prequeue_opens_at.and_then(rfc3339),

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::{ArcSwap, ArcSwapOption};
 
 use super::eta::seconds_for;
+use super::message::RoomMessage;
 use super::outage::Outage;
 use super::pressure::{PowPolicy, Pressure};
 use super::revoked::Revocations;
@@ -81,6 +82,8 @@ pub struct Room {
     pressure: Pressure,
     /// Whether the store is failing for this room, and the node's lease for an outage.
     pub outage: Outage,
+    /// The message of the config, shown while no live one is set.
+    configured_message: RoomMessage,
     /// Bumped at every publish (and by stock changes): the one broadcast every open event
     /// stream of the room waits on. [`RETIRED`] when a reload replaced this room object.
     changes: tokio::sync::watch::Sender<u64>,
@@ -94,6 +97,7 @@ impl Room {
     /// A room with an empty snapshot; the pacer fills it within one refresh.
     pub fn new(id: RoomId, config: RoomConfig) -> Self {
         let params = params_for(&config);
+        let configured_message = RoomMessage::configured(&config);
         Self {
             id,
             config,
@@ -106,6 +110,7 @@ impl Room {
             revoked: Revocations::default(),
             pressure: Pressure::new(),
             outage: Outage::default(),
+            configured_message,
             changes: tokio::sync::watch::Sender::new(0),
         }
     }
@@ -128,6 +133,30 @@ impl Room {
                 *v += 1;
             }
         });
+    }
+
+    /// The room's message for a reader of `lang`: the operator's live one when set (as this
+    /// node last read it), else the configured one.
+    pub fn message_for(&self, lang: &str) -> String {
+        let snap = self.snapshot();
+        match snap.live_message() {
+            Some(live) => live.text_for(lang).to_string(),
+            None => self.configured_message.text_for(lang).to_string(),
+        }
+    }
+
+    /// Whether the message shown is an operator's live one.
+    pub fn has_live_message(&self) -> bool {
+        self.snapshot().live_message().is_some()
+    }
+
+    /// The language of a request with this `Accept-Language` header, among the room's.
+    pub fn language(&self, accept_language: Option<&str>) -> &str {
+        crate::i18n::negotiate(
+            accept_language,
+            &self.config.languages,
+            &self.config.default_language,
+        )
     }
 
     /// The room's join pressure on this node (proof of work).

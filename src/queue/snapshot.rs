@@ -6,8 +6,10 @@
 //! snapshots can only fall. Departures past the watermark are a bitmap copied from the store;
 //! a prefix-sum over its 64-bit words makes each count O(1).
 
+use std::sync::Arc;
 use std::time::Instant;
 
+use super::message::RoomMessage;
 use crate::store::{GoneBits, RoomState, RoomStatus};
 
 /// Where a ticket's sequence number stands in a snapshot.
@@ -114,6 +116,9 @@ pub struct Snapshot {
     departures: Departures,
     /// Departure count the bitmap reflects.
     departed: Option<u64>,
+    /// The live message this node last read, and the version it read (0: none yet).
+    message: Option<Arc<RoomMessage>>,
+    message_version: u64,
 }
 
 impl Snapshot {
@@ -136,6 +141,8 @@ impl Snapshot {
             taken_at: None,
             departures: Departures::default(),
             departed: None,
+            message: None,
+            message_version: 0,
         }
     }
 
@@ -152,7 +159,26 @@ impl Snapshot {
             taken_at: Some(Instant::now()),
             departures,
             departed,
+            message: self.message.clone(),
+            message_version: self.message_version,
         }
+    }
+
+    /// Whether the store holds a live message of another version than this snapshot's (read
+    /// it with [`crate::store::Store::message`] and keep it with [`Snapshot::learn_message`]).
+    pub fn message_is_stale(&self) -> bool {
+        self.state.message_version != self.message_version
+    }
+
+    /// Keeps the live message of `version` (`None`: none, or none this node can read).
+    pub fn learn_message(&mut self, version: u64, message: Option<RoomMessage>) {
+        self.message = message.filter(|m| !m.is_empty()).map(Arc::new);
+        self.message_version = version;
+    }
+
+    /// The operator's live message, when one is set (it replaces the configured one).
+    pub fn live_message(&self) -> Option<&RoomMessage> {
+        self.message.as_deref()
     }
 
     /// The departure count this snapshot's bitmap reflects (pass to the next tick).

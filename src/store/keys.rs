@@ -13,7 +13,9 @@
 //!   (`tokens`, `ts`), `state` (open / paused / closed / draining), live settings from the admin
 //!   API (`set_rate`, `set_max_active`) that every node's next tick applies; a drop's `seed`
 //!   (committed with HSETNX, first node wins) and `pre_frozen` / `pre_base` / `pre_count` /
-//!   `pre_assigned`.
+//!   `pre_assigned`; the operator's live message (`msg`, JSON) and its version `msg_v`, set
+//!   together by `set_message.lua` and reported by every tick (the message itself is read only
+//!   when the version moved).
 //! - `buying` SET: admitted identities that reserved stock (rooms with a sale); the stock-aware
 //!   admission cap counts admitted sessions not in it.
 //! - `pre` SET: a scheduled drop's pre-queue (identities without a seq). At opening it freezes,

@@ -407,6 +407,9 @@ pub struct RoomState {
     pub seed: Option<String>,
     /// The pre-queue of a scheduled drop.
     pub prequeue: PrequeueState,
+    /// Version of the room's live message ([`Store::set_message`]); 0 when none was ever set.
+    /// A node whose copy is of another version reads it with [`Store::message`].
+    pub message_version: u64,
 }
 
 impl RoomState {
@@ -572,6 +575,14 @@ pub trait Store: Send + Sync + 'static {
         admit_per_minute: Option<u32>,
         max_active: Option<u32>,
     ) -> Result<(), StoreError>;
+
+    /// Sets the room's live message for every node (`message`: the operator's JSON, opaque to
+    /// the store) and returns its version, one more than the last (1 for the first). The
+    /// message and its version change together. Keys: meta.
+    async fn set_message(&self, room: &RoomId, message: &str) -> Result<u64, StoreError>;
+
+    /// The room's live message and its version; `(0, None)` when none was ever set. Keys: meta.
+    async fn message(&self, room: &RoomId) -> Result<(u64, Option<String>), StoreError>;
 
     /// Reads where `identity` stands without making a place: waiting (marked seen at `now_ms`),
     /// admitted, in the pre-queue, or absent. A pre-queue ticket's first poll after the opening

@@ -57,6 +57,7 @@ admit_per_minute = 6000
 max_active = 1
 idle_timeout_seconds = 30
 message = "Browser test drop: keep this page open."
+messages = { ko = "브라우저 테스트 드롭: 이 페이지를 열어 두세요." }
 upstream = "builtin:demo"
 protect = ["/products/*"]
 bypass = ["*.css", "/health"]
@@ -83,13 +84,19 @@ stock = 5
     return p.state === "admitted";
   });
 
+  // A second shopper waits ahead of the browser, so the browser's position moves (2 → 1)
+  // while it only listens.
+  const ahead = (await (await fetch(`${api}/rooms/drop/join`, { method: "POST" })).json()).ticket;
+  if (!ahead) throw new Error("the second join gave no ticket");
+
   step("launch chromium");
   browser = await chromium.launch({
     executablePath: chromiumPath,
     headless: true,
     args: ["--headless", "--no-sandbox", "--disable-gpu"],
   });
-  const page = await browser.newPage({ viewport: { width: 420, height: 860 } });
+  // A Korean browser: Accept-Language ko-KR for the page and its event stream.
+  const page = await browser.newPage({ viewport: { width: 420, height: 860 }, locale: "ko-KR" });
   page.setDefaultTimeout(15_000);
   // What the waiting page asks the API while it waits: the event stream, and any poll.
   const asked = { events: 0, polls: 0 };
@@ -98,12 +105,22 @@ stock = 5
     if (r.url().endsWith("/rooms/drop/position")) asked.polls += 1;
   });
 
-  step("open the protected product page: the waiting page shows a position");
+  step("open the protected product page: the waiting page shows a position, in Korean");
   const response = await page.goto(`${base}/products/sneakers`);
   if (response.status() !== 200) throw new Error(`waiting page status ${response.status()}`);
   await page.waitForSelector('#rg-page[data-state="waiting"]');
   const position = (await page.textContent('[data-rg="position"]')).trim();
-  if (position !== "1") throw new Error(`expected position 1, saw "${position}"`);
+  if (position !== "2") throw new Error(`expected position 2, saw "${position}"`);
+  const lang = await page.getAttribute("html", "lang");
+  if (lang !== "ko") throw new Error(`<html lang="${lang}">, expected ko`);
+  for (const [sel, want] of [
+    ['[data-rg="headline"]', "대기 중입니다"],
+    ["#rg-pos-label", "나의 대기 순서"],
+    ['[data-rg="message"]', "브라우저 테스트 드롭: 이 페이지를 열어 두세요."],
+  ]) {
+    const got = (await page.textContent(sel)).trim();
+    if (got !== want) throw new Error(`${sel}: "${got}", expected "${want}"`);
+  }
   const live = await page.getAttribute('[data-rg="position"]', "aria-live");
   if (live !== "polite") throw new Error("position is not announced (aria-live)");
   mkdirSync(shots, { recursive: true });
@@ -113,9 +130,17 @@ stock = 5
   await until("the event stream is open", async () => asked.events >= 1);
   const pollsBefore = asked.polls;
 
-  step("the blocker leaves: the shopper is admitted and redirected to the product page");
+  step("the blocker leaves: the shopper ahead is admitted, the page shows position 1 without a poll");
   const left = await fetch(`${api}/rooms/drop/leave`, { method: "POST", headers: { Authorization: `Bearer ${blocker}` } });
   if (!left.ok) throw new Error(`leave failed: ${left.status}`);
+  await page.waitForFunction(() => document.querySelector('[data-rg="position"]').textContent.trim() === "1");
+  if (asked.polls !== pollsBefore) throw new Error(`the waiting page polled ${asked.polls - pollsBefore} times while it listened`);
+  const headline = (await page.textContent('[data-rg="headline"]')).trim();
+  if (headline !== "대기 중입니다") throw new Error(`headline after an event: "${headline}"`);
+
+  step("the shopper ahead leaves: the browser is admitted and redirected to the product page");
+  const aheadLeft = await fetch(`${api}/rooms/drop/leave`, { method: "POST", headers: { Authorization: `Bearer ${ahead}` } });
+  if (!aheadLeft.ok) throw new Error(`leave failed: ${aheadLeft.status}`);
   await page.waitForSelector("#buy", { timeout: 20_000 });
   if (!page.url().endsWith("/products/sneakers")) throw new Error(`admitted to ${page.url()}`);
   // The admission came on the stream; the one poll after it picks up the pass cookie.

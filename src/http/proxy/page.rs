@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::config::fill;
 use crate::config::read_template;
+use crate::i18n;
 
 /// The built-in waiting page.
 const BUILTIN: &str = include_str!("../../../web/waiting.html");
@@ -36,8 +37,10 @@ pub(crate) struct PageView<'a> {
     pub(crate) eta: (Option<u64>, Option<u64>),
     /// Units of the room's sale still available.
     pub(crate) remaining: Option<u64>,
-    /// The operator's note.
+    /// The operator's note, in `lang`.
     pub(crate) message: &'a str,
+    /// The language of the page (one of [`crate::i18n::LANGUAGES`]).
+    pub(crate) lang: &'a str,
     /// When to poll next.
     pub(crate) poll_after_ms: u64,
     /// Where the shopper goes once admitted.
@@ -82,7 +85,8 @@ impl Template {
 
     /// The page for `view`.
     pub(crate) fn render(&self, view: &PageView<'_>) -> String {
-        let eta = eta_text(view.eta.0, view.eta.1);
+        let lang = view.lang;
+        let eta = i18n::eta_text(lang, view.eta.0, view.eta.1);
         let progress = progress_percent(view.first_position, view.position, view.state);
         let refresh = match view.state {
             // Without a script there is no solving: a slow refresh, not a loop.
@@ -97,6 +101,9 @@ impl Template {
             "return_url": view.return_url,
             "position_url": view.position_url,
             "opens_in_ms": view.opens_in_ms,
+            "lang": i18n::tag(lang),
+            "plural_one": i18n::plural_is_one(lang, 1),
+            "t": i18n::strings(lang),
             "pow": view.pow.as_ref().map(|p| serde_json::json!({
                 "challenge": p.challenge,
                 "difficulty": p.difficulty,
@@ -118,7 +125,7 @@ impl Template {
         fill(&self.text, |name| match name {
             "room" => Some(escape(view.room)),
             "state" => Some(escape(view.state)),
-            "headline" => Some(escape(headline(view.state))),
+            "headline" => Some(escape(headline(lang, view.state))),
             "position" => Some(view.position.to_string()),
             "ahead" => Some(view.position.saturating_sub(1).to_string()),
             "eta" => Some(escape(&eta)),
@@ -132,8 +139,9 @@ impl Template {
             "return_url" => Some(escape(view.return_url)),
             "position_url" => Some(escape(view.position_url)),
             "script" => Some(script.clone()),
-            "lang" => Some("en".to_string()),
-            _ => None,
+            "lang" => Some(i18n::tag(lang).to_string()),
+            "dir" => Some(i18n::dir(lang).to_string()),
+            _ => name.strip_prefix("t:").map(|key| translated(lang, key)),
         })
     }
 }
@@ -154,17 +162,27 @@ pub(crate) fn escape(text: &str) -> String {
     out
 }
 
-fn headline(state: &str) -> &'static str {
-    match state {
-        "waiting" => "You are in line",
-        "admitted" => "It is your turn",
-        "sold_out" => "Sold out",
-        "closed" => "The queue is closed",
-        "prequeue" => "The drop opens soon",
-        "transferred" => "Your place moved",
-        "pow" => "Just a moment",
-        _ => "Your place has expired",
-    }
+fn headline(lang: &str, state: &str) -> &'static str {
+    let key = match state {
+        "waiting" => "headline_waiting",
+        "admitted" => "headline_admitted",
+        "sold_out" => "headline_sold_out",
+        "closed" => "headline_closed",
+        "prequeue" => "headline_prequeue",
+        "transferred" => "headline_transferred",
+        "pow" => "headline_pow",
+        _ => "headline_expired",
+    };
+    i18n::text(lang, key)
+}
+
+/// The page's string `key` in `lang`, HTML-escaped, with its markers made into the elements
+/// the script fills (`{countdown}`, `{seconds}`, `{code}`).
+fn translated(lang: &str, key: &str) -> String {
+    escape(i18n::text(lang, key))
+        .replace("{countdown}", "<strong data-rg=\"countdown\"></strong>")
+        .replace("{seconds}", "<span data-rg=\"move-expires\"></span>")
+        .replace("{code}", "<code data-rg=\"move-text\"></code>")
 }
 
 /// Share of the way from the place at join to the front: never 0 once in line, 100 admitted.
@@ -177,26 +195,6 @@ fn progress_percent(first: u64, position: u64, state: &str) -> u64 {
     }
     let first = first.max(position);
     (first - position + 1) * 100 / (first + 1)
-}
-
-/// A human ETA range ("about 2–4 minutes"); the script has the same wording.
-pub(crate) fn eta_text(p50: Option<u64>, p90: Option<u64>) -> String {
-    match (p50, p90) {
-        (Some(a), Some(b)) => {
-            let b = b.max(a);
-            if b < 60 {
-                "less than a minute".to_string()
-            } else {
-                let (lo, hi) = (a.div_ceil(60).max(1), b.div_ceil(60));
-                if lo == hi {
-                    format!("about {lo} minute{}", if lo == 1 { "" } else { "s" })
-                } else {
-                    format!("about {lo}–{hi} minutes")
-                }
-            }
-        }
-        _ => "not known yet".to_string(),
-    }
 }
 
 #[cfg(test)]
@@ -214,6 +212,7 @@ mod tests {
             eta: (Some(30), Some(150)),
             remaining: Some(7),
             message,
+            lang: "en",
             poll_after_ms: 1500,
             return_url,
             position_url: "/_rushgate/v1/rooms/drop/position",
@@ -258,11 +257,40 @@ mod tests {
     }
 
     #[test]
-    fn eta_and_progress_read_well() {
-        assert_eq!(eta_text(Some(10), Some(40)), "less than a minute");
-        assert_eq!(eta_text(Some(30), Some(150)), "about 1–3 minutes");
-        assert_eq!(eta_text(Some(120), Some(120)), "about 2 minutes");
-        assert_eq!(eta_text(None, None), "not known yet");
+    fn the_page_speaks_the_requests_language() {
+        for lang in i18n::LANGUAGES {
+            let mut v = view("", "/p");
+            v.lang = lang;
+            let html = Template::builtin().render(&v);
+            assert!(!html.contains("{{"), "{lang}: unfilled placeholder");
+            assert!(html.contains(&format!("<html lang=\"{}\" dir=\"ltr\">", i18n::tag(lang))));
+            assert!(
+                html.contains(&escape(i18n::text(lang, "headline_waiting"))),
+                "{lang}"
+            );
+            assert!(
+                html.contains(&escape(i18n::text(lang, "position_label"))),
+                "{lang}"
+            );
+            assert!(
+                html.contains(&escape(&i18n::eta_text(lang, Some(30), Some(150)))),
+                "{lang}"
+            );
+            assert!(
+                html.contains("<strong data-rg=\"countdown\"></strong>"),
+                "{lang}"
+            );
+        }
+        let mut v = view("", "/p");
+        v.lang = "ko";
+        let html = Template::builtin().render(&v);
+        assert!(html.contains("대기 중입니다"));
+        assert!(html.contains("약 1–3분"));
+        assert!(!html.contains("You are in line"));
+    }
+
+    #[test]
+    fn progress_reads_well() {
         assert_eq!(progress_percent(9, 9, "waiting"), 10);
         assert_eq!(progress_percent(9, 1, "waiting"), 90);
         assert_eq!(progress_percent(1, 1, "admitted"), 100);

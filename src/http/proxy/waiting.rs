@@ -18,7 +18,7 @@ use crate::http::credentials::PeerAddr;
 use crate::http::credentials::{cookie, pass_from_cookie, pow_cookie, ticket_cookie};
 use crate::http::error::ApiError;
 use crate::http::limits::Endpoint;
-use crate::http::place::{place_cookies, respond, with_pending_cookie};
+use crate::http::place::{language, place_cookies, respond, with_pending_cookie};
 use crate::http::pow;
 use crate::http::state::AppState;
 use crate::queue::place::{identify, place_body, PlaceError, PlaceState, Presented, Shopper};
@@ -98,7 +98,8 @@ pub(crate) async fn admit_or_wait(
             .as_deref()
             .and_then(|t| state.tickets.verify(t).ok())
             .map_or(place.position, |c| c.pos);
-        let body = place_body(room, &place, now);
+        let lang = language(room, headers);
+        let body = place_body(room, &place, now, lang);
         let position_url = format!(
             "{}/v1/rooms/{}/position",
             state.config.server.api_prefix, room.id
@@ -112,6 +113,7 @@ pub(crate) async fn admit_or_wait(
             eta: (body.eta_seconds.p50, body.eta_seconds.p90),
             remaining: body.remaining,
             message: &body.message,
+            lang,
             poll_after_ms: body.poll_after_ms,
             return_url: return_to,
             position_url: &position_url,
@@ -123,7 +125,10 @@ pub(crate) async fn admit_or_wait(
     let h = resp.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     // The page differs by cookie; shared caches must never hand one shopper's page to another.
-    h.insert(header::VARY, HeaderValue::from_static("Cookie, Accept"));
+    h.insert(
+        header::VARY,
+        HeaderValue::from_static("Cookie, Accept, Accept-Language"),
+    );
     for cookie in cookies {
         h.append(header::SET_COOKIE, cookie);
     }
@@ -147,6 +152,8 @@ fn pow_page(
     );
     let worker_url = pow::worker_url(state);
     let cookie = pow_cookie(&room.id);
+    let lang = language(room, headers);
+    let message = room.message_for(lang);
     let html = state.proxy.page(room.id.as_str()).render(&PageView {
         room: room.id.as_str(),
         state: "pow",
@@ -154,7 +161,8 @@ fn pow_page(
         first_position: 0,
         eta: (None, None),
         remaining: room.stock_gate().map(|g| g.remaining),
-        message: &room.config.message,
+        message: &message,
+        lang,
         poll_after_ms: 0,
         return_url: return_to,
         position_url: &position_url,
@@ -181,7 +189,10 @@ fn html_page(html: String) -> Response<Body> {
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::VARY, HeaderValue::from_static("Cookie, Accept"));
+    h.insert(
+        header::VARY,
+        HeaderValue::from_static("Cookie, Accept, Accept-Language"),
+    );
     resp
 }
 

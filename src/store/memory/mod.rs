@@ -64,6 +64,9 @@ struct RoomData {
     /// Live settings from the admin API (`meta.set_rate`, `meta.set_max_active`).
     set_rate: Option<u32>,
     set_max_active: Option<u32>,
+    /// The operator's live message (`meta.msg`) and its version (`meta.msg_v`).
+    message: Option<String>,
+    message_version: u64,
     /// Admitted identities holding a reservation (`rg:{room}:buying`).
     buying: HashSet<String>,
     gone: Bitmap,
@@ -422,6 +425,7 @@ impl RoomData {
             seed: r.seed.clone(),
             prequeue: r.prequeue_state(),
             revoked_total: r.rev_total,
+            message_version: r.message_version,
         }
     }
 
@@ -671,6 +675,18 @@ impl Store for MemoryStore {
             r.set_max_active = max_active.or(r.set_max_active);
         });
         Ok(())
+    }
+
+    async fn set_message(&self, room: &RoomId, message: &str) -> Result<u64, StoreError> {
+        Ok(self.with_room(room, |r| {
+            r.message_version += 1;
+            r.message = Some(message.to_string());
+            r.message_version
+        }))
+    }
+
+    async fn message(&self, room: &RoomId) -> Result<(u64, Option<String>), StoreError> {
+        Ok(self.with_room(room, |r| (r.message_version, r.message.clone())))
     }
 
     async fn lookup(

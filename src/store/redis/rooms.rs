@@ -52,6 +52,7 @@ struct Scripts {
     revocations: Script,
     lease: Script,
     reconcile: Script,
+    set_message: Script,
 }
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -71,6 +72,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     revocations: Script::from_lua(include_str!("lua/revocations.lua")),
     lease: Script::from_lua(room_script!("lease.lua")),
     reconcile: Script::from_lua(room_script!("reconcile.lua")),
+    set_message: Script::from_lua(include_str!("lua/set_message.lua")),
 });
 
 impl RedisStore {
@@ -221,7 +223,7 @@ impl Store for RedisStore {
         ];
         let r = array(
             self.eval(&SCRIPTS.tick, keys, args).await?,
-            19,
+            20,
             "tick reply",
         )?;
         let gone = match &r[9] {
@@ -262,6 +264,7 @@ impl Store for RedisStore {
                 assigned: int(&r[17], "pre-queue assigned")?,
             },
             revoked_total: int(&r[18], "revocations")?,
+            message_version: int(&r[19], "message version")?,
         })
     }
 
@@ -489,6 +492,22 @@ impl Store for RedisStore {
             return Ok(());
         }
         self.hset_meta(room, fields).await
+    }
+
+    async fn set_message(&self, room: &RoomId, message: &str) -> Result<u64, StoreError> {
+        let keys = vec![RoomKeys::new(room).key("meta")];
+        let v = self
+            .eval(&SCRIPTS.set_message, keys, vec![message.to_string()])
+            .await?;
+        int(&v, "message version")
+    }
+
+    async fn message(&self, room: &RoomId) -> Result<(u64, Option<String>), StoreError> {
+        let key = RoomKeys::new(room).key("meta");
+        let (version, message): (Option<u64>, Option<String>) = self
+            .run(self.pool.next().hmget(key, vec!["msg_v", "msg"]))
+            .await?;
+        Ok((version.unwrap_or(0), message))
     }
 
     async fn lookup(

@@ -1,11 +1,14 @@
 //! Server-sent events of a place: a waiter's stream shows its place, then its admission with
 //! the pass, without a single poll; a stream that only listens keeps the place alive past the
-//! room's idle timeout; streams are counted, bounded, and end when their room is replaced.
+//! room's idle timeout; streams are counted, bounded, and end when their room is replaced; an
+//! operator's live message reaches every node's streams within a refresh, in each reader's
+//! language.
 
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use serde_json::Value;
+use rushgate::config::Secret;
+use serde_json::{json, Value};
 
 use crate::both_stores;
 use crate::harness::*;
@@ -18,10 +21,19 @@ struct Events {
 
 impl Events {
     async fn open(app: &TestApp, room: &str, ticket: &str) -> Events {
-        let resp = app
+        Self::open_in(app, room, ticket, None).await
+    }
+
+    /// A stream whose client reads `lang` (`Accept-Language`).
+    async fn open_in(app: &TestApp, room: &str, ticket: &str, lang: Option<&str>) -> Events {
+        let mut req = app
             .client
             .get(app.api(&format!("rooms/{room}/events")))
-            .bearer_auth(ticket)
+            .bearer_auth(ticket);
+        if let Some(lang) = lang {
+            req = req.header("accept-language", lang);
+        }
+        let resp = req
             .timeout(Duration::from_secs(120))
             .send()
             .await
@@ -216,4 +228,146 @@ async fn one_address_cannot_hold_every_stream() {
     )
     .await;
     app.stop().await;
+}
+
+const TOKEN: &str = "admin-token-0123456789abcdef";
+
+/// `POST /admin/v1/rooms/{room}/message` on `app`.
+async fn set_message(app: &TestApp, room: &str, body: Value, token: Option<&str>) -> Reply {
+    let mut req = app
+        .client
+        .post(format!("{}/admin/v1/rooms/{room}/message", app.admin))
+        .json(&body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    app.send(req).await
+}
+
+/// Reads `events` until a place event whose message is `want`; the time it took.
+async fn until_message(events: &mut Events, want: &str, since: Instant) -> Duration {
+    loop {
+        let (_, e) = events
+            .next(Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|| panic!("the stream ended before {want:?}"));
+        if e["message"].as_str().unwrap_or("") == want {
+            return since.elapsed();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_live_message_reaches_every_node_and_stream_in_its_language() {
+    let redis = RedisServer::start().await;
+    let id = room_id();
+    let mut r = room(&id);
+    r.max_active = 1;
+    r.message = "Doors at noon".into();
+    r.messages = [("ko".to_string(), "정오에 엽니다".to_string())].into();
+    r.languages = vec!["en".into(), "ko".into(), "ja".into()];
+    let mut c = config(Some(redis.url()), vec![r]);
+    c.admin.token = Secret(TOKEN.into());
+    let a = spawn_app(c.clone()).await;
+    let b = spawn_app(c).await;
+    let blocker = a.join(&id, None, None).await;
+    assert_eq!(blocker.str("state"), "admitted", "{}", blocker.body);
+    let (w1, w2) = (b.join(&id, None, None).await, a.join(&id, None, None).await);
+    assert_eq!(w1.str("state"), "waiting", "{}", w1.body);
+    let mut korean = Events::open_in(&b, &id, w1.str("ticket"), Some("ko-KR,ko;q=0.9")).await;
+    let mut english = Events::open_in(&a, &id, w2.str("ticket"), Some("en-US")).await;
+    let (_, first) = korean.next(Duration::from_secs(5)).await.expect("event");
+    assert_eq!(first["message"], "정오에 엽니다", "{first}");
+    let (_, first) = english.next(Duration::from_secs(5)).await.expect("event");
+    assert_eq!(first["message"], "Doors at noon", "{first}");
+
+    // Refused changes name the problem and change nothing.
+    for (body, field) in [
+        (
+            json!({"message": "x", "messages": {"de": "y"}}),
+            "messages.de",
+        ),
+        (json!({"message": "x".repeat(1_001)}), "message"),
+        (json!({"message": "bell\u{7}"}), "message"),
+    ] {
+        let r = set_message(&a, &id, body, Some(TOKEN)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+        assert_eq!(r.str("type"), "https://rushgate.dev/problems/invalid-field");
+        assert!(r.str("detail").contains(field), "{}", r.body);
+    }
+    let r = set_message(&a, &id, json!({"text": "x"}), Some(TOKEN)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    let r = set_message(&a, &id, json!({"message": "x"}), None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+
+    // Set on node A: both nodes' streams get it within a refresh, each in its language.
+    let sent = Instant::now();
+    let r = set_message(
+        &a,
+        &id,
+        json!({"message": "Restock at 12:05", "messages": {"ko": "12시 5분에 재입고"}}),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.u64("version"), 1, "{}", r.body);
+    let to_korean = until_message(&mut korean, "12시 5분에 재입고", sent).await;
+    let to_english = until_message(&mut english, "Restock at 12:05", sent).await;
+    eprintln!("live message: node B's stream after {to_korean:?}, node A's after {to_english:?} (refresh 50 ms)");
+    assert!(to_korean < Duration::from_secs(1) && to_english < Duration::from_secs(1));
+    // A poll in a language without a translation gets the general text; one the room does not
+    // offer gets the default language's.
+    for (lang, want) in [
+        ("ja", "Restock at 12:05"),
+        ("fr", "Restock at 12:05"),
+        ("ko", "12시 5분에 재입고"),
+    ] {
+        let p = b
+            .send(
+                b.client
+                    .get(b.api(&format!("rooms/{id}/position")))
+                    .bearer_auth(w1.str("ticket"))
+                    .header("accept-language", lang),
+            )
+            .await;
+        assert_eq!(p.str("message"), want, "{lang}: {}", p.body);
+    }
+    let status = b.send(b.client.get(b.api(&format!("rooms/{id}")))).await;
+    assert_eq!(status.str("message"), "Restock at 12:05", "{}", status.body);
+    assert_eq!(status.body["live_message"], true, "{}", status.body);
+
+    // `rushgate ctl rooms message ROOM ""` gives the configured message back.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rushgate"))
+        .args(["ctl", "--admin", &b.admin, "--token", TOKEN])
+        .args(["rooms", "message", &id, ""])
+        .env_remove("RUSHGATE_ADMIN_TOKEN")
+        .output()
+        .expect("run rushgate ctl");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("\"cleared\": true"),
+        "{out:?}"
+    );
+    let cleared = Instant::now();
+    until_message(&mut korean, "정오에 엽니다", cleared).await;
+    until_message(&mut english, "Doors at noon", cleared).await;
+    // And sets one with a translation.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rushgate"))
+        .args(["ctl", "--admin", &a.admin, "--token", TOKEN])
+        .args([
+            "rooms",
+            "message",
+            &id,
+            "Sold out soon",
+            "--lang",
+            "ko=곧 품절",
+        ])
+        .env_remove("RUSHGATE_ADMIN_TOKEN")
+        .output()
+        .expect("run rushgate ctl");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    until_message(&mut korean, "곧 품절", Instant::now()).await;
+    until_message(&mut english, "Sold out soon", Instant::now()).await;
+    a.stop().await;
+    b.stop().await;
 }

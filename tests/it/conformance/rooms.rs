@@ -90,6 +90,7 @@ both_stores!(rooms:
     admit_cap_limits_non_buying_sessions,
     admit_cap_on_the_fast_path_and_zero_cap,
     buying_record_ends_with_the_session,
+    live_message_changes_with_its_version,
 );
 
 both_stores!(shared_rooms: concurrent_joins_form_one_line);
@@ -763,6 +764,29 @@ async fn buying_record_ends_with_the_session(s: &dyn Store) {
 /// Redis store coalesces them into batches, the embedded one serialises them, and both must
 /// give one place per identity, seqs 1..N once each, instant admission for exactly the first
 /// `max_active` seqs, and the same answer to both joins of a named shopper.
+async fn live_message_changes_with_its_version(s: &dyn Store) {
+    let room = room_id();
+    let p = params();
+    let t = t0();
+    // None yet: version 0, nothing to read.
+    assert_eq!(tick(s, &room, &p, t).await.message_version, 0);
+    assert_eq!(s.message(&room).await.unwrap(), (0, None));
+    // Each set moves the version by one, and the tick reports it.
+    assert_eq!(s.set_message(&room, r#"{"message":"a"}"#).await.unwrap(), 1);
+    assert_eq!(tick(s, &room, &p, t + 1).await.message_version, 1);
+    assert_eq!(
+        s.message(&room).await.unwrap(),
+        (1, Some(r#"{"message":"a"}"#.to_string()))
+    );
+    assert_eq!(s.set_message(&room, "").await.unwrap(), 2);
+    assert_eq!(s.set_message(&room, "b").await.unwrap(), 3);
+    assert_eq!(tick(s, &room, &p, t + 2).await.message_version, 3);
+    assert_eq!(s.message(&room).await.unwrap(), (3, Some("b".to_string())));
+    // Another room is untouched.
+    let other = room_id();
+    assert_eq!(s.message(&other).await.unwrap(), (0, None));
+}
+
 async fn concurrent_joins_form_one_line(s: Arc<dyn Store>) {
     const MINTED: u64 = 1_500;
     const NAMED: u64 = 250;

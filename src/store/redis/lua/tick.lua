@@ -8,7 +8,10 @@
 --        10 admission cap of a room with a sale (-1: no sale), 11 hold (1: admit nobody)
 -- Returns {served, last_seq, waiting, active, admitted_total, evicted_total, left_total, state,
 --          gone_base_byte, gone_bytes | nil, admit_per_minute, max_active, seed | nil,
---          pre_waiting, pre_frozen (1 / 0), pre_base, pre_count, pre_assigned, rev_total}
+--          pre_waiting, pre_frozen (1 / 0), pre_base, pre_count, pre_assigned, rev_total,
+--          msg_v}
+--          (msg_v: version of the room's live message, 0 when none was ever set; a node reads
+--          the message itself only when the version moved)
 --          (rev_total: revocation feed entries ever appended; expired ones, at most 100 per
 --          tick, are trimmed from its head here)
 --          (admit_per_minute and max_active are the settings in force: the node's, or live ones
@@ -90,7 +93,8 @@ if trims > 0 then
   redis.call('HINCRBY', meta, 'rev_trimmed', trims)
 end
 
-local m = redis.call('HMGET', meta, 'served', 'admitted', 'evicted', 'left', 'state', 'rev_total')
+local m = redis.call('HMGET', meta, 'served', 'admitted', 'evicted', 'left', 'state', 'rev_total',
+                    'msg_v')
 local served = tonumber(m[1]) or 0
 local evicted_total, left_total = tonumber(m[3]) or 0, tonumber(m[4]) or 0
 local last = tonumber(redis.call('GET', seqkey)) or 0
@@ -111,4 +115,5 @@ end
 return {served, last, redis.call('ZCARD', q), redis.call('ZCARD', active),
         tonumber(m[2]) or 0, evicted_total, left_total, m[5] or 'open', base, bytes,
         per_min, max_active, redis.call('HGET', meta, 'seed'), pre_waiting,
-        frozen and 1 or 0, pre_base, pre_count, pre_assigned, tonumber(m[6]) or 0}
+        frozen and 1 or 0, pre_base, pre_count, pre_assigned, tonumber(m[6]) or 0,
+        tonumber(m[7]) or 0}
