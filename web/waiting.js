@@ -103,6 +103,22 @@
       if (p.state === "admitted") { clearTimeout(silent); es.close(); render(p); poll(); return; }
       if (!handle(p)) { clearTimeout(silent); es.close(); }
     });
+    // A scheduled drop's countdown, and its opening (the place event that follows has the place).
+    es.addEventListener("opening", function (e) {
+      var o; try { o = JSON.parse(e.data); } catch (err) { return; }
+      if (o.opens_in_ms != null) { opensAt = Date.now() + o.opens_in_ms; countdown(); }
+    });
+    es.addEventListener("opened", function () { text("notice", tr("opened_text")); });
+    // Stock came back while this page showed sold out: once per restock (the number survives
+    // a reload in sessionStorage, so a reloaded page is not told twice).
+    es.addEventListener("restocked", function (e) {
+      var r; try { r = JSON.parse(e.data); } catch (err) { return; }
+      var key = "rg-restock-" + cfg.room, told = 0;
+      try { told = Number(sessionStorage.getItem(key) || 0); } catch (err) { told = 0; }
+      if (r.restock <= told) return;
+      try { sessionStorage.setItem(key, String(r.restock)); } catch (err) { /* private mode */ }
+      text("notice", tr("restocked_text"));
+    });
     // A heartbeat comment fires no event; an unchanged place sends nothing: refresh the timer
     // on the stream's open too.
     es.onopen = function () { clearTimeout(silent); silent = setTimeout(fallBack, 60000); };

@@ -7,6 +7,14 @@
 //! what it sent last. A waiting ticket's stream makes no store call, per connection or per event
 //! (only the one pickup of a pass does, as a poll would).
 //!
+//! Besides `place` events: a scheduled room's waiters get `opening` events with the countdown
+//! (`opens_at`, `opens_in_ms`: at once, every minute, ten seconds before) and an `opened` event
+//! at the moment it opens by the node's clock; a waiter who saw the room sold out gets one
+//! `restocked` event (`restock`: the sale's restock number, the same on every node) when stock
+//! comes back, before the place event that shows it back in line. Each event id is
+//! `{version}.{restocks told}`, so a reconnect's `Last-Event-ID` is not told of a restock twice
+//! (a new page load has no id: the page keeps the restock numbers it showed).
+//!
 //! Guarantees: the first event is the place now (skipped when `Last-Event-ID` names the current
 //! state of the room, a reconnect that missed nothing); every event has an `id`; a comment is
 //! sent every [`HEARTBEAT`] so proxies keep the stream and the stream counts as the waiter being
@@ -33,6 +41,7 @@ use crate::clock::now_ms;
 use crate::ops::metrics::EVENT_STREAMS_OPEN;
 use crate::pass::TicketClaims;
 use crate::queue::place::{place_body, PlaceState};
+use crate::queue::schedule::{rfc3339, Schedule};
 use crate::queue::{Room, RETIRED};
 
 /// How often a stream sends a comment when nothing changed.
@@ -55,10 +64,13 @@ pub async fn events(
     let Ok(slot) = state.event_streams.clone().try_acquire_owned() else {
         return Err(ApiError::StreamsFull);
     };
-    let last_id = headers
+    let last = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+        .map(EventId::parse)
+        .unwrap_or_default();
+    let restocks_now = room.stock_gate().map_or(0, |g| g.restocks);
+    let opens_at = Schedule::of(&room.config).opens_at.filter(|&o| o > now);
     let stream = Stream {
         state: state.clone(),
         room: room.clone(),
@@ -68,7 +80,12 @@ pub async fn events(
         lang: super::place::language(room, headers).to_string(),
         changes: room.watch_changes(),
         last_body: String::new(),
-        last_id,
+        last_id: last.version,
+        // A reconnect names the restocks its client was told of; a new stream counts from now
+        // (a waiter is told of a restock it saw coming, not of one before it looked).
+        restocks_told: last.restocks.unwrap_or(restocks_now),
+        saw_sold_out: false,
+        opens_at,
         seen_interval: None,
         first: true,
         done: false,
@@ -105,6 +122,12 @@ struct Stream {
     changes: tokio::sync::watch::Receiver<u64>,
     last_body: String,
     last_id: Option<u64>,
+    /// The sale's restocks this stream's client was told of (or that came before it looked).
+    restocks_told: u64,
+    /// The place was sold out since the last restock notice: the next restock is news.
+    saw_sold_out: bool,
+    /// A scheduled room's opening still ahead (ms): the stream counts down to it.
+    opens_at: Option<u64>,
     /// The liveness interval this stream last recorded its waiter in.
     seen_interval: Option<u64>,
     first: bool,
@@ -128,19 +151,29 @@ impl Stream {
                 if self.last_id == Some(version) {
                     continue;
                 }
-                if let Some(event) = self.event(version).await {
-                    return Some(event);
+                let mut first = self.event(version).await.unwrap_or_default();
+                if let Some(opens) = self.opens_at {
+                    first.extend_from_slice(&self.opening(opens, now_ms()));
                 }
-                continue;
+                if first.is_empty() {
+                    continue;
+                }
+                return Some(Bytes::from(first));
             }
+            let countdown = self.opens_at.map(|opens| next_mark(opens, now_ms()));
             tokio::select! {
+                () = sleep_or_never(countdown) => {
+                    if let Some(opens) = self.opens_at {
+                        return Some(Bytes::from(self.opening(opens, now_ms())));
+                    }
+                }
                 changed = self.changes.changed() => {
                     let version = *self.changes.borrow_and_update();
                     if changed.is_err() || version == RETIRED {
                         return None;
                     }
                     if let Some(event) = self.event(version).await {
-                        return Some(event);
+                        return Some(Bytes::from(event));
                     }
                 }
                 () = tokio::time::sleep(HEARTBEAT) => {
@@ -158,8 +191,74 @@ impl Stream {
         }
     }
 
-    /// The place as an event when it changed since the last one sent (`None` otherwise).
-    async fn event(&mut self, version: u64) -> Option<Bytes> {
+    /// An `opening` event with the countdown to `opens`, or, once it has come, an `opened`
+    /// event (after which the stream counts down no more). The place event that follows the
+    /// opening's refresh gives the waiter its place in line.
+    fn opening(&mut self, opens: u64, now: u64) -> Vec<u8> {
+        let id = self.event_id(*self.changes.borrow());
+        let room = self.room.id.as_str();
+        let at = rfc3339(opens).unwrap_or_default();
+        if now >= opens {
+            self.opens_at = None;
+            let data = serde_json::json!({ "room": room, "opened_at": at });
+            format!("id: {id}\nevent: opened\ndata: {data}\n\n").into_bytes()
+        } else {
+            let data = serde_json::json!({
+                "room": room,
+                "opens_at": at,
+                "opens_in_ms": opens - now,
+            });
+            format!("id: {id}\nevent: opening\ndata: {data}\n\n").into_bytes()
+        }
+    }
+
+    /// The id of an event sent now: the room's change version and the restocks told
+    /// (`Last-Event-ID` gives both back on a reconnect).
+    fn event_id(&self, version: u64) -> String {
+        EventId {
+            version: Some(version),
+            restocks: Some(self.restocks_told),
+        }
+        .to_string()
+    }
+
+    /// A `restocked` event when the place was sold out and the sale has been restocked since
+    /// the last notice: once per restock for this waiter (a reconnect's `Last-Event-ID` says
+    /// which were told).
+    fn restock_notice(&mut self, state: PlaceState, version: u64) -> Option<String> {
+        let gate = self.room.stock_gate()?;
+        if state == PlaceState::SoldOut {
+            self.saw_sold_out = true;
+            return None;
+        }
+        // An admission out of a sold-out line is news of a restock even when this node's keeper
+        // has not read it yet (the pacer may admit against another node's newer read): it is
+        // the next restock after the last one told.
+        let restock = if state == PlaceState::Admitted && self.saw_sold_out {
+            gate.restocks.max(self.restocks_told + 1)
+        } else {
+            gate.restocks
+        };
+        if restock <= self.restocks_told {
+            return None;
+        }
+        self.restocks_told = restock;
+        if !std::mem::take(&mut self.saw_sold_out) {
+            // Restocked before this waiter saw the room sold out: nothing to tell.
+            return None;
+        }
+        let data = serde_json::json!({
+            "room": self.room.id.as_str(),
+            "restock": restock,
+            "remaining": gate.remaining,
+        });
+        let id = self.event_id(version);
+        Some(format!("id: {id}\nevent: restocked\ndata: {data}\n\n"))
+    }
+
+    /// The place as an event when it changed since the last one sent (`None` otherwise),
+    /// after a `restocked` notice when this change brought stock back to a sold-out place.
+    async fn event(&mut self, version: u64) -> Option<Vec<u8>> {
         let now = now_ms();
         // Liveness once per liveness interval, as a poller's cadence costs the store; not at
         // every refresh the stream looks at.
@@ -180,7 +279,7 @@ impl Stream {
         if seen && place.is_ok() {
             self.seen_interval = Some(interval);
         }
-        let body = match place {
+        let (body, notice) = match place {
             Ok(place) => {
                 if matches!(
                     place.state,
@@ -194,7 +293,18 @@ impl Stream {
                 if let Some(pass) = &place.pass {
                     self.pass = Some(pass.0.clone());
                 }
-                serde_json::to_string(&place_body(&self.room, &place, now, &self.lang)).ok()?
+                // A re-issued ticket (a pre-queue ticket that learned its seq at the opening):
+                // later events locate it from the cache instead of asking the store again.
+                if let Some(t) = place.ticket.as_ref().filter(|t| **t != self.ticket) {
+                    if let Ok(claims) = self.state.tickets.verify(t) {
+                        self.claims = claims;
+                        self.ticket = t.clone();
+                    }
+                }
+                let notice = self.restock_notice(place.state, version);
+                let body =
+                    serde_json::to_string(&place_body(&self.room, &place, now, &self.lang)).ok()?;
+                (body, notice)
             }
             // The store was needed (a pass to pick up) and did not answer: the next change
             // tries again; the client may also poll.
@@ -203,12 +313,64 @@ impl Stream {
                 return None;
             }
         };
-        if body == self.last_body && !self.done {
+        if body == self.last_body && !self.done && notice.is_none() {
             return None;
         }
-        let event = format!("id: {version}\nevent: place\ndata: {body}\n\n");
+        let id = self.event_id(version);
+        let mut event = notice.unwrap_or_default();
+        event.push_str(&format!("id: {id}\nevent: place\ndata: {body}\n\n"));
         self.last_body = body;
-        Some(Bytes::from(event))
+        Some(event.into_bytes())
+    }
+}
+
+/// An event id: `{version}.{restocks}` (the room's change version on the node that sent it,
+/// and the restocks its client was told of); a bare `{version}` is read too.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct EventId {
+    version: Option<u64>,
+    restocks: Option<u64>,
+}
+
+impl EventId {
+    /// Reads a `Last-Event-ID`; parts that are not numbers are `None`.
+    fn parse(text: &str) -> EventId {
+        let mut parts = text.trim().splitn(2, '.');
+        let version = parts.next().and_then(|v| v.parse().ok());
+        let restocks = parts.next().and_then(|v| v.parse().ok());
+        EventId { version, restocks }
+    }
+}
+
+impl std::fmt::Display for EventId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}.{}",
+            self.version.unwrap_or(0),
+            self.restocks.unwrap_or(0)
+        )
+    }
+}
+
+/// When a countdown to `opens` next speaks: every minute while more than a minute is left,
+/// then at ten seconds before, then at the opening itself.
+fn next_mark(opens: u64, now: u64) -> u64 {
+    let left = opens.saturating_sub(now);
+    if left > 70_000 {
+        now + 60_000
+    } else if left > 10_000 {
+        opens - 10_000
+    } else {
+        opens
+    }
+}
+
+/// Sleeps until wall-clock time `at_ms`, or forever when there is nothing to wait for.
+async fn sleep_or_never(at_ms: Option<u64>) {
+    match at_ms {
+        Some(at) => tokio::time::sleep(Duration::from_millis(at.saturating_sub(now_ms()))).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -267,5 +429,36 @@ impl Drop for ClientSlot {
 impl Drop for Open {
     fn drop(&mut self) {
         self.gauge.decrement(1.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_ids_carry_the_restocks_told() {
+        let id = EventId {
+            version: Some(17),
+            restocks: Some(2),
+        };
+        assert_eq!(id.to_string(), "17.2");
+        assert_eq!(EventId::parse("17.2"), id);
+        assert_eq!(
+            EventId::parse("17"),
+            EventId {
+                version: Some(17),
+                restocks: None
+            }
+        );
+        assert_eq!(EventId::parse("x.y"), EventId::default());
+    }
+
+    #[test]
+    fn a_countdown_speaks_each_minute_then_at_ten_seconds_then_at_the_opening() {
+        assert_eq!(next_mark(1_000_000, 0), 60_000);
+        assert_eq!(next_mark(1_000_000, 940_000), 990_000);
+        assert_eq!(next_mark(1_000_000, 995_000), 1_000_000);
+        assert_eq!(next_mark(1_000_000, 1_000_500), 1_000_000);
     }
 }

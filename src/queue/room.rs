@@ -49,6 +49,9 @@ pub struct StockGate {
     pub remaining: u64,
     /// Nothing available and nothing reserved that could come back: waiters are told so.
     pub sold_out: bool,
+    /// Restocks of the sale ever ([`crate::store::sale::SaleState::restocks`]): a waiter who
+    /// saw the room sold out is told once per restock.
+    pub restocks: u64,
 }
 
 impl StockGate {
@@ -57,6 +60,7 @@ impl StockGate {
         admit_cap: 0,
         remaining: 0,
         sold_out: false,
+        restocks: 0,
     };
 }
 
@@ -225,6 +229,7 @@ impl Room {
                 admit_cap: g.admit_cap.min(admit_cap),
                 remaining: g.remaining.min(remaining),
                 sold_out: g.sold_out,
+                restocks: g.restocks,
             });
         }
     }

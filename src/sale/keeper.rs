@@ -43,6 +43,7 @@ pub async fn step(
             admit_cap: sale.admit_cap(&state),
             remaining: state.available,
             sold_out: state.sold_out(),
+            restocks: state.restocks,
         });
     }
     Ok(())

@@ -42,7 +42,8 @@
 //!   place on any node ([`pow_claim_key`]).
 //!
 //! Sale, `rg:{sale}:...`:
-//! - `stock` HASH available / reserved / confirmed / total.
+//! - `stock` HASH available / reserved / confirmed / total, and `restocks` (units added while
+//!   sold out, ever).
 //! - `buyers` HASH user → units held.
 //! - `rsv` HASH reservation id → `state|user|qty|expires_ms`. A purchase with an idempotency key
 //!   is named `{sale}.` + 32 hex digits of SHA-256(sale, user, key)

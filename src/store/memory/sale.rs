@@ -288,7 +288,11 @@ impl SaleStore for MemoryStore {
         Ok(self.with_sales(|b| {
             let s = b.sales.entry(sale.to_string()).or_default();
             let available = s.stock.map_or(0, |st| st.available);
+            let sold_out = s.stock.is_none_or(|st| st.sold_out());
             let applied = units.max(-(available as i64));
+            if applied > 0 && sold_out {
+                s.stock().restocks += 1;
+            }
             // Like the script, only a change writes (and so creates) the stock record.
             if applied != 0 {
                 let st = s.stock();

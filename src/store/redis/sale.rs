@@ -163,7 +163,7 @@ impl SaleStore for RedisStore {
         let v = array(
             self.eval(&SCRIPTS.state, vec![key(sale, "stock")], vec![])
                 .await?,
-            4,
+            5,
             "sale state",
         )?;
         Ok(SaleState {
@@ -171,6 +171,7 @@ impl SaleStore for RedisStore {
             reserved: int(&v[1], "reserved")?,
             confirmed: int(&v[2], "confirmed")?,
             total: int(&v[3], "total")?,
+            restocks: int(&v[4], "restocks")?,
         })
     }
 

@@ -6,12 +6,21 @@
 
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use reqwest::StatusCode;
 use rushgate::config::Secret;
 use serde_json::{json, Value};
 
 use crate::both_stores;
 use crate::harness::*;
+
+/// One server-sent event.
+#[derive(Debug)]
+struct Event {
+    id: String,
+    name: String,
+    data: Value,
+}
 
 /// An open event stream, read event by event.
 struct Events {
@@ -46,22 +55,38 @@ impl Events {
         }
     }
 
-    /// The next `place` event's id and body (comments skipped); `None` when the stream ended.
+    /// The next `place` event's version (the id's first part) and body (other events and
+    /// comments skipped); `None` when the stream ended.
     async fn next(&mut self, within: Duration) -> Option<(u64, Value)> {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let e = self.next_event(left).await?;
+            if e.name == "place" {
+                let version = e.id.split('.').next().and_then(|v| v.parse().ok());
+                return Some((version.expect("numeric id"), e.data));
+            }
+        }
+    }
+
+    /// The next event of any name (comments skipped); `None` when the stream ended.
+    async fn next_event(&mut self, within: Duration) -> Option<Event> {
         let deadline = Instant::now() + within;
         loop {
             if let Some(end) = self.buf.find("\n\n") {
                 let block: String = self.buf.drain(..end + 2).collect();
-                let (mut id, mut data) = (0, None);
+                let (mut id, mut name, mut data) = (String::new(), "message".to_string(), None);
                 for line in block.lines() {
                     if let Some(v) = line.strip_prefix("id: ") {
-                        id = v.parse().expect("numeric id");
+                        id = v.to_string();
+                    } else if let Some(v) = line.strip_prefix("event: ") {
+                        name = v.to_string();
                     } else if let Some(v) = line.strip_prefix("data: ") {
                         data = Some(serde_json::from_str(v).expect("JSON data"));
                     }
                 }
                 if let Some(data) = data {
-                    return Some((id, data));
+                    return Some(Event { id, name, data });
                 }
                 continue;
             }
@@ -370,4 +395,227 @@ async fn a_live_message_reaches_every_node_and_stream_in_its_language() {
     until_message(&mut english, "Sold out soon", Instant::now()).await;
     a.stop().await;
     b.stop().await;
+}
+
+/// Adds (or, negative, removes unsold) units of `sale` through `node`'s admin API.
+async fn stock(node: &TestApp, sale: &str, units: i64) {
+    let req = node
+        .client
+        .post(format!("{}/admin/v1/sales/{sale}/stock", node.admin))
+        .bearer_auth(TOKEN)
+        .json(&json!({ "units": units }));
+    let r = node.send(req).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
+
+/// What one waiter's stream showed around a restock: the restock numbers of its `restocked`
+/// events (within a quiet second after the first place back in line), and that place's state
+/// (`None`: the stream ended first).
+async fn through_restock(ev: &mut Events) -> (Vec<u64>, Option<String>) {
+    let mut told = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let state = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, ev.next_event(Duration::from_secs(3600))).await {
+            Ok(Some(e)) if e.name == "restocked" => {
+                told.push(e.data["restock"].as_u64().unwrap_or(0))
+            }
+            Ok(Some(e)) if e.name == "place" && e.data["state"] != "sold_out" => {
+                break e.data["state"].as_str().map(str::to_string);
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => return (told, None),
+            Err(_) => panic!("no place back in line within 20 s (told {told:?})"),
+        }
+    };
+    // A second notice would come with a later refresh: listen a while longer.
+    let quiet = Instant::now() + Duration::from_secs(1);
+    loop {
+        let left = quiet.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, ev.next_event(Duration::from_secs(3600))).await {
+            Ok(Some(e)) if e.name == "restocked" => {
+                told.push(e.data["restock"].as_u64().unwrap_or(0))
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    (told, state)
+}
+
+/// Reads `ev` until its place shows `state`.
+async fn until_state(ev: &mut Events, state: &str) {
+    loop {
+        let (_, p) = ev
+            .next(Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("the stream ended before {state}"));
+        if p["state"] == state {
+            return;
+        }
+    }
+}
+
+/// Reads `ev` until its place shows sold out (true) or admitted, or the stream ends (false).
+async fn reaches_sold_out(ev: &mut Events) -> bool {
+    loop {
+        match ev.next(Duration::from_secs(10)).await {
+            Some((_, p)) if p["state"] == "sold_out" => return true,
+            Some((_, p)) if p["state"] == "admitted" => return false,
+            Some(_) => {}
+            None => return false,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn waiters_of_a_sold_out_room_are_told_once_per_restock_on_two_nodes() {
+    const WAITERS: usize = 1_000;
+    let redis = RedisServer::start().await;
+    let id = room_id();
+    let sale = format!("s{}", &id[1..]);
+    let mut c = config(Some(redis.url()), vec![room(&id)]);
+    // One unit: the first joins are admitted against it, the rest wait; removing it then sells
+    // the room out with every waiter keeping its place (a sold-out room makes no new places).
+    c.sales = vec![rushgate::config::SaleConfig::with_ids(&sale, &id, 1)];
+    c.admin.token = Secret(TOKEN.into());
+    c.server.max_event_streams_per_client = 4 * WAITERS;
+    let a = spawn_app(c.clone()).await;
+    let b = spawn_app(c).await;
+    a.wait_sales_read().await;
+    b.wait_sales_read().await;
+
+    // 1,000 waiters, half on each node, each listening; then the room sells out and every
+    // waiter keeps its place.
+    let nodes = [&a, &b];
+    let mut streams: Vec<Events> = Vec::new();
+    let mut i = 0;
+    while streams.len() < WAITERS {
+        let more: Vec<Option<Events>> = futures::stream::iter(i..i + WAITERS - streams.len())
+            .map(|i| {
+                let (node, id) = (nodes[i % 2], &id);
+                async move {
+                    let joined = node.join(id, None, None).await;
+                    assert!(joined.status.is_success(), "{}", joined.body);
+                    if joined.str("state") != "waiting" {
+                        return None;
+                    }
+                    Some(Events::open(node, id, joined.str("ticket")).await)
+                }
+            })
+            .buffer_unordered(100)
+            .collect()
+            .await;
+        i += more.len();
+        streams.extend(more.into_iter().flatten());
+        assert!(i < 2 * WAITERS, "only {} of {i} joins wait", streams.len());
+    }
+    stock(&a, &sale, -1).await;
+    futures::future::join_all(streams.iter_mut().map(|e| until_state(e, "sold_out"))).await;
+
+    // Restock 1: every waiter is told once, then moves on in line (or is admitted).
+    stock(&a, &sale, 20).await;
+    let seen = futures::future::join_all(streams.iter_mut().map(through_restock)).await;
+    let wrong: Vec<_> = seen.iter().filter(|(told, _)| told != &[1]).collect();
+    assert!(
+        wrong.is_empty(),
+        "{} of {WAITERS} not told exactly once: {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+    let admitted = seen
+        .iter()
+        .filter(|(_, s)| s.as_deref() == Some("admitted"))
+        .count();
+    let waiting: Vec<usize> = (0..WAITERS)
+        .filter(|&i| seen[i].1.as_deref() == Some("waiting"))
+        .collect();
+    assert_eq!(admitted + waiting.len(), WAITERS, "{seen:?}");
+
+    // Sold out again (the unsold units removed), restock 2: the waiters still in line are told
+    // once more, of restock 2 only.
+    stock(&b, &sale, -1_000).await;
+    let mut still: Vec<&mut Events> = streams
+        .iter_mut()
+        .enumerate()
+        .filter(|(i, _)| waiting.contains(i))
+        .map(|(_, e)| e)
+        .collect();
+    // Waiters admitted meanwhile (the 20 units' admissions go on) have left the line.
+    let sold_out = futures::future::join_all(still.iter_mut().map(|e| reaches_sold_out(e))).await;
+    let mut still: Vec<&mut Events> = still
+        .into_iter()
+        .zip(sold_out)
+        .filter_map(|(e, s)| s.then_some(e))
+        .collect();
+    assert!(still.len() > WAITERS / 2, "{} still in line", still.len());
+    stock(&b, &sale, 5).await;
+    let again = futures::future::join_all(still.iter_mut().map(|e| through_restock(e))).await;
+    let wrong: Vec<_> = again.iter().filter(|(told, _)| told != &[2]).collect();
+    assert!(
+        wrong.is_empty(),
+        "{} of {} not told of restock 2 exactly once: {:?}",
+        wrong.len(),
+        again.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+    eprintln!(
+        "restocks: {WAITERS} waiters on two nodes told once each of restock 1 ({admitted} then admitted), {} told once of restock 2",
+        again.len()
+    );
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_rooms_waiters_hear_the_countdown_and_the_opening() {
+    let id = room_id();
+    let mut r = room(&id);
+    let now = time::OffsetDateTime::now_utc();
+    r.prequeue_opens_at = Some(now - Duration::from_secs(60));
+    let opens = now + Duration::from_secs(3);
+    r.opens_at = Some(opens);
+    let opens_ms = (opens.unix_timestamp_nanos() / 1_000_000) as u64;
+    let app = spawn_app(config(None, vec![r])).await;
+    let joined = app.join(&id, None, None).await;
+    assert_eq!(joined.str("state"), "prequeue", "{}", joined.body);
+    let mut ev = Events::open(&app, &id, joined.str("ticket")).await;
+    // The place in the pre-queue, and the countdown.
+    let first = ev.next_event(Duration::from_secs(5)).await.expect("event");
+    assert_eq!(
+        (first.name.as_str(), &first.data["state"]),
+        ("place", &json!("prequeue")),
+        "{first:?}"
+    );
+    let countdown = ev.next_event(Duration::from_secs(5)).await.expect("event");
+    assert_eq!(countdown.name, "opening", "{countdown:?}");
+    let left = countdown.data["opens_in_ms"].as_u64().expect("opens_in_ms");
+    assert!(left > 0 && left <= 3_000, "{countdown:?}");
+    assert!(countdown.data["opens_at"].is_string(), "{countdown:?}");
+    // Told at the opening (by the server's clock, the same as this one), then its place.
+    let mut opened_at = None;
+    let place = loop {
+        let e = ev.next_event(Duration::from_secs(10)).await.expect("event");
+        match e.name.as_str() {
+            "opened" => opened_at = Some(rushgate::clock::now_ms()),
+            "place" if e.data["state"] != "prequeue" => break e,
+            _ => {}
+        }
+    };
+    let told = opened_at.expect("an opened event before the place");
+    assert!(
+        told >= opens_ms && told < opens_ms + 1_000,
+        "told {} ms after the opening",
+        told as i64 - opens_ms as i64
+    );
+    assert!(
+        ["waiting", "admitted"].contains(&place.data["state"].as_str().unwrap_or("")),
+        "{place:?}"
+    );
+    eprintln!(
+        "opening: told {} ms after opens_at; then {}",
+        told - opens_ms,
+        place.data["state"]
+    );
+    app.stop().await;
 }

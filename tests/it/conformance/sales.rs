@@ -32,6 +32,7 @@ fn counters(available: u64, reserved: u64, confirmed: u64, total: u64) -> SaleSt
         reserved,
         confirmed,
         total,
+        restocks: 0,
     }
 }
 
@@ -685,13 +686,22 @@ async fn add_stock_adds_and_removes_unsold_units(s: Arc<dyn SaleStore>) {
     );
     assert_eq!(s.add_stock(&sale, -1, t).await.unwrap(), (0, 0));
     check(s, &sale, counters(0, 0, 3, 3)).await;
+    // Units added to a sold-out sale (nothing available or reserved) count a restock; the
+    // additions above did not (units were available or reserved).
     assert_eq!(s.add_stock(&sale, 4, t).await.unwrap(), (4, 4));
-    check(s, &sale, counters(4, 0, 3, 7)).await;
+    let restocked = SaleState {
+        restocks: 1,
+        ..counters(4, 0, 3, 7)
+    };
+    check(s, &sale, restocked).await;
+    assert_eq!(s.add_stock(&sale, 1, t).await.unwrap(), (1, 5));
+    assert_eq!(s.add_stock(&sale, -1, t).await.unwrap(), (-1, 4));
+    check(s, &sale, restocked).await;
     // Re-initialising never resets live stock.
     assert!(!s.init_sale(&sale, 99).await.unwrap());
-    check(s, &sale, counters(4, 0, 3, 7)).await;
-    // Only changes are events: +5, purchase, -2, -5, confirm, +4.
-    assert_eq!(s.order_events(&sale).await.unwrap(), 6);
+    check(s, &sale, restocked).await;
+    // Only changes are events: +5, purchase, -2, -5, confirm, +4, +1, -1.
+    assert_eq!(s.order_events(&sale).await.unwrap(), 8);
 }
 
 async fn unknown_sale_is_empty_until_initialised(s: Arc<dyn SaleStore>) {
