@@ -18,6 +18,7 @@ use crate::http::state::{AppState, LiveState, ReloadHandle};
 use crate::http::{serve, ConnectionRules, Listener};
 use crate::ops::metrics;
 use crate::pass::{KeyError, PassIssuer, PassKeys, TicketSigner, UserTokens};
+use crate::queue::group::Groups;
 use crate::queue::pow::Challenges;
 use crate::queue::{Rooms, StockGate};
 use crate::sale::{Coupons, Sales};
@@ -100,6 +101,7 @@ impl AppState {
             rooms,
             sales,
             coupons: Coupons::new(&config.coupons),
+            groups: Groups::new(&config.groups),
             sale_store,
             passes: PassIssuer::new(keys, &config.passes.issuer, &config.passes.audience),
             tickets: TicketSigner::new(config.passes.ticket_secret.0.as_bytes()),

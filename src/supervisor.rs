@@ -24,6 +24,7 @@ use crate::http::limits::{self, Limits};
 use crate::http::proxy::Proxy;
 use crate::http::state::{AppState, LiveState, ReloadRefused, ReloadReply, ReloadReport};
 use crate::id::SaleId;
+use crate::queue::group::Groups;
 use crate::queue::{pacer, Room, Rooms, StockGate};
 use crate::sale::{keeper, Coupons, Sale, Sales};
 use crate::store::RoomStatus;
@@ -253,6 +254,7 @@ impl Supervisor {
         };
         let state = AppState {
             coupons: Coupons::new(&next.coupons),
+            groups: Groups::new(&next.groups),
             config: Arc::new(next),
             rooms: Rooms::from_map(rooms),
             sales: Sales::from_map(sales),

@@ -5,7 +5,8 @@
 //! problem names the field it is about (`rooms[1].admit_per_minute: must be greater than 0`),
 //! and validation collects all of them before returning.
 //!
-//! A leaf layer: it imports nothing of the crate but [`crate::id`]. One file per section, each
+//! A leaf layer: it imports nothing of the crate but [`crate::id`] and [`crate::i18n`] (the
+//! languages a room may offer). One file per section, each
 //! with its own rules; sections hand out values parsed once ([`ServerConfig::trusted_nets`],
 //! [`Upstream`], [`Pattern`], [`WebhookConfig::events`]).
 //!
@@ -15,11 +16,13 @@
 //! - `identity`: shop-signed user tokens (who a shopper is).
 //! - `rooms`: the waiting rooms; `proxy`: the value rules of a room's proxy fields (upstream
 //!   URL, `protect`/`bypass` patterns, page-template placeholders).
-//! - `sales`: sales, coupon campaigns and the shop's key.
+//! - `sales`: sales, coupon campaigns and the shop's key; `groups`: rooms a shopper may wait
+//!   in at once.
 //! - `limits`, `webhooks`, `log`: rate limits, operator alerts, logging.
 //! - `env`: environment overrides.
 
 mod env;
+mod groups;
 mod identity;
 mod limits;
 mod log;
@@ -38,6 +41,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use env::{EnvSource, ProcessEnv};
+pub use groups::{GroupConfig, MAX_ACTIVE_PER_SHOPPER};
 pub use identity::{IdentityConfig, MIN_IDENTITY_SECRET_LEN};
 pub use limits::LimitsConfig;
 pub use log::{LogConfig, LogFormat};
@@ -77,6 +81,9 @@ pub struct Config {
     /// First-come coupon campaigns.
     #[serde(default)]
     pub coupons: Vec<CouponConfig>,
+    /// Rooms a shopper may wait in at once, with a cap on the sessions held at once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<GroupConfig>,
     /// How the shop backend authenticates to rushgate.
     #[serde(default)]
     pub shop: ShopConfig,
@@ -241,6 +248,7 @@ impl Config {
         let rooms: HashSet<&str> = self.rooms.iter().map(|r| r.id.as_str()).collect();
         let sale_ids = sales::validate_sales(&self.sales, &rooms, &mut problems);
         sales::validate_coupons(&self.coupons, &rooms, &sale_ids, &mut problems);
+        groups::validate_groups(&self.groups, &rooms, &mut problems);
         self.shop.validate(&mut problems);
         self.log.validate(&mut problems);
         problems

@@ -40,9 +40,13 @@ use super::state::AppState;
 use crate::clock::now_ms;
 use crate::ops::metrics::EVENT_STREAMS_OPEN;
 use crate::pass::TicketClaims;
-use crate::queue::place::{place_body, PlaceState};
+use crate::queue::place::{place_body, PlaceBody, PlaceState};
 use crate::queue::schedule::{rfc3339, Schedule};
 use crate::queue::{Room, RETIRED};
+
+/// How often a held place's stream asks the store whether its pass may come (each ask is a
+/// store call; a held place waits on another session's end, which takes minutes).
+const HELD_RECHECK_MS: u64 = 2_000;
 
 /// How often a stream sends a comment when nothing changed.
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
@@ -79,13 +83,14 @@ pub async fn events(
         pass: pass_from_cookie(headers, &room.id).map(str::to_string),
         lang: super::place::language(room, headers).to_string(),
         changes: room.watch_changes(),
-        last_body: String::new(),
+        last_body: None,
         last_id: last.version,
         // A reconnect names the restocks its client was told of; a new stream counts from now
         // (a waiter is told of a restock it saw coming, not of one before it looked).
         restocks_told: last.restocks.unwrap_or(restocks_now),
         saw_sold_out: false,
         opens_at,
+        held_until: None,
         seen_interval: None,
         first: true,
         done: false,
@@ -120,7 +125,7 @@ struct Stream {
     /// The language of the messages sent (the stream's `Accept-Language`).
     lang: String,
     changes: tokio::sync::watch::Receiver<u64>,
-    last_body: String,
+    last_body: Option<PlaceBody>,
     last_id: Option<u64>,
     /// The sale's restocks this stream's client was told of (or that came before it looked).
     restocks_told: u64,
@@ -128,6 +133,9 @@ struct Stream {
     saw_sold_out: bool,
     /// A scheduled room's opening still ahead (ms): the stream counts down to it.
     opens_at: Option<u64>,
+    /// A held place (see [`crate::queue::group`]) asks the store whether it may have its
+    /// pass: not at every refresh, only from this time on (ms).
+    held_until: Option<u64>,
     /// The liveness interval this stream last recorded its waiter in.
     seen_interval: Option<u64>,
     first: bool,
@@ -260,6 +268,9 @@ impl Stream {
     /// after a `restocked` notice when this change brought stock back to a sold-out place.
     async fn event(&mut self, version: u64) -> Option<Vec<u8>> {
         let now = now_ms();
+        if self.held_until.is_some_and(|until| now < until) {
+            return None;
+        }
         // Liveness once per liveness interval, as a poller's cadence costs the store; not at
         // every refresh the stream looks at.
         let interval = self.room.params.interval_of(now);
@@ -301,10 +312,10 @@ impl Stream {
                         self.ticket = t.clone();
                     }
                 }
+                self.held_until =
+                    (place.state == PlaceState::Held).then_some(now + HELD_RECHECK_MS);
                 let notice = self.restock_notice(place.state, version);
-                let body =
-                    serde_json::to_string(&place_body(&self.room, &place, now, &self.lang)).ok()?;
-                (body, notice)
+                (place_body(&self.room, &place, now, &self.lang), notice)
             }
             // The store was needed (a pass to pick up) and did not answer: the next change
             // tries again; the client may also poll.
@@ -313,13 +324,16 @@ impl Stream {
                 return None;
             }
         };
-        if body == self.last_body && !self.done && notice.is_none() {
+        // Most refreshes change nothing a given waiter sees: compared as values, not as JSON,
+        // so an unchanged place costs no serialisation.
+        if self.last_body.as_ref() == Some(&body) && !self.done && notice.is_none() {
             return None;
         }
+        let data = serde_json::to_string(&body).ok()?;
         let id = self.event_id(version);
         let mut event = notice.unwrap_or_default();
-        event.push_str(&format!("id: {id}\nevent: place\ndata: {body}\n\n"));
-        self.last_body = body;
+        event.push_str(&format!("id: {id}\nevent: place\ndata: {data}\n\n"));
+        self.last_body = Some(body);
         Some(event.into_bytes())
     }
 }

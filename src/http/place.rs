@@ -10,7 +10,7 @@ use super::error::{ApiError, Retry};
 use super::json::json;
 use super::state::AppState;
 use crate::config::SecureCookies;
-use crate::queue::place::{place_body, Place, PENDING_TICKET_SECS, TICKET_MAX_AGE_SECS};
+use crate::queue::place::{place_body, Place, Shopper, PENDING_TICKET_SECS, TICKET_MAX_AGE_SECS};
 use crate::queue::Room;
 
 /// The JSON place body (join / position contract) with the place's cookies.
@@ -28,6 +28,30 @@ pub fn respond(
         resp.headers_mut().append(header::SET_COOKIE, cookie);
     }
     resp
+}
+
+/// An anonymous browser's identity in a group of rooms: the identity of a valid ticket it
+/// holds (its cookie) in another room of `room`'s group, so one browser is one shopper across
+/// the group ([`crate::queue::group`]). `None` outside a group or without such a ticket.
+pub fn group_shopper(
+    state: &AppState,
+    room: &Room,
+    headers: &HeaderMap,
+    now: u64,
+) -> Option<Shopper> {
+    let group = state.groups.of(room.id.as_str())?;
+    group
+        .rooms
+        .iter()
+        .filter(|other| other.as_str() != room.id.as_str())
+        .find_map(|other| {
+            let claims = state
+                .tickets
+                .verify(cookie(headers, &ticket_cookie(other))?)
+                .ok()?;
+            let fresh = (now / 1000).saturating_sub(claims.iat) <= TICKET_MAX_AGE_SECS;
+            (claims.room == *other && fresh).then(|| Shopper::new(claims.id, claims.uid))
+        })
 }
 
 /// The language to answer a request in, among the room's (`Accept-Language`).

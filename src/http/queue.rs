@@ -11,7 +11,7 @@ use super::credentials::{
 };
 use super::error::ApiError;
 use super::json::{json, parse_optional_json, read_limited};
-use super::place::{cleared_cookies, respond, with_pending_cookie};
+use super::place::{cleared_cookies, group_shopper, respond, with_pending_cookie};
 use super::pow::{self, PowAnswer};
 use super::proxy::{is_local_path, percent_decode, percent_encode, query_param};
 use super::state::AppState;
@@ -77,6 +77,12 @@ pub async fn join(
             token,
             strict: false,
         }),
+    };
+    // A browser new to this room of a group is the shopper its ticket elsewhere in the group
+    // names.
+    let shopper = match (shopper, presented) {
+        (None, None) => group_shopper(state, room, headers, now),
+        (shopper, _) => shopper,
     };
     let pass = pass_from_cookie(headers, &room.id);
     let work = pow::work(

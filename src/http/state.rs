@@ -14,6 +14,7 @@ use super::limits::Limits;
 use crate::config::{join_problems, Config, Problem};
 use crate::http::proxy::Proxy;
 use crate::pass::{PassIssuer, TicketSigner, UserTokens};
+use crate::queue::group::Groups;
 use crate::queue::place::Places;
 use crate::queue::pow::Challenges;
 use crate::queue::{Room, Rooms};
@@ -36,6 +37,8 @@ pub struct AppState {
     pub sales: Sales,
     /// Coupon campaigns.
     pub coupons: Coupons,
+    /// Groups of rooms a shopper waits in at once.
+    pub groups: Groups,
     /// Pass signer / verifier.
     pub passes: PassIssuer,
     /// Ticket signer / verifier.
@@ -150,6 +153,7 @@ impl AppState {
             tickets: &self.tickets,
             challenges: &self.pow,
             passes: &self.passes,
+            groups: &self.groups,
             on_store_error: self.config.store.on_store_error,
             anonymous_joins: !self.config.identity.required,
         }

@@ -1,13 +1,15 @@
 //! Queue rooms: the cached per-node room state, position arithmetic, ETA, and the pacer loop
 //! that admits waiters through the store; the timeline (`schedule`) and scheduled drops
 //! (pre-queue shuffle); an operator's controls (`control`); the admission rules of a
-//! shopper's place (`place`); the room's message to its waiters (`message`); the revocations
+//! shopper's place (`place`); groups of rooms a shopper waits in at once (`group`); the room's
+//! message to its waiters (`message`); the revocations
 //! a node has learned (`revoked`); and proof of
 //! work before a new place (`pow` challenges, the `pressure` that sets their difficulty).
 
 pub mod control;
 pub mod drops;
 mod eta;
+pub mod group;
 pub mod message;
 mod outage;
 pub mod pacer;

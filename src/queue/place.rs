@@ -20,6 +20,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use super::drops;
+use super::group::Groups;
 use super::pow::{Challenge, Challenges, PowError, Work};
 use super::room::{Eta, Room};
 use super::schedule::{rfc3339, Phase, Schedule};
@@ -34,8 +35,8 @@ use crate::pass::{
 };
 use crate::store::keys::pow_claim_key;
 use crate::store::{
-    Claimed, EndedBy, JoinOutcome, LeaveOutcome, Lookup, Revocation, RevokeReason, RoomStatus,
-    Store, StoreError, TransferClaim, TransferOffer,
+    Claimed, EndedBy, GroupHold, JoinOutcome, LeaveOutcome, Lookup, Revocation, RevokeReason,
+    RoomStatus, Store, StoreError, TransferClaim, TransferOffer,
 };
 
 /// A ticket older than this is refused even with a valid signature: a place is not held for
@@ -139,6 +140,10 @@ pub enum PlaceState {
     Prequeue,
     /// The place moved to another device: this ticket no longer holds it.
     Transferred,
+    /// Admitted, but the shopper holds its group's most sessions in other rooms already: the
+    /// admission is kept, and the pass comes once one of those sessions ends (or the shopper
+    /// gives this place up with `leave`).
+    Held,
 }
 
 impl PlaceState {
@@ -152,6 +157,7 @@ impl PlaceState {
             PlaceState::Expired => "expired",
             PlaceState::Prequeue => "prequeue",
             PlaceState::Transferred => "transferred",
+            PlaceState::Held => "held",
         }
     }
 }
@@ -296,6 +302,9 @@ pub async fn identify(
     }
 }
 
+/// How long a group hold outlasts the session it stands for, so it never lapses first.
+const GROUP_HOLD_MARGIN_MS: u64 = 5_000;
+
 /// Eta of nothing to wait for.
 const NO_ETA: Eta = Eta {
     p50: None,
@@ -303,7 +312,7 @@ const NO_ETA: Eta = Eta {
 };
 
 /// The ETA pair of a place answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EtaBody {
     /// Median seconds to admission.
     pub p50: Option<u64>,
@@ -312,7 +321,7 @@ pub struct EtaBody {
 }
 
 /// The answer of join and position (field names are the API contract).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PlaceBody {
     room: String,
     ticket: Option<String>,
@@ -357,6 +366,8 @@ pub struct Places<'a> {
     pub challenges: &'a Challenges,
     /// Pass signer / verifier.
     pub passes: &'a PassIssuer,
+    /// Groups of rooms (a shopper's session cap across a group).
+    pub groups: &'a Groups,
     /// What a join or claim does when the store is unavailable.
     pub on_store_error: OnStoreError,
     /// Whether a join without a user token may make a place with a random identity (false
@@ -400,6 +411,9 @@ impl Places<'_> {
             .store
             .end(&room.id, &claims.id, EndedBy::Holder(claims.gen), until)
             .await?;
+        if outcome == LeaveOutcome::EndedSession {
+            self.release_group_hold(room, claims.id.as_str(), now).await;
+        }
         match outcome {
             LeaveOutcome::EndedSession => {
                 room.revoked.apply(&[Revocation {
@@ -424,7 +438,7 @@ impl Places<'_> {
         identity: &str,
         now: u64,
     ) -> Result<LeaveOutcome, PlaceError> {
-        Ok(self
+        let outcome = self
             .store
             .end(
                 &room.id,
@@ -432,7 +446,11 @@ impl Places<'_> {
                 EndedBy::Operator,
                 now + REVOCATION_KEEP_MS,
             )
-            .await?)
+            .await?;
+        if outcome == LeaveOutcome::EndedSession {
+            self.release_group_hold(room, identity, now).await;
+        }
+        Ok(outcome)
     }
 
     /// Verifies an admission pass for `room`: signature, issuer, audience, time, room, and that
@@ -913,11 +931,19 @@ impl Places<'_> {
         pos: u64,
         now: u64,
     ) -> Result<Place, PlaceError> {
-        let expiry_ms = match self
+        if let Some(held) = self.group_hold(room, shopper, now).await? {
+            return Ok(Place::with_ticket(held, ticket));
+        }
+        let claimed = self
             .store
             .claim_as(&room.id, &shopper.id, Some(shopper.gen), &room.params, now)
-            .await
-        {
+            .await;
+        if matches!(claimed, Ok(Claimed::Absent | Claimed::Moved)) {
+            // No session after all: the group hold just taken goes back.
+            self.release_group_hold(room, shopper.id.as_str(), now)
+                .await;
+        }
+        let expiry_ms = match claimed {
             Ok(Claimed::Session(expiry)) => expiry,
             Ok(Claimed::Absent) => return Ok(Place::with_ticket(PlaceState::Expired, ticket)),
             // The place moved on: this node learns why within one refresh.
@@ -944,6 +970,68 @@ impl Places<'_> {
             pass: Some((pass, exp)),
             ..Place::with_ticket(PlaceState::Admitted, ticket)
         })
+    }
+
+    /// The group rule before a session is claimed (see [`super::group`]): `None` when the
+    /// room is in no group or the shopper's hold was granted (the claim may go on);
+    /// `Some(Held)` when the shopper holds its group's most sessions elsewhere (the admission's
+    /// claim window is kept open meanwhile); `Some(Expired)` when the admission is gone. With
+    /// the store unreachable, `fail_open` goes on without the group (as it admits without the
+    /// store); any other rule refuses (503).
+    async fn group_hold(
+        &self,
+        room: &Room,
+        shopper: &Shopper,
+        now: u64,
+    ) -> Result<Option<PlaceState>, PlaceError> {
+        let Some(group) = self.groups.of(room.id.as_str()) else {
+            return Ok(None);
+        };
+        // Past the session's own end (a claim made now), so the hold never lapses first.
+        let until = now + room.params.session_ms + GROUP_HOLD_MARGIN_MS;
+        let id = shopper.id.as_str();
+        let hold = self
+            .store
+            .group_hold(
+                &group.id,
+                id,
+                &room.id,
+                until,
+                group.max_active_per_shopper,
+                now,
+            )
+            .await;
+        match hold {
+            Ok(GroupHold::Granted) => Ok(None),
+            Ok(GroupHold::Held(_)) => {
+                let deadline = now + room.params.idle_ms;
+                if self.store.keep_claim(&room.id, id, deadline, now).await? {
+                    Ok(Some(PlaceState::Held))
+                } else {
+                    Ok(Some(PlaceState::Expired))
+                }
+            }
+            Err(StoreError::Unavailable(_)) if self.on_store_error == OnStoreError::FailOpen => {
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Gives back `identity`'s group hold in `room` (its session ended, or was never made).
+    /// Best effort: a hold that cannot be dropped now lapses at its session's end, which only
+    /// makes a held place wait longer.
+    async fn release_group_hold(&self, room: &Room, identity: &str, now: u64) {
+        let Some(group) = self.groups.of(room.id.as_str()) else {
+            return;
+        };
+        if let Err(e) = self
+            .store
+            .group_release(&group.id, identity, &room.id, now)
+            .await
+        {
+            tracing::warn!(room = %room.id, group = %group.id, error = %e, "could not give back a group hold; it lapses with the session");
+        }
     }
 
     /// A join the store could not take: fail closed (the error), or fail open by admitting

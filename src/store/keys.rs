@@ -90,6 +90,14 @@ pub fn sale_key(id: &str, name: &str) -> String {
     format!("rg:{{{id}}}:{name}")
 }
 
+/// The session holds of group `group` (`rg:{group:<id>}:holds`, a HASH identity →
+/// `room until_ms;room until_ms…`): which rooms' sessions each shopper holds, and until when.
+/// Its own slot: a group spans rooms in other slots, and is consulted (in one script) before
+/// a session of any of them is claimed. The hash expires with its last hold.
+pub fn group_key(group: &str) -> String {
+    format!("rg:{{group:{group}}}:holds")
+}
+
 /// The claim key of webhook event `event_id`: one node delivers each event.
 pub fn webhook_claim_key(event_id: &str) -> String {
     format!("rg:{{hooks}}:{event_id}")

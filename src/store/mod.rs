@@ -419,6 +419,15 @@ impl RoomState {
     }
 }
 
+/// The answer of [`Store::group_hold`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupHold {
+    /// The hold is the shopper's: a session of the room may be claimed.
+    Granted,
+    /// The shopper holds the group's most sessions already, in these rooms.
+    Held(Vec<String>),
+}
+
 /// Storage of rooms. Every method is atomic with respect to every other call on any node, and
 /// takes the current time as an argument so both implementations run the same logic.
 #[async_trait]
@@ -583,6 +592,43 @@ pub trait Store: Send + Sync + 'static {
 
     /// The room's live message and its version; `(0, None)` when none was ever set. Keys: meta.
     async fn message(&self, room: &RoomId) -> Result<(u64, Option<String>), StoreError>;
+
+    /// Takes (or renews, never shortening) `identity`'s session hold in `room` of group
+    /// `group` until `until_ms`, unless the identity already holds `most` live holds in other
+    /// rooms of the group: then nothing changes and the answer names those rooms. Atomic
+    /// across every node: of two rooms racing for a shopper's last hold, one wins. Holds past
+    /// their end (at `now_ms`) do not count. Keys: the group's holds (its own slot).
+    async fn group_hold(
+        &self,
+        group: &str,
+        identity: &str,
+        room: &RoomId,
+        until_ms: u64,
+        most: u32,
+        now_ms: u64,
+    ) -> Result<GroupHold, StoreError>;
+
+    /// Drops `identity`'s hold in `room` of `group` (its session ended); true when a live hold
+    /// was dropped.
+    async fn group_release(
+        &self,
+        group: &str,
+        identity: &str,
+        room: &RoomId,
+        now_ms: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// Keeps the claim window of `identity`'s admission open until at least `deadline_ms`
+    /// (its pass not picked up yet: held back by its group's cap), so the admission and its
+    /// slot are not lost while it waits. False when there is no live unclaimed admission (gone,
+    /// or already a session). Keys: active, sess.
+    async fn keep_claim(
+        &self,
+        room: &RoomId,
+        identity: &str,
+        deadline_ms: u64,
+        now_ms: u64,
+    ) -> Result<bool, StoreError>;
 
     /// Reads where `identity` stands without making a place: waiting (marked seen at `now_ms`),
     /// admitted, in the pre-queue, or absent. A pre-queue ticket's first poll after the opening

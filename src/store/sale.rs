@@ -71,7 +71,8 @@ pub struct SaleState {
     pub confirmed: u64,
     /// Units ever put on sale (initial stock plus additions minus removals).
     pub total: u64,
-    /// Restocks ever: additions of units while the sale was sold out ([`SaleState::sold_out`]).
+    /// Restocks ever: additions of units to a set-up sale while it was sold out
+    /// ([`SaleState::sold_out`]).
     /// Every node reads the same number, so a waiter is told of each restock once.
     pub restocks: u64,
 }

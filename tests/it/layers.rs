@@ -14,7 +14,7 @@ use std::path::Path;
 /// top-level module must be placed here.
 #[rustfmt::skip]
 const LAYERS: &[(&str, u8)] = &[
-    ("id", 0), ("clock", 0), ("ops::metrics", 0), ("tls", 0),
+    ("id", 0), ("clock", 0), ("ops::metrics", 0), ("tls", 0), ("i18n", 0),
     ("config", 1),
     ("ops", 2), ("pass", 2),
     ("store", 3),

@@ -171,6 +171,7 @@ fn headline(lang: &str, state: &str) -> &'static str {
         "prequeue" => "headline_prequeue",
         "transferred" => "headline_transferred",
         "pow" => "headline_pow",
+        "held" => "headline_held",
         _ => "headline_expired",
     };
     i18n::text(lang, key)

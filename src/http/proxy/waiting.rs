@@ -18,7 +18,7 @@ use crate::http::credentials::PeerAddr;
 use crate::http::credentials::{cookie, pass_from_cookie, pow_cookie, ticket_cookie};
 use crate::http::error::ApiError;
 use crate::http::limits::Endpoint;
-use crate::http::place::{language, place_cookies, respond, with_pending_cookie};
+use crate::http::place::{group_shopper, language, place_cookies, respond, with_pending_cookie};
 use crate::http::pow;
 use crate::http::state::AppState;
 use crate::queue::place::{identify, place_body, PlaceError, PlaceState, Presented, Shopper};
@@ -54,7 +54,10 @@ pub(crate) async fn admit_or_wait(
         strict: false,
     });
     let pass = pass_from_cookie(headers, &room.id);
-    let shopper = vouched_shopper(state, headers, ticket, now).await;
+    let shopper = match vouched_shopper(state, headers, ticket, now).await {
+        None if ticket.is_none() => group_shopper(state, room, headers, now),
+        shopper => shopper,
+    };
     let answer = pow::cookie_answer(headers, &room.id);
     let work = pow::work(state, headers, peer, answer);
     let places = state.places();

@@ -11,9 +11,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{
-    Claimed, EndedBy, GoneBits, JoinOutcome, Joined, Lease, LeaveOutcome, Lookup, PrequeueState,
-    Revocation, RevokeReason, RoomParams, RoomState, RoomStatus, Store, StoreError, TransferClaim,
-    TransferOffer, Transferred, MAX_HEAD_CHECKS, REVOCATIONS_PAGE,
+    Claimed, EndedBy, GoneBits, GroupHold, JoinOutcome, Joined, Lease, LeaveOutcome, Lookup,
+    PrequeueState, Revocation, RevokeReason, RoomParams, RoomState, RoomStatus, Store, StoreError,
+    TransferClaim, TransferOffer, Transferred, MAX_HEAD_CHECKS, REVOCATIONS_PAGE,
 };
 use crate::id::RoomId;
 
@@ -28,7 +28,12 @@ pub struct MemoryStore {
     sales: Mutex<sale::SaleBook>,
     /// `claim_once` keys → expiry ms, and when expired ones were last dropped.
     once: Mutex<(HashMap<String, u64>, u64)>,
+    /// Group holds (`rg:{group:<id>}:holds`): group → identity → (room, until ms).
+    groups: Mutex<HashMap<String, GroupHolds>>,
 }
+
+/// One group's holds (the twin of `rg:{group:<id>}:holds`): identity → (room, until ms).
+type GroupHolds = HashMap<String, Vec<(String, u64)>>;
 
 impl MemoryStore {
     /// An empty store.
@@ -682,6 +687,78 @@ impl Store for MemoryStore {
             r.message_version += 1;
             r.message = Some(message.to_string());
             r.message_version
+        }))
+    }
+
+    async fn group_hold(
+        &self,
+        group: &str,
+        identity: &str,
+        room: &RoomId,
+        until_ms: u64,
+        most: u32,
+        now_ms: u64,
+    ) -> Result<GroupHold, StoreError> {
+        let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        let holds = groups
+            .entry(group.to_string())
+            .or_default()
+            .entry(identity.to_string())
+            .or_default();
+        holds.retain(|(_, until)| *until > now_ms);
+        let mine = holds
+            .iter()
+            .filter(|(r, _)| r == room.as_str())
+            .map(|(_, u)| *u)
+            .fold(until_ms, u64::max);
+        let others: Vec<String> = holds
+            .iter()
+            .filter(|(r, _)| r != room.as_str())
+            .map(|(r, _)| r.clone())
+            .collect();
+        if others.len() >= most as usize {
+            return Ok(GroupHold::Held(others));
+        }
+        holds.retain(|(r, _)| r != room.as_str());
+        holds.push((room.as_str().to_string(), mine));
+        Ok(GroupHold::Granted)
+    }
+
+    async fn group_release(
+        &self,
+        group: &str,
+        identity: &str,
+        room: &RoomId,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(holds) = groups.get_mut(group).and_then(|g| g.get_mut(identity)) else {
+            return Ok(false);
+        };
+        holds.retain(|(_, until)| *until > now_ms);
+        let before = holds.len();
+        holds.retain(|(r, _)| r != room.as_str());
+        Ok(holds.len() < before)
+    }
+
+    async fn keep_claim(
+        &self,
+        room: &RoomId,
+        identity: &str,
+        deadline_ms: u64,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        Ok(self.with_room(room, |r| {
+            if r.sessions.contains_key(identity) {
+                return false;
+            }
+            match r.active.get_mut(identity) {
+                Some(score) if *score > now_ms => {
+                    *score = (*score).max(deadline_ms);
+                    true
+                }
+                _ => false,
+            }
         }))
     }
 

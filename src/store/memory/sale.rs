@@ -288,7 +288,7 @@ impl SaleStore for MemoryStore {
         Ok(self.with_sales(|b| {
             let s = b.sales.entry(sale.to_string()).or_default();
             let available = s.stock.map_or(0, |st| st.available);
-            let sold_out = s.stock.is_none_or(|st| st.sold_out());
+            let sold_out = s.stock.is_some_and(|st| st.sold_out());
             let applied = units.max(-(available as i64));
             if applied > 0 && sold_out {
                 s.stock().restocks += 1;

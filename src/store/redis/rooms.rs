@@ -14,11 +14,11 @@ use super::batch::{Batcher, JoinCall};
 use super::reply::{array, bad, int, text};
 use super::RedisStore;
 use crate::id::RoomId;
-use crate::store::keys::RoomKeys;
+use crate::store::keys::{group_key, RoomKeys};
 use crate::store::{
-    Claimed, EndedBy, GoneBits, JoinOutcome, Joined, Lease, LeaveOutcome, Lookup, PrequeueState,
-    Revocation, RoomParams, RoomState, RoomStatus, Store, StoreError, TransferClaim, TransferOffer,
-    Transferred, MAX_HEAD_CHECKS, REVOCATIONS_PAGE,
+    Claimed, EndedBy, GoneBits, GroupHold, JoinOutcome, Joined, Lease, LeaveOutcome, Lookup,
+    PrequeueState, Revocation, RoomParams, RoomState, RoomStatus, Store, StoreError, TransferClaim,
+    TransferOffer, Transferred, MAX_HEAD_CHECKS, REVOCATIONS_PAGE,
 };
 
 /// Members per page when reading a pre-queue, and per batch when assigning its seqs.
@@ -53,6 +53,9 @@ struct Scripts {
     lease: Script,
     reconcile: Script,
     set_message: Script,
+    group_hold: Script,
+    group_release: Script,
+    keep_claim: Script,
 }
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -73,6 +76,9 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     lease: Script::from_lua(room_script!("lease.lua")),
     reconcile: Script::from_lua(room_script!("reconcile.lua")),
     set_message: Script::from_lua(include_str!("lua/set_message.lua")),
+    group_hold: Script::from_lua(include_str!("lua/group_hold.lua")),
+    group_release: Script::from_lua(include_str!("lua/group_release.lua")),
+    keep_claim: Script::from_lua(include_str!("lua/keep_claim.lua")),
 });
 
 impl RedisStore {
@@ -500,6 +506,81 @@ impl Store for RedisStore {
             .eval(&SCRIPTS.set_message, keys, vec![message.to_string()])
             .await?;
         int(&v, "message version")
+    }
+
+    async fn group_hold(
+        &self,
+        group: &str,
+        identity: &str,
+        room: &RoomId,
+        until_ms: u64,
+        most: u32,
+        now_ms: u64,
+    ) -> Result<GroupHold, StoreError> {
+        let args = vec![
+            identity.to_string(),
+            room.as_str().to_string(),
+            until_ms.to_string(),
+            most.to_string(),
+            now_ms.to_string(),
+        ];
+        let reply = self
+            .eval_acked(&SCRIPTS.group_hold, vec![group_key(group)], args)
+            .await?;
+        let Value::Array(r) = reply else {
+            return Err(bad("group hold"));
+        };
+        match r.first().map(|v| int(v, "group hold")).transpose()? {
+            Some(1) => Ok(GroupHold::Granted),
+            Some(0) => Ok(GroupHold::Held(
+                r.iter()
+                    .skip(1)
+                    .map(|v| text(v, "group hold room").map(str::to_string))
+                    .collect::<Result<_, _>>()?,
+            )),
+            _ => Err(bad("group hold")),
+        }
+    }
+
+    async fn group_release(
+        &self,
+        group: &str,
+        identity: &str,
+        room: &RoomId,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let args = vec![
+            identity.to_string(),
+            room.as_str().to_string(),
+            now_ms.to_string(),
+        ];
+        let v = self
+            .eval(&SCRIPTS.group_release, vec![group_key(group)], args)
+            .await?;
+        Ok(int(&v, "group release")? == 1)
+    }
+
+    async fn keep_claim(
+        &self,
+        room: &RoomId,
+        identity: &str,
+        deadline_ms: u64,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let k = RoomKeys::new(room);
+        let args = vec![
+            identity.to_string(),
+            deadline_ms.to_string(),
+            now_ms.to_string(),
+        ];
+        let v = self
+            .eval(
+                &SCRIPTS.keep_claim,
+                vec![k.key("active"), k.key("sess")],
+                args,
+            )
+            .await?;
+        Ok(int(&v, "keep claim")? == 1)
     }
 
     async fn message(&self, room: &RoomId) -> Result<(u64, Option<String>), StoreError> {

@@ -3,6 +3,7 @@
 mod admin;
 mod drops;
 mod events;
+mod groups;
 mod identity;
 mod limits;
 mod pow;

@@ -71,6 +71,7 @@ impl Fixture {
 }
 
 mod drops;
+mod groups;
 mod holders;
 mod leases;
 mod rooms;
