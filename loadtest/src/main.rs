@@ -21,6 +21,7 @@ mod redis_info;
 mod runs;
 mod scenario;
 mod stats;
+mod streams;
 mod target;
 mod ws;
 
@@ -48,6 +49,8 @@ enum Command {
     Run(runs::RunArgs),
     /// WebSocket round trips per second against a target.
     Ws(ws::WsArgs),
+    /// Event streams: thousands open, the time from a room change to the last stream's event.
+    Streams(streams::StreamsArgs),
     /// Serves a baseline until killed.
     Baseline {
         #[command(subcommand)]
@@ -109,6 +112,7 @@ async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => runs::run(args).await,
         Command::Ws(args) => ws::run(args).await,
+        Command::Streams(args) => streams::run(args).await.map(|_| true),
         Command::Baseline { which } => match which {
             Baseline::Hello { listen } => baseline::hello(listen).await.map(|_| true),
             Baseline::Body => {

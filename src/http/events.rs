@@ -168,8 +168,22 @@ impl Stream {
                 }
                 return Some(Bytes::from(first));
             }
-            let countdown = self.opens_at.map(|opens| next_mark(opens, now_ms()));
+            let now = now_ms();
+            let countdown = self.opens_at.map(|opens| next_mark(opens, now));
+            // A waiter's liveness once per liveness interval, whether or not the room wakes
+            // the stream meanwhile (it wakes only on a change a waiter can see).
+            let params = &self.room.params;
+            let alive_due = (self.claims.seq > 0 && !self.done)
+                .then(|| (params.interval_of(now) + 1) * params.interval_ms);
             tokio::select! {
+                () = sleep_or_never(alive_due) => {
+                    let now = now_ms();
+                    let interval = self.room.params.interval_of(now);
+                    if self.seen_interval != Some(interval) {
+                        self.room.record_seen(self.claims.seq, now);
+                        self.seen_interval = Some(interval);
+                    }
+                }
                 () = sleep_or_never(countdown) => {
                     if let Some(opens) = self.opens_at {
                         return Some(Bytes::from(self.opening(opens, now_ms())));
@@ -331,7 +345,12 @@ impl Stream {
         }
         let data = serde_json::to_string(&body).ok()?;
         let id = self.event_id(version);
-        let mut event = notice.unwrap_or_default();
+        // The opening comes before the first place after it, whichever woke first.
+        let mut event = match self.opens_at.filter(|&o| now >= o) {
+            Some(opens) => String::from_utf8(self.opening(opens, now)).unwrap_or_default(),
+            None => String::new(),
+        };
+        event.push_str(&notice.unwrap_or_default());
         event.push_str(&format!("id: {id}\nevent: place\ndata: {data}\n\n"));
         self.last_body = Some(body);
         Some(event.into_bytes())

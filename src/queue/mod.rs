@@ -26,4 +26,4 @@ pub use outage::{LeaseView, Outage, LEASE_RENEW_MS};
 pub use pressure::{PowPolicy, Pressure, FREE_JOINS_PER_ADDRESS, MAX_ADDRESSES};
 pub use revoked::Revocations;
 pub use room::{params_for, Eta, Room, Rooms, StockGate, RETIRED};
-pub use snapshot::{Located, Rates, Snapshot};
+pub use snapshot::{Located, Rates, Snapshot, SnapshotView};

@@ -88,10 +88,16 @@ pub struct Room {
     pub outage: Outage,
     /// The message of the config, shown while no live one is set.
     configured_message: RoomMessage,
-    /// Bumped at every publish (and by stock changes): the one broadcast every open event
+    /// When the event streams were last woken (ms).
+    last_wake: AtomicU64,
+    /// Bumped by a publish a waiter can see (and by stock changes): the one broadcast every open event
     /// stream of the room waits on. [`RETIRED`] when a reload replaced this room object.
     changes: tokio::sync::watch::Sender<u64>,
 }
+
+/// Longest time a room's event streams go without a wake while it publishes (ms): their ETAs
+/// follow the measured rate at least this often.
+pub const QUIET_WAKE_MS: u64 = 5_000;
 
 /// The [`Room::changes`] value of a room object a reload replaced: its streams end (clients
 /// reconnect to the new one).
@@ -115,12 +121,14 @@ impl Room {
             pressure: Pressure::new(),
             outage: Outage::default(),
             configured_message,
+            last_wake: AtomicU64::new(0),
             changes: tokio::sync::watch::Sender::new(0),
         }
     }
 
     /// A receiver of this room's change counter (see [`Room::changes`]): it wakes at every
-    /// refresh that published a state, once per change however many streams wait.
+    /// refresh that changed what a waiter sees (and at least every [`QUIET_WAKE_MS`]), once per
+    /// change however many streams wait.
     pub fn watch_changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changes.subscribe()
     }
@@ -132,6 +140,8 @@ impl Room {
 
     /// Wakes the event streams (something they show changed: stock, the room's settings).
     pub fn announce(&self) {
+        self.last_wake
+            .store(crate::clock::now_ms(), Ordering::Relaxed);
         self.changes.send_modify(|v| {
             if *v != RETIRED {
                 *v += 1;
@@ -248,10 +258,17 @@ impl Room {
         self.snapshot.load()
     }
 
-    /// Publishes a new cached state, and wakes the room's event streams.
+    /// Publishes a new cached state, and wakes the room's event streams when a waiter could see
+    /// a difference ([`Snapshot::view`]), or when [`QUIET_WAKE_MS`] passed without a wake (the
+    /// ETA drifts with the measured rate). Every open stream does work when woken, so a
+    /// refresh that changed nothing a waiter sees wakes none.
     pub fn publish(&self, snapshot: Snapshot) {
-        self.snapshot.store(Arc::new(snapshot));
-        self.announce();
+        let view = snapshot.view();
+        let old = self.snapshot.swap(Arc::new(snapshot));
+        let quiet = crate::clock::now_ms().saturating_sub(self.last_wake.load(Ordering::Relaxed));
+        if old.view() != view || quiet >= QUIET_WAKE_MS {
+            self.announce();
+        }
     }
 
     /// Where waiter `seq` stands, from the cache.

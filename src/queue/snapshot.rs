@@ -104,6 +104,19 @@ pub struct Rates {
     pub p90: f64,
 }
 
+/// The part of a snapshot a waiter's place depends on ([`Snapshot::view`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotView {
+    served: u64,
+    departed: u64,
+    status: RoomStatus,
+    admit_per_minute: u32,
+    max_active: u32,
+    revoked_total: u64,
+    prequeue: crate::store::PrequeueState,
+    message_version: u64,
+}
+
 /// A room's state as this node last read it. Immutable; replaced whole on every refresh.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -174,6 +187,23 @@ impl Snapshot {
     pub fn learn_message(&mut self, version: u64, message: Option<RoomMessage>) {
         self.message = message.filter(|m| !m.is_empty()).map(Arc::new);
         self.message_version = version;
+    }
+
+    /// What a waiter sees of this state, as far as it can change between two refreshes: two
+    /// snapshots with the same view show every waiter the same place (but for the ETA's slow
+    /// drift with the measured rate).
+    pub fn view(&self) -> SnapshotView {
+        let s = &self.state;
+        SnapshotView {
+            served: s.served,
+            departed: s.departed(),
+            status: s.status,
+            admit_per_minute: s.admit_per_minute,
+            max_active: s.max_active,
+            revoked_total: s.revoked_total,
+            prequeue: s.prequeue,
+            message_version: self.message_version,
+        }
     }
 
     /// The operator's live message, when one is set (it replaces the configured one).
