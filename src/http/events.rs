@@ -1,11 +1,13 @@
 //! `GET {prefix}/v1/rooms/{room}/events`: the place of a ticket as a server-sent event stream,
 //! pushed when it changes instead of polled.
 //!
-//! Fan-out is O(1) per room per refresh: the room's one change counter ([`Room::watch_changes`],
-//! a `tokio::sync::watch`) wakes every stream of the room once; each stream then derives its own
+//! Fan-out is O(1) per room per change: the room's one change counter ([`Room::watch_changes`],
+//! a `tokio::sync::watch`, bumped by a refresh that changed what a waiter sees, by stock changes,
+//! and at least every few seconds) wakes every stream of the room once; each stream derives its own
 //! place from the room's cached state, as a poll does, and sends it only when it differs from
 //! what it sent last. A waiting ticket's stream makes no store call, per connection or per event
-//! (only the one pickup of a pass does, as a poll would).
+//! (only the one pickup of a pass does, as a poll would; a held place of a group asks the store
+//! at most every two seconds whether its pass may come).
 //!
 //! Besides `place` events: a scheduled room's waiters get `opening` events with the countdown
 //! (`opens_at`, `opens_in_ms`: at once, every minute, ten seconds before) and an `opened` event
