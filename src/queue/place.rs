@@ -36,7 +36,7 @@ use crate::pass::{
 use crate::store::keys::pow_claim_key;
 use crate::store::{
     Claimed, EndedBy, GroupHold, JoinOutcome, LeaveOutcome, Lookup, Revocation, RevokeReason,
-    RoomStatus, Store, StoreError, TransferClaim, TransferOffer,
+    RoomStatus, Store, StoreError, TransferClaim, TransferOffer, GROUP_HOLD_MARGIN_MS,
 };
 
 /// A ticket older than this is refused even with a valid signature: a place is not held for
@@ -301,9 +301,6 @@ pub async fn identify(
         (_, None, None) => Ok(None),
     }
 }
-
-/// How long a group hold outlasts the session it stands for, so it never lapses first.
-const GROUP_HOLD_MARGIN_MS: u64 = 5_000;
 
 /// Eta of nothing to wait for.
 const NO_ETA: Eta = Eta {

@@ -30,6 +30,11 @@ pub const REVOCATIONS_PAGE: u64 = 512;
 /// near 60 ms and still skips 20,000 idle heads a second per node.
 pub const MAX_HEAD_CHECKS: u64 = 5_000;
 
+/// How long a group hold outlasts the session it stands for, so it never lapses first. A
+/// same-room hold with more than this left still stands for a running session (its end is
+/// kept); one with less stands for a session already over (a new session replaces it).
+pub const GROUP_HOLD_MARGIN_MS: u64 = 5_000;
+
 /// Why a store operation failed. Expected outcomes (closed room, absent identity) are values.
 #[derive(Debug, thiserror::Error, Clone)]
 pub enum StoreError {
@@ -593,11 +598,14 @@ pub trait Store: Send + Sync + 'static {
     /// The room's live message and its version; `(0, None)` when none was ever set. Keys: meta.
     async fn message(&self, room: &RoomId) -> Result<(u64, Option<String>), StoreError>;
 
-    /// Takes (or renews, never shortening) `identity`'s session hold in `room` of group
-    /// `group` until `until_ms`, unless the identity already holds `most` live holds in other
+    /// Takes `identity`'s session hold in `room` of group `group` until `until_ms`, unless the identity already holds `most` live holds in other
     /// rooms of the group: then nothing changes and the answer names those rooms. Atomic
     /// across every node: of two rooms racing for a shopper's last hold, one wins. Holds past
-    /// their end (at `now_ms`) do not count. Keys: the group's holds (its own slot).
+    /// their end (at `now_ms`) do not count. A live hold in the same room with more than
+    /// [`GROUP_HOLD_MARGIN_MS`] left stands for the session still running (a pass picked up
+    /// again): its end is kept, neither lengthened nor shortened, so picking up a pass again
+    /// never holds the other rooms longer than the session. A hold within the margin (its
+    /// session over) is replaced. Keys: the group's holds (its own slot).
     async fn group_hold(
         &self,
         group: &str,

@@ -13,7 +13,8 @@ use bytes::Bytes;
 use super::{
     Claimed, EndedBy, GoneBits, GroupHold, JoinOutcome, Joined, Lease, LeaveOutcome, Lookup,
     PrequeueState, Revocation, RevokeReason, RoomParams, RoomState, RoomStatus, Store, StoreError,
-    TransferClaim, TransferOffer, Transferred, MAX_HEAD_CHECKS, REVOCATIONS_PAGE,
+    TransferClaim, TransferOffer, Transferred, GROUP_HOLD_MARGIN_MS, MAX_HEAD_CHECKS,
+    REVOCATIONS_PAGE,
 };
 use crate::id::RoomId;
 
@@ -706,11 +707,11 @@ impl Store for MemoryStore {
             .entry(identity.to_string())
             .or_default();
         holds.retain(|(_, until)| *until > now_ms);
+        // A same-room hold with more than the margin left stands for the running session.
         let mine = holds
             .iter()
-            .filter(|(r, _)| r == room.as_str())
-            .map(|(_, u)| *u)
-            .fold(until_ms, u64::max);
+            .find(|(r, u)| r == room.as_str() && u - now_ms > GROUP_HOLD_MARGIN_MS)
+            .map_or(until_ms, |(_, u)| *u);
         let others: Vec<String> = holds
             .iter()
             .filter(|(r, _)| r != room.as_str())

@@ -18,7 +18,7 @@ use crate::store::keys::{group_key, RoomKeys};
 use crate::store::{
     Claimed, EndedBy, GoneBits, GroupHold, JoinOutcome, Joined, Lease, LeaveOutcome, Lookup,
     PrequeueState, Revocation, RoomParams, RoomState, RoomStatus, Store, StoreError, TransferClaim,
-    TransferOffer, Transferred, MAX_HEAD_CHECKS, REVOCATIONS_PAGE,
+    TransferOffer, Transferred, GROUP_HOLD_MARGIN_MS, MAX_HEAD_CHECKS, REVOCATIONS_PAGE,
 };
 
 /// Members per page when reading a pre-queue, and per batch when assigning its seqs.
@@ -523,6 +523,7 @@ impl Store for RedisStore {
             until_ms.to_string(),
             most.to_string(),
             now_ms.to_string(),
+            GROUP_HOLD_MARGIN_MS.to_string(),
         ];
         let reply = self
             .eval_acked(&SCRIPTS.group_hold, vec![group_key(group)], args)

@@ -97,6 +97,20 @@ async fn a_shopper_in_three_rooms_of_a_group_holds_one_working_pass_at_a_time() 
         .map(|(r, p)| (r.clone(), p.clone()))
         .expect("one");
 
+    // The node that did not take a join learns of her admission within one refresh (until
+    // then its cache places the ticket at the head, "waiting"); wait for that, not a sleep.
+    wait_until(
+        Duration::from_secs(5),
+        "both nodes know of every admission",
+        || async {
+            round(&nodes, &tickets, 1)
+                .await
+                .states
+                .values()
+                .all(|s| !s.contains("waiting"))
+        },
+    )
+    .await;
     // 20 polls of every room on both nodes at once: passes only from the room she shops in,
     // "held" from the others.
     let r = round(&nodes, &tickets, 20).await;

@@ -1,7 +1,7 @@
 //! The `Store` trait (groups): a shopper's session holds across the rooms of a group, and
 //! keeping an admission's claim window open while it is held, on both stores.
 
-use rushgate::store::{GroupHold, JoinOutcome, RoomParams, Store};
+use rushgate::store::{GroupHold, JoinOutcome, RoomParams, Store, GROUP_HOLD_MARGIN_MS};
 
 use super::{room_id, t0};
 use crate::both_stores;
@@ -51,7 +51,7 @@ async fn a_shopper_holds_at_most_the_groups_sessions(s: &dyn Store) {
         hold(&c, t + SESSION, 1, t + 1).await,
         GroupHold::Held(vec![a.as_str().to_string()])
     );
-    // The same room renews (never shortens) its own hold.
+    // The same room's running session keeps its own hold (a shorter ask does not cut it).
     assert_eq!(hold(&a, t + 10, 1, t + 2).await, GroupHold::Granted);
     assert_eq!(
         hold(&b, t + SESSION, 1, t + SESSION - 1).await,
@@ -95,6 +95,46 @@ async fn a_shopper_holds_at_most_the_groups_sessions(s: &dyn Store) {
         s.group_hold("other-group", "alice", &b, t + SESSION, 1, t + 6 + SESSION)
             .await
             .unwrap(),
+        GroupHold::Granted
+    );
+
+    // A pass picked up again later in its session keeps the hold's end: the other rooms are
+    // held no longer than the session (plus the margin), not a session past the re-pickup.
+    let ask = |who, room, until, now| {
+        let group = group.clone();
+        async move {
+            s.group_hold(&group, who, room, until, 1, now)
+                .await
+                .unwrap()
+        }
+    };
+    let carol = |room, until, now| ask("carol", room, until, now);
+    let dave = |room, until, now| ask("dave", room, until, now);
+    let u = t + 7 * SESSION;
+    let end = u + SESSION + GROUP_HOLD_MARGIN_MS;
+    assert_eq!(carol(&a, end, u).await, GroupHold::Granted);
+    let later = u + SESSION / 2;
+    assert_eq!(
+        carol(&a, later + SESSION + GROUP_HOLD_MARGIN_MS, later).await,
+        GroupHold::Granted
+    );
+    assert_eq!(
+        carol(&b, end - 1 + SESSION, end - 1).await,
+        GroupHold::Held(vec![a.as_str().to_string()])
+    );
+    assert_eq!(carol(&b, end + SESSION, end).await, GroupHold::Granted);
+    // The session over (its hold within the margin), a new session in the same room replaces
+    // the hold: it holds the other rooms for its own full length.
+    assert_eq!(dave(&a, end, u).await, GroupHold::Granted);
+    let again = end - GROUP_HOLD_MARGIN_MS / 2;
+    let new_end = again + SESSION + GROUP_HOLD_MARGIN_MS;
+    assert_eq!(dave(&a, new_end, again).await, GroupHold::Granted);
+    assert_eq!(
+        dave(&b, new_end - 1 + SESSION, new_end - 1).await,
+        GroupHold::Held(vec![a.as_str().to_string()])
+    );
+    assert_eq!(
+        dave(&b, new_end + SESSION, new_end).await,
         GroupHold::Granted
     );
 }

@@ -1,12 +1,16 @@
 -- group_hold.lua: take (or renew) a shopper's session hold in a room of a group, unless the
 -- shopper already holds as many sessions in other rooms of the group as the group allows.
 -- KEYS:  1 holds (rg:{group:<id>}:holds; src/store/keys.rs)
--- ARGV:  1 identity, 2 room, 3 until ms (the session's end), 4 most holds per shopper, 5 now ms
+-- ARGV:  1 identity, 2 room, 3 until ms (the session's end plus the margin), 4 most holds per
+--        shopper, 5 now ms, 6 margin ms (GROUP_HOLD_MARGIN_MS)
 -- Returns {1} when granted, or {0, room, room, ...}: the rooms whose holds stand in the way.
--- Holds past their until are dropped as they are met. A hold in the same room is renewed
--- (never shortened).
+-- Holds past their until are dropped as they are met. A hold in the same room with more than
+-- the margin left stands for the session still running (its pass picked up again): its end is
+-- kept, so a re-pickup never holds the other rooms past the session. One within the margin
+-- stands for a session already over and is replaced by the new until.
 local holds, id, room = KEYS[1], ARGV[1], ARGV[2]
 local hold_end, most, now = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local margin = tonumber(ARGV[6])
 local kept, others = {}, {}
 local mine = hold_end
 local raw = redis.call('HGET', holds, id)
@@ -15,7 +19,9 @@ if raw then
     u = tonumber(u)
     if u > now then
       if r == room then
-        mine = math.max(mine, u)
+        if u - now > margin then
+          mine = u
+        end
       else
         kept[#kept + 1] = r .. ' ' .. u
         others[#others + 1] = r
