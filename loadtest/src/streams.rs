@@ -3,8 +3,12 @@
 //! room twice through the admin API, a second session slot (every waiter's position moves) and
 //! a new message, and measures for each change the time from the admin call until the last
 //! stream has its event, the node's CPU per delivered event, and the node's memory per open
-//! stream. Streams come from several 127.0.0.x source addresses, so ephemeral ports never run
-//! out; the count is bounded by the open-file limit of this process and of the node.
+//! stream. With `--http2` (the bench row) the streams are HTTP/2 streams, up to 200 on each
+//! connection (the node's limit per connection), as a browser over HTTPS carries every tab's
+//! `EventSource` on one connection: tens of thousands of streams take a few hundred
+//! descriptors. Without it, every stream is an HTTP/1.1 connection of its own, from several
+//! 127.0.0.x source addresses so ephemeral ports never run out; the count is then bounded by
+//! the open-file limit of this process and of the node.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -13,6 +17,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -42,6 +50,13 @@ pub struct StreamsArgs {
     /// Source addresses to spread the streams over (127.0.0.1 ..).
     #[arg(long, default_value_t = 4)]
     sources: u8,
+    /// Carry the streams (and the joins) as HTTP/2 streams over few connections (prior
+    /// knowledge, as the node serves HTTP/2 without TLS too).
+    #[arg(long)]
+    http2: bool,
+    /// With `--http2`: streams per connection (at most the node's 200).
+    #[arg(long, default_value_t = 200)]
+    per_connection: usize,
     /// Name of the run (its JSON file in `--out`).
     #[arg(long, default_value = "streams")]
     name: String,
@@ -82,6 +97,137 @@ async fn join(to: SocketAddr, room: &str) -> anyhow::Result<String> {
     Ok(v["ticket"].as_str().context("no ticket")?.to_string())
 }
 
+/// One HTTP/2 connection (prior knowledge) from `source`: its request handle.
+async fn h2_connect(to: SocketAddr, source: IpAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(source, 0))?;
+    let stream = socket.connect(to).await?;
+    let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake(TokioIo::new(stream))
+        .await
+        .context("HTTP/2 handshake")?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(send)
+}
+
+/// A request on an HTTP/2 connection (`path` on the node, `ticket` as bearer).
+fn h2_request(
+    method: &str,
+    path: &str,
+    ticket: Option<&str>,
+    body: &'static str,
+) -> anyhow::Result<http::Request<Full<Bytes>>> {
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(format!("http://bench{path}"))
+        .header(http::header::CONTENT_TYPE, "application/json");
+    if let Some(t) = ticket {
+        req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    Ok(req.body(Full::new(Bytes::from_static(body.as_bytes())))?)
+}
+
+/// A new place in `room` over an HTTP/2 connection: its ticket.
+async fn h2_join(mut send: SendRequest<Full<Bytes>>, room: String) -> anyhow::Result<String> {
+    send.ready().await?;
+    let req = h2_request(
+        "POST",
+        &format!("/_rushgate/v1/rooms/{room}/join"),
+        None,
+        "{}",
+    )?;
+    let resp = send.send_request(req).await?;
+    let status = resp.status();
+    let body = resp.into_body().collect().await?.to_bytes();
+    if !status.is_success() {
+        bail!("join: {status} {}", String::from_utf8_lossy(&body));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&body).context("join body")?;
+    Ok(v["ticket"].as_str().context("no ticket")?.to_string())
+}
+
+/// Finds the `event: place` markers of one stream across the chunks it reads (a marker may be
+/// split between two).
+struct Marks {
+    carry: Vec<u8>,
+    first: bool,
+}
+
+impl Marks {
+    const MARK: &'static [u8] = b"event: place";
+
+    fn new() -> Self {
+        Marks {
+            carry: Vec::new(),
+            first: true,
+        }
+    }
+
+    /// Counts the markers `data` completes and records them for stream `i`.
+    fn feed(&mut self, seen: &Seen, i: usize, data: &[u8]) {
+        self.carry.extend_from_slice(data);
+        let places = self
+            .carry
+            .windows(Self::MARK.len())
+            .filter(|w| *w == Self::MARK)
+            .count();
+        let keep = (Self::MARK.len() - 1).min(self.carry.len());
+        self.carry.drain(..self.carry.len() - keep);
+        if places > 0 {
+            let at = seen.start.elapsed().as_nanos() as u64;
+            seen.last_event_ns.fetch_max(at, Ordering::SeqCst);
+            seen.events[i].fetch_add(places, Ordering::SeqCst);
+            if self.first {
+                self.first = false;
+                seen.opened.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+/// Opens stream `i` for `ticket` as an HTTP/2 stream on `send` and counts its events until the
+/// node ends it.
+async fn h2_stream(
+    mut send: SendRequest<Full<Bytes>>,
+    room: String,
+    ticket: String,
+    seen: Arc<Seen>,
+    i: usize,
+) {
+    let refused = |what: String| {
+        if !REFUSED.swap(true, Ordering::SeqCst) {
+            eprintln!("streams: a stream was refused: {what}");
+        }
+    };
+    let opened = async {
+        send.ready().await?;
+        let req = h2_request(
+            "GET",
+            &format!("/_rushgate/v1/rooms/{room}/events"),
+            Some(&ticket),
+            "",
+        )?;
+        anyhow::Ok(send.send_request(req).await?)
+    }
+    .await;
+    match opened {
+        Ok(resp) if resp.status() == http::StatusCode::OK => {
+            let mut body = resp.into_body();
+            let mut marks = Marks::new();
+            while let Some(Ok(frame)) = body.frame().await {
+                if let Some(data) = frame.data_ref() {
+                    marks.feed(&seen, i, data);
+                }
+            }
+        }
+        Ok(resp) => refused(format!("{}", resp.status())),
+        Err(e) => refused(format!("{e:#}")),
+    }
+    seen.ended[i].store(true, Ordering::SeqCst);
+}
+
 /// Counters every reader shares: events per stream, and when (ns after `start`) the latest
 /// event of each change arrived.
 struct Seen {
@@ -100,19 +246,42 @@ pub async fn run(args: StreamsArgs) -> anyhow::Result<()> {
     join(args.target, &args.room)
         .await
         .context("the blocker's join")?;
+    let source = |i: usize| {
+        IpAddr::V4(Ipv4Addr::new(
+            127,
+            0,
+            0,
+            1 + (i % usize::from(args.sources.max(1))) as u8,
+        ))
+    };
     let mut tickets = Vec::with_capacity(n);
+    // Over HTTP/2 the joins share a few connections (tens of thousands of short connections
+    // would leave as many ports in TIME_WAIT).
+    let mut joiners = Vec::new();
+    if args.http2 {
+        for c in 0..4 {
+            joiners.push(h2_connect(args.target, source(c)).await?);
+        }
+    }
     for chunk in (0..n).collect::<Vec<_>>().chunks(200) {
         let joins: Vec<_> = chunk
             .iter()
-            .map(|_| {
+            .map(|&k| {
                 let (to, room) = (args.target, args.room.clone());
-                tokio::spawn(async move { join(to, &room).await })
+                let h2 = joiners.get(k % joiners.len().max(1)).cloned();
+                tokio::spawn(async move {
+                    match h2 {
+                        Some(send) => h2_join(send, room).await,
+                        None => join(to, &room).await,
+                    }
+                })
             })
             .collect();
         for j in joins {
             tickets.push(j.await??);
         }
     }
+    drop(joiners);
 
     let rss_before = rss_bytes(args.pid).unwrap_or(0);
     let seen = Arc::new(Seen {
@@ -122,19 +291,40 @@ pub async fn run(args: StreamsArgs) -> anyhow::Result<()> {
         last_event_ns: AtomicU64::new(0),
         opened: AtomicUsize::new(0),
     });
-    eprintln!(
-        "streams: opening {n} streams from {} source addresses",
-        args.sources
-    );
+    let per_connection = args.per_connection.clamp(1, 200);
+    if args.http2 {
+        eprintln!(
+            "streams: opening {n} HTTP/2 streams on {} connections from {} source addresses",
+            n.div_ceil(per_connection),
+            args.sources
+        );
+    } else {
+        eprintln!(
+            "streams: opening {n} streams from {} source addresses",
+            args.sources
+        );
+    }
+    let mut h2 = None;
     for (i, ticket) in tickets.iter().enumerate() {
-        let source = IpAddr::V4(Ipv4Addr::new(
-            127,
-            0,
-            0,
-            1 + (i % usize::from(args.sources.max(1))) as u8,
-        ));
+        if args.http2 {
+            if i % per_connection == 0 {
+                h2 = Some(h2_connect(args.target, source(i / per_connection)).await?);
+            }
+            let send = h2.clone().context("an HTTP/2 connection")?;
+            tokio::spawn(h2_stream(
+                send,
+                args.room.clone(),
+                ticket.clone(),
+                seen.clone(),
+                i,
+            ));
+            if i % 1_000 == 999 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            continue;
+        }
         let socket = TcpSocket::new_v4()?;
-        socket.bind(SocketAddr::new(source, 0))?;
+        socket.bind(SocketAddr::new(source(i), 0))?;
         let mut stream = socket.connect(args.target).await?;
         let request = format!(
             // `close`: a stream the node ends (an admitted waiter's) closes its connection, so
@@ -145,45 +335,27 @@ pub async fn run(args: StreamsArgs) -> anyhow::Result<()> {
         stream.write_all(request.as_bytes()).await?;
         let seen = seen.clone();
         tokio::spawn(async move {
-            // The last bytes of the previous read go first, so a marker split across two
-            // reads is still found.
-            const MARK: &[u8] = b"event: place";
-            let mut buf = [0u8; 4096 + 16];
-            let mut carry = 0;
-            let mut first = true;
+            let mut buf = [0u8; 4096];
+            let mut marks = Marks::new();
+            let mut head = true;
             loop {
-                match stream.read(&mut buf[carry..]).await {
+                match stream.read(&mut buf).await {
                     Ok(0) | Err(_) => {
                         seen.ended[i].store(true, Ordering::SeqCst);
                         return;
                     }
                     Ok(got) => {
-                        let end = carry + got;
-                        if first
+                        if head
                             && !buf.starts_with(b"HTTP/1.1 200")
                             && !REFUSED.swap(true, Ordering::SeqCst)
                         {
                             eprintln!(
                                 "streams: a stream was refused: {}",
-                                String::from_utf8_lossy(&buf[..end.min(400)])
+                                String::from_utf8_lossy(&buf[..got.min(400)])
                             );
                         }
-                        let places = buf[..end]
-                            .windows(MARK.len())
-                            .filter(|w| *w == MARK)
-                            .count();
-                        let keep = (MARK.len() - 1).min(end);
-                        buf.copy_within(end - keep..end, 0);
-                        carry = keep;
-                        if places > 0 {
-                            let at = seen.start.elapsed().as_nanos() as u64;
-                            seen.last_event_ns.fetch_max(at, Ordering::SeqCst);
-                            seen.events[i].fetch_add(places, Ordering::SeqCst);
-                            if first {
-                                first = false;
-                                seen.opened.fetch_add(1, Ordering::SeqCst);
-                            }
-                        }
+                        head = false;
+                        marks.feed(&seen, i, &buf[..got]);
                     }
                 }
             }
@@ -230,6 +402,8 @@ pub async fn run(args: StreamsArgs) -> anyhow::Result<()> {
     let result = serde_json::json!({
         "name": args.name,
         "streams": n,
+        "http2": args.http2,
+        "connections": if args.http2 { n.div_ceil(per_connection) } else { n },
         "rss_bytes_before": rss_before,
         "rss_bytes_after": rss_after,
         "rss_bytes_per_stream": per_stream,

@@ -99,7 +99,13 @@ pub async fn serve(
         // complete within it. The first head is bounded from accept by the watchdog below.
         .header_read_timeout(rules.head_timeout)
         .max_buf_size(64 * 1024);
-    builder.http2().timer(TokioTimer::new());
+    // 200 requests at once per HTTP/2 connection (hyper's default, made ours): a browser's
+    // tabs share one connection for their event streams; per-client and per-node stream caps
+    // (src/http/events.rs) bound the rest.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_STREAMS);
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(rules.max_connections));
@@ -152,6 +158,9 @@ pub async fn serve(
         );
     }
 }
+
+/// Requests one HTTP/2 connection may carry at once.
+pub const H2_MAX_STREAMS: u32 = 200;
 
 /// One accepted connection and what it is served with.
 struct Connection {
@@ -239,13 +248,16 @@ impl Connection {
             }
             // Each request runs on the state current when it arrived (reloads swap it whole).
             let state = live.load_full();
-            async move {
+            // Boxed: over HTTP/2 every request is a task of its own, allocated at the size of
+            // its largest state, and an event stream's task lives for minutes after its
+            // answer; boxed, the router's state machine is freed once the answer is made.
+            Box::pin(async move {
                 let resp = match kind {
                     Listener::Public => router::public(state, req).await,
                     Listener::Admin => router::admin(state, req).await,
                 };
                 Ok::<_, Infallible>(busy.until_sent(resp))
-            }
+            })
         });
         let conn = self
             .builder
