@@ -1,6 +1,6 @@
 //! Server-sent events of a place: a waiter's stream shows its place, then its admission with
 //! the pass, without a single poll; a stream that only listens keeps the place alive past the
-//! room's idle timeout; streams are counted, bounded, and end when their room is replaced; an
+//! room's idle timeout and is admitted in one FIFO order with polling waiters; streams are counted, bounded, and end when their room is replaced; an
 //! operator's live message reaches every node's streams within a refresh, in each reader's
 //! language.
 
@@ -146,6 +146,92 @@ async fn a_listening_waiter_is_told_its_admission_without_polling(kind: StoreKin
         events.next(Duration::from_secs(5)).await.is_none(),
         "the stream ends"
     );
+    app.stop().await;
+}
+
+both_stores!(listeners_and_pollers_are_admitted_in_one_fifo_order);
+/// Waiters that only listen and waiters that only poll, alternating in the line, past the idle
+/// timeout: every one keeps its place, and they are admitted one at a time in join order.
+async fn listeners_and_pollers_are_admitted_in_one_fifo_order(kind: StoreKind) {
+    const WAITERS: usize = 6;
+    let (_redis, url) = store_url(kind).await;
+    let id = room_id();
+    let mut r = room(&id);
+    r.max_active = 1;
+    r.idle_timeout_seconds = 2;
+    let app = spawn_app(config(url, vec![r])).await;
+    let blocker = app.join(&id, None, None).await;
+    assert_eq!(blocker.str("state"), "admitted", "{}", blocker.body);
+    let mut tickets = Vec::new();
+    for _ in 0..WAITERS {
+        let w = app.join(&id, None, None).await;
+        assert_eq!(w.str("state"), "waiting", "{}", w.body);
+        tickets.push(w.str("ticket").to_string());
+    }
+    // Even places listen (their streams report every state they are told), odd places poll.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, String)>();
+    for (i, ticket) in tickets.iter().enumerate().step_by(2) {
+        let mut events = Events::open(&app, &id, ticket).await;
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some((_, e)) = events.next(Duration::from_secs(120)).await {
+                let state = e["state"].as_str().unwrap_or_default().to_string();
+                if tx.send((i, state)).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    // What every waiter sees now: the pollers' answers and what the streams told meanwhile.
+    let look = |rx: &mut tokio::sync::mpsc::UnboundedReceiver<(usize, String)>| {
+        let mut seen: Vec<(usize, String)> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        let app = &app;
+        let tickets = &tickets;
+        let id = &id;
+        async move {
+            for (i, t) in tickets.iter().enumerate().skip(1).step_by(2) {
+                let p = app.position(id, t).await;
+                assert!(p.status.is_success(), "{}", p.body);
+                seen.push((i, p.str("state").to_string()));
+            }
+            seen
+        }
+    };
+    // Twice the idle timeout (the passing time is the point), pollers at a poller's cadence:
+    // nobody loses a place.
+    let until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < until {
+        for (i, state) in look(&mut rx).await {
+            assert_eq!(state, "waiting", "waiter {i}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // One session at a time: whoever holds it leaves, and the next in join order (listener or
+    // poller alike) is the one admitted.
+    let mut holder = blocker.str("ticket").to_string();
+    for (k, next) in tickets.iter().enumerate() {
+        let left = app.leave(&id, &holder).await;
+        assert!(left.status.is_success(), "{}", left.body);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let admitted: Vec<usize> = look(&mut rx)
+                .await
+                .into_iter()
+                .filter(|(i, s)| *i >= k && s == "admitted")
+                .map(|(i, _)| i)
+                .collect();
+            if !admitted.is_empty() {
+                assert!(
+                    admitted.iter().all(|&i| i == k),
+                    "waiter {k} was next in line; admitted: {admitted:?}"
+                );
+                break;
+            }
+            assert!(Instant::now() < deadline, "waiter {k} was not admitted");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        holder = next.clone();
+    }
     app.stop().await;
 }
 
