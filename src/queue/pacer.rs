@@ -141,6 +141,7 @@ const REVOCATION_PAGES_PER_STEP: usize = 8;
 async fn learn_revocations(room: &Room, store: &dyn Store, total: u64) -> Result<(), StoreError> {
     let now = now_ms();
     room.revoked.prune(now);
+    room.sessions.sweep(now);
     for _ in 0..REVOCATION_PAGES_PER_STEP {
         let from = room.revoked.applied();
         if from >= total {

@@ -408,6 +408,9 @@ impl Places<'_> {
             .store
             .end(&room.id, &claims.id, EndedBy::Holder(claims.gen), until)
             .await?;
+        if outcome != LeaveOutcome::Moved {
+            room.sessions.forget(claims.id.as_str());
+        }
         if outcome == LeaveOutcome::EndedSession {
             self.release_group_hold(room, claims.id.as_str(), now).await;
         }
@@ -444,6 +447,7 @@ impl Places<'_> {
                 now + REVOCATION_KEEP_MS,
             )
             .await?;
+        room.sessions.forget(identity);
         if outcome == LeaveOutcome::EndedSession {
             self.release_group_hold(room, identity, now).await;
         }
@@ -780,10 +784,18 @@ impl Places<'_> {
                 })
             }
             Located::Gone => Ok(Place::with_ticket(PlaceState::Expired, ticket)),
-            Located::PastHead => match self.held_pass(room, pass, &shopper, ticket) {
-                Ok(place) => Ok(place),
-                Err(ticket) => self.admitted(room, &shopper, ticket, claims.pos, now).await,
-            },
+            Located::PastHead => {
+                // A session this node claimed: answered from memory (cheaper than verifying
+                // the pass the shopper presents, and no store call for one that presents none).
+                let ticket = match self.remembered(room, &shopper, ticket, now) {
+                    Ok(place) => return Ok(place),
+                    Err(ticket) => ticket,
+                };
+                match self.held_pass(room, pass, &shopper, ticket) {
+                    Ok(place) => Ok(place),
+                    Err(ticket) => self.admitted(room, &shopper, ticket, claims.pos, now).await,
+                }
+            }
         }
     }
 
@@ -873,6 +885,25 @@ impl Places<'_> {
         }
     }
 
+    /// The admitted place of a shopper whose running session this node remembers (see
+    /// [`crate::queue::SessionPasses`]), with the pass it handed out; otherwise the ticket
+    /// back. The caller has checked the revocations.
+    fn remembered(
+        &self,
+        room: &Room,
+        shopper: &Shopper,
+        ticket: String,
+        now: u64,
+    ) -> Result<Place, String> {
+        match room.sessions.get(shopper.id.as_str(), shopper.gen, now) {
+            Some(pass) => Ok(Place {
+                pass: Some(pass),
+                ..Place::with_ticket(PlaceState::Admitted, ticket)
+            }),
+            None => Err(ticket),
+        }
+    }
+
     /// `capped`, while the store is down: admits the shopper at `position` on the node's
     /// lease with a marked pass (see [`crate::queue::Outage::admit`]), or gives the ticket back
     /// when it must wait.
@@ -928,6 +959,10 @@ impl Places<'_> {
         pos: u64,
         now: u64,
     ) -> Result<Place, PlaceError> {
+        let ticket = match self.remembered(room, shopper, ticket, now) {
+            Ok(place) => return Ok(place),
+            Err(ticket) => ticket,
+        };
         if let Some(held) = self.group_hold(room, shopper, now).await? {
             return Ok(Place::with_ticket(held, ticket));
         }
@@ -940,8 +975,12 @@ impl Places<'_> {
             self.release_group_hold(room, shopper.id.as_str(), now)
                 .await;
         }
+        let mut remember = false;
         let expiry_ms = match claimed {
-            Ok(Claimed::Session(expiry)) => expiry,
+            Ok(Claimed::Session(expiry)) => {
+                remember = true;
+                expiry
+            }
             Ok(Claimed::Absent) => return Ok(Place::with_ticket(PlaceState::Expired, ticket)),
             // The place moved on: this node learns why within one refresh.
             Ok(Claimed::Moved) => return Ok(Place::without_ticket(PlaceState::Transferred)),
@@ -963,6 +1002,11 @@ impl Places<'_> {
         let pass =
             self.passes
                 .issue_to(room.id.as_str(), shopper.holder(), pos, now / 1000, exp)?;
+        if remember {
+            // The store recorded the session: later polls of this ticket are answered here.
+            room.sessions
+                .remember(shopper.id.as_str(), shopper.gen, expiry_ms, &pass, exp);
+        }
         Ok(Place {
             pass: Some((pass, exp)),
             ..Place::with_ticket(PlaceState::Admitted, ticket)

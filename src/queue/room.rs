@@ -82,6 +82,8 @@ pub struct Room {
     buyers: Mutex<HashSet<String>>,
     /// Moved places and ended sessions, learned from the store's feed every refresh.
     pub revoked: Revocations,
+    /// Sessions this node claimed, with their passes: an admitted ticket's later polls.
+    pub sessions: super::SessionPasses,
     /// Requests for a new place on this node, for the proof-of-work difficulty.
     pressure: Pressure,
     /// Whether the store is failing for this room, and the node's lease for an outage.
@@ -118,6 +120,7 @@ impl Room {
             stock: ArcSwapOption::empty(),
             buyers: Mutex::new(HashSet::new()),
             revoked: Revocations::default(),
+            sessions: super::SessionPasses::default(),
             pressure: Pressure::new(),
             outage: Outage::default(),
             configured_message,

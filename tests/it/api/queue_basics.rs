@@ -1,5 +1,7 @@
 //! Join, poll, leave and the JSON contract, on both stores.
 
+use std::time::Duration;
+
 use reqwest::StatusCode;
 
 use crate::both_stores;
@@ -104,4 +106,53 @@ async fn join_poll_admit_and_pass(kind: StoreKind) {
     assert_eq!(status.u64("waiting"), 1);
     assert_eq!(status.u64("active"), 1);
     app.stop().await;
+}
+
+/// An admitted ticket's polls are answered from the node's memory after the pickup, on each
+/// node that picked it up; a `leave` on one node still ends it on the other within a refresh
+/// (the revocation is checked before the remembered session).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remembered_session_ends_on_every_node_when_the_shopper_leaves() {
+    let redis = RedisServer::start().await;
+    let id = room_id();
+    let c = config(Some(redis.url()), vec![room(&id)]);
+    let a = spawn_app(c.clone()).await;
+    let b = spawn_app(c).await;
+    let joined = a.join(&id, None, None).await;
+    assert_eq!(joined.str("state"), "admitted", "{}", joined.body);
+    let ticket = joined.str("ticket").to_string();
+    // B learns of the admission from its next refresh, picks the session up once (one claim
+    // in the store), then answers from memory: the same pass every time.
+    wait_until(
+        Duration::from_secs(5),
+        "B knows of the admission",
+        || async { b.position(&id, &ticket).await.str("state") == "admitted" },
+    )
+    .await;
+    let first = b.position(&id, &ticket).await;
+    assert_eq!(first.str("state"), "admitted", "{}", first.body);
+    let pass = first.str("pass").to_string();
+    assert!(!pass.is_empty(), "{}", first.body);
+    for _ in 0..20 {
+        let again = b.position(&id, &ticket).await;
+        assert_eq!(again.str("state"), "admitted", "{}", again.body);
+        assert_eq!(again.str("pass"), pass);
+    }
+    let left = a.leave(&id, &ticket).await;
+    assert!(left.status.is_success(), "{}", left.body);
+    // A knows at once; B from its next refresh.
+    let on_a = a.position(&id, &ticket).await;
+    assert_ne!(on_a.str("state"), "admitted", "{}", on_a.body);
+    assert!(on_a.str("pass").is_empty(), "{}", on_a.body);
+    wait_until(
+        Duration::from_secs(5),
+        "B stops handing out the ended session's pass",
+        || async {
+            let p = b.position(&id, &ticket).await;
+            p.str("state") != "admitted" && p.str("pass").is_empty()
+        },
+    )
+    .await;
+    a.stop().await;
+    b.stop().await;
 }

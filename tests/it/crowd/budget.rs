@@ -192,6 +192,78 @@ async fn ten_thousand_polls_cost_at_most_500_store_commands() {
     app.stop().await;
 }
 
+/// An admitted ticket that keeps polling without presenting its pass (a native app, a second
+/// tab): after the pickup, its polls are answered from the node's memory, at most 0.05 store
+/// commands per poll (the issue's budget; the pacer's steady traffic taken out as above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admitted_polls_cost_no_store_commands_after_the_pickup() {
+    const ADMITTED: usize = 200;
+    const POLLS: usize = 5_000;
+    const REFRESH_MS: u64 = 250;
+    let redis = RedisServer::start().await;
+    let id = room_id();
+    let mut r = room(&id);
+    r.max_active = 1_000;
+    r.admit_per_minute = 60_000;
+    let mut cfg = config(Some(redis.url()), vec![r]);
+    cfg.store.refresh_ms = REFRESH_MS;
+    let app = spawn_app(cfg).await;
+    let (id_ref, app_ref) = (&id, &app);
+    let joined: Vec<Reply> = stream::iter(0..ADMITTED)
+        .map(|_| async move { app_ref.join(id_ref, None, None).await })
+        .buffer_unordered(50)
+        .collect()
+        .await;
+    let tickets: Vec<String> = joined
+        .iter()
+        .map(|j| {
+            assert_eq!(j.str("state"), "admitted", "{}", j.body);
+            j.str("ticket").to_string()
+        })
+        .collect();
+    app.settle(&id).await;
+    app.settle(&id).await;
+
+    const QUIET_REFRESHES: u64 = 4;
+    let quiet_before = command_calls(&redis);
+    for _ in 0..QUIET_REFRESHES {
+        app.settle(&id).await;
+    }
+    let quiet_trips =
+        sent_by_clients(&delta(&quiet_before, &command_calls(&redis))).div_ceil(QUIET_REFRESHES);
+
+    let calls_before = command_calls(&redis);
+    let started = Instant::now();
+    let polled: Vec<Reply> = stream::iter(0..POLLS)
+        .map(|i| {
+            let t = &tickets[(i * 7) % tickets.len()];
+            async move { app_ref.position(id_ref, t).await }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    for p in &polled {
+        assert_eq!(p.status, StatusCode::OK, "{}", p.body);
+        assert_eq!(p.str("state"), "admitted", "{}", p.body);
+        assert!(!p.str("pass").is_empty(), "{}", p.body);
+    }
+    app.settle(&id).await;
+    let elapsed = started.elapsed();
+    let calls = delta(&calls_before, &command_calls(&redis));
+    let refreshes = elapsed.as_millis() as u64 / REFRESH_MS + 2;
+    let round_trips = sent_by_clients(&calls).saturating_sub(quiet_trips * refreshes);
+    let per_poll = round_trips as f64 / POLLS as f64;
+    eprintln!(
+        "admitted polls: {POLLS} in {elapsed:?}: {round_trips} store round trips beyond the \
+         pacer's ({per_poll:.4} per poll): {calls:?}"
+    );
+    assert!(
+        per_poll <= 0.05,
+        "{POLLS} admitted polls cost {round_trips} store commands: {calls:?}"
+    );
+    app.stop().await;
+}
+
 /// 100,000 waiting shoppers cost at most 160 bytes of Redis memory each, counting their queue
 /// entry, their sequence number and their liveness bits in every interval of the idle window
 /// (written by the pacer's batched flush, as polls would).
