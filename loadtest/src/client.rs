@@ -109,3 +109,19 @@ pub async fn get_json(addr: SocketAddr, path: &str) -> anyhow::Result<Value> {
         .await?;
     Ok(serde_json::from_slice(&a.body)?)
 }
+
+/// GET `path` with an `Authorization` header (`Bearer …`) and its JSON body, whatever the
+/// status.
+pub async fn get_json_auth(addr: SocketAddr, path: &str, auth: &str) -> anyhow::Result<Value> {
+    let mut conn = Conn::new(addr);
+    let a = conn
+        .send(request(
+            Method::GET,
+            addr,
+            path,
+            &[("authorization", auth)],
+            Bytes::new(),
+        )?)
+        .await?;
+    Ok(serde_json::from_slice(&a.body)?)
+}

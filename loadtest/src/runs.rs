@@ -19,7 +19,7 @@ use rushgate::queue::params_for;
 use rushgate::store::{JoinOutcome, RedisStore, RoomStatus, Store};
 use serde_json::{json, Value};
 
-use crate::client::{get_json, request};
+use crate::client::{get_json, get_json_auth, request};
 use crate::load::{self, MakeRequest, Plan};
 use crate::scenario::{Kind, Scenario};
 use crate::stats::Summary;
@@ -288,8 +288,13 @@ async fn endpoint(t: &Target, s: &Scenario, name: &str) -> anyhow::Result<Value>
             let path = s.path.clone();
             Arc::new(move |_, _| request(Method::GET, addr, &path, &[], Bytes::new()))
         }
-        Kind::Poll => {
-            let tickets = Arc::new(prepare_poll(t, s, &mut extra).await?);
+        Kind::Poll | Kind::PollAdmitted => {
+            let tickets = if s.kind == Kind::Poll {
+                prepare_poll(t, s, &mut extra).await?
+            } else {
+                prepare_admitted(t, s, &mut extra).await?
+            };
+            let tickets = Arc::new(tickets);
             let path = format!("{api}/rooms/{}/position", s.room);
             Arc::new(move |w, i| {
                 let n = tickets.len().max(1);
@@ -540,6 +545,70 @@ async fn prepare_poll(t: &Target, s: &Scenario, extra: &mut Value) -> anyhow::Re
             format!("Bearer {ticket}")
         })
         .collect())
+}
+
+/// `poll_admitted`: admits `tickets` shoppers through the store (the join script, in a room
+/// with room for all of them), picks each one's pass up with a first poll (the one claim the
+/// store records), and returns their tickets.
+async fn prepare_admitted(
+    t: &Target,
+    s: &Scenario,
+    extra: &mut Value,
+) -> anyhow::Result<Vec<String>> {
+    let config = t.config()?;
+    let store = t.store.clone().ok_or_else(|| {
+        anyhow::anyhow!("poll_admitted needs the node's store (Redis in --config, or --spawn)")
+    })?;
+    let room_config = config
+        .rooms
+        .iter()
+        .find(|r| r.id == s.room)
+        .ok_or_else(|| anyhow::anyhow!("room {} is not in the config", s.room))?;
+    let room = room_id(&s.room)?;
+    let params = params_for(room_config);
+    let signer = TicketSigner::new(config.passes.ticket_secret.0.as_bytes());
+    store.set_status(&room, RoomStatus::Open).await?;
+    let now = now_ms() / 1000;
+    let mut tickets = Vec::new();
+    for _ in 0..s.tickets {
+        let id = TicketSigner::anonymous_identity();
+        match store.join(&room, &id, true, &params, now_ms()).await? {
+            JoinOutcome::Admitted { seq, .. } => tickets.push(format!(
+                "Bearer {}",
+                signer.sign(&TicketClaims {
+                    room: s.room.clone(),
+                    id,
+                    seq,
+                    iat: now,
+                    pos: 1,
+                    gen: 0,
+                    uid: None,
+                })
+            )),
+            other => anyhow::bail!(
+                "room {} must admit {} shoppers at once (max_active, burst): {other:?}",
+                s.room,
+                s.tickets
+            ),
+        }
+    }
+    // The node learns of the admissions from its next refresh; then each pass is picked up.
+    let path = format!("/_rushgate/v1/rooms/{}/position", s.room);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for ticket in &tickets {
+        loop {
+            let body = get_json_auth(t.addr, &path, ticket).await?;
+            if body["state"] == "admitted" && body["pass"].is_string() {
+                break;
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!("a ticket was not admitted: {body}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    extra["admitted_tickets"] = json!(tickets.len());
+    Ok(tickets)
 }
 
 /// The `[store]` section of the node's config (the default when there is none).

@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 pub enum Kind {
     /// N shoppers bulk-joined, M connections polling positions with tickets.
     Poll,
+    /// `tickets` shoppers admitted at once (a room with room for them), their passes picked up
+    /// by a first poll, then M connections polling those admitted tickets (a native app, a
+    /// second tab: no pass presented).
+    PollAdmitted,
     /// New anonymous joins.
     Join,
     /// Purchases with passes (stock large enough never to sell out).
