@@ -176,7 +176,8 @@ impl PowMode {
 pub enum RoomMode {
     /// Everyone queues, even when the shop has room: no instant admission.
     Queue,
-    /// Admit at once while under `max_active` and nobody waits; queue only when over.
+    /// Admit at once while under `max_active`, nobody waits and the admission rate allows it
+    /// (a burst of one second's admissions at most); queue only beyond.
     #[default]
     SafetyNet,
     /// Admit everyone at once: no queue, no store call (the waiting room is switched off).

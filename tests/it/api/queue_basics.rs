@@ -156,3 +156,33 @@ async fn a_remembered_session_ends_on_every_node_when_the_shopper_leaves() {
     a.stop().await;
     b.stop().await;
 }
+
+// A node started against a store whose room is empty admits the first 500 concurrent joins at
+// once (`max_active` and the admission rate's burst both allow them): nobody waits in a room
+// with room, from the first request after start, on either store.
+both_stores!(an_empty_room_admits_the_first_joins_at_once_after_start);
+async fn an_empty_room_admits_the_first_joins_at_once_after_start(kind: StoreKind) {
+    const JOINS: usize = 500;
+    let (_redis, url) = store_url(kind).await;
+    let id = room_id();
+    let mut r = room(&id);
+    r.max_active = 1_000;
+    // One second's admissions is the burst the bucket allows at once: 1,000 here.
+    r.admit_per_minute = 60_000;
+    let app = spawn_app(config(url, vec![r])).await;
+    let joins = futures::future::join_all((0..JOINS).map(|_| app.join(&id, None, None))).await;
+    let states: std::collections::BTreeMap<String, usize> =
+        joins.iter().fold(Default::default(), |mut m, j| {
+            *m.entry(j.str("state").to_string()).or_default() += 1;
+            m
+        });
+    assert_eq!(
+        states,
+        std::collections::BTreeMap::from([("admitted".to_string(), JOINS)]),
+        "{states:?}"
+    );
+    for j in &joins {
+        assert!(!j.str("pass").is_empty(), "{}", j.body);
+    }
+    app.stop().await;
+}
