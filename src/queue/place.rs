@@ -959,10 +959,6 @@ impl Places<'_> {
         pos: u64,
         now: u64,
     ) -> Result<Place, PlaceError> {
-        let ticket = match self.remembered(room, shopper, ticket, now) {
-            Ok(place) => return Ok(place),
-            Err(ticket) => ticket,
-        };
         if let Some(held) = self.group_hold(room, shopper, now).await? {
             return Ok(Place::with_ticket(held, ticket));
         }
