@@ -16,7 +16,7 @@ use rushgate::config::{Config, ProcessEnv};
 use rushgate::id::RoomId;
 use rushgate::pass::{PassIssuer, PassKeys, TicketClaims, TicketSigner};
 use rushgate::queue::params_for;
-use rushgate::store::{JoinOutcome, RedisStore, RoomStatus, Store};
+use rushgate::store::{JoinOutcome, RedisStore, RoomParams, RoomStatus, Store};
 use serde_json::{json, Value};
 
 use crate::client::{get_json, get_json_auth, request};
@@ -431,22 +431,31 @@ fn room_of_sale(c: &Config, sale: &str) -> Option<String> {
         .map(|x| x.room.clone())
 }
 
-/// `poll`: pauses the room, bulk-joins `waiting` shoppers straight through the store (the same
-/// join script as the endpoint, without HTTP), measures Redis memory and the node's RSS, and
-/// returns signed tickets spread over the line.
-async fn prepare_poll(t: &Target, s: &Scenario, extra: &mut Value) -> anyhow::Result<Vec<String>> {
+/// What a scenario that joins shoppers through the store needs: the node's store, the room,
+/// its store parameters and the node's ticket signer (`kind` names the scenario in errors).
+fn store_room(
+    t: &Target,
+    s: &Scenario,
+    kind: &str,
+) -> anyhow::Result<(Arc<dyn Store>, RoomId, RoomParams, TicketSigner)> {
     let config = t.config()?;
     let store = t.store.clone().ok_or_else(|| {
-        anyhow::anyhow!("poll needs the node's store (Redis in --config, or --spawn)")
+        anyhow::anyhow!("{kind} needs the node's store (Redis in --config, or --spawn)")
     })?;
     let room_config = config
         .rooms
         .iter()
         .find(|r| r.id == s.room)
         .ok_or_else(|| anyhow::anyhow!("room {} is not in the config", s.room))?;
-    let room = room_id(&s.room)?;
-    let params = params_for(room_config);
     let signer = TicketSigner::new(config.passes.ticket_secret.0.as_bytes());
+    Ok((store, room_id(&s.room)?, params_for(room_config), signer))
+}
+
+/// `poll`: pauses the room, bulk-joins `waiting` shoppers straight through the store (the same
+/// join script as the endpoint, without HTTP), measures Redis memory and the node's RSS, and
+/// returns signed tickets spread over the line.
+async fn prepare_poll(t: &Target, s: &Scenario, extra: &mut Value) -> anyhow::Result<Vec<String>> {
+    let (store, room, params, signer) = store_room(t, s, "poll")?;
     store.set_status(&room, RoomStatus::Paused).await?;
 
     let status_path = format!("/_rushgate/v1/rooms/{}", s.room);
@@ -555,18 +564,7 @@ async fn prepare_admitted(
     s: &Scenario,
     extra: &mut Value,
 ) -> anyhow::Result<Vec<String>> {
-    let config = t.config()?;
-    let store = t.store.clone().ok_or_else(|| {
-        anyhow::anyhow!("poll_admitted needs the node's store (Redis in --config, or --spawn)")
-    })?;
-    let room_config = config
-        .rooms
-        .iter()
-        .find(|r| r.id == s.room)
-        .ok_or_else(|| anyhow::anyhow!("room {} is not in the config", s.room))?;
-    let room = room_id(&s.room)?;
-    let params = params_for(room_config);
-    let signer = TicketSigner::new(config.passes.ticket_secret.0.as_bytes());
+    let (store, room, params, signer) = store_room(t, s, "poll_admitted")?;
     store.set_status(&room, RoomStatus::Open).await?;
     let now = now_ms() / 1000;
     let mut tickets = Vec::new();

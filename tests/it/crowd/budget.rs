@@ -64,6 +64,19 @@ fn delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> BTree
         .collect()
 }
 
+/// The pacer's steady traffic per refresh, measured over `refreshes` quiet refreshes of room
+/// `id`: store round trips (commands clients sent) and commands Redis ran (scripts' included).
+async fn quiet_refresh(app: &TestApp, redis: &RedisServer, id: &str, refreshes: u64) -> (u64, u64) {
+    let calls_before = command_calls(redis);
+    let total_before = redis.total_commands();
+    for _ in 0..refreshes {
+        app.settle(id).await;
+    }
+    let trips = sent_by_clients(&delta(&calls_before, &command_calls(redis))).div_ceil(refreshes);
+    let total = (redis.total_commands() - total_before).div_ceil(refreshes);
+    (trips, total)
+}
+
 /// `rushgate_store_commands_total` from the admin listener's `/metrics`.
 async fn metric_store_commands(app: &TestApp) -> u64 {
     let text = app.metrics_text().await;
@@ -124,15 +137,7 @@ async fn ten_thousand_polls_cost_at_most_500_store_commands() {
     app.settle(&id).await;
     app.settle(&id).await;
 
-    const QUIET_REFRESHES: u64 = 4;
-    let quiet_calls_before = command_calls(&redis);
-    let quiet_total_before = redis.total_commands();
-    for _ in 0..QUIET_REFRESHES {
-        app.settle(&id).await;
-    }
-    let quiet_trips = sent_by_clients(&delta(&quiet_calls_before, &command_calls(&redis)))
-        .div_ceil(QUIET_REFRESHES);
-    let quiet_total = (redis.total_commands() - quiet_total_before).div_ceil(QUIET_REFRESHES);
+    let (quiet_trips, quiet_total) = quiet_refresh(&app, &redis, &id, 4).await;
     assert!(
         quiet_trips <= 3 && quiet_total <= 30,
         "a quiet refresh costs {quiet_trips} store round trips and {quiet_total} commands inside \
@@ -224,13 +229,7 @@ async fn admitted_polls_cost_no_store_commands_after_the_pickup() {
     app.settle(&id).await;
     app.settle(&id).await;
 
-    const QUIET_REFRESHES: u64 = 4;
-    let quiet_before = command_calls(&redis);
-    for _ in 0..QUIET_REFRESHES {
-        app.settle(&id).await;
-    }
-    let quiet_trips =
-        sent_by_clients(&delta(&quiet_before, &command_calls(&redis))).div_ceil(QUIET_REFRESHES);
+    let (quiet_trips, _) = quiet_refresh(&app, &redis, &id, 4).await;
 
     let calls_before = command_calls(&redis);
     let started = Instant::now();
