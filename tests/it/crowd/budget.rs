@@ -77,6 +77,18 @@ async fn quiet_refresh(app: &TestApp, redis: &RedisServer, id: &str, refreshes: 
     (trips, total)
 }
 
+/// `polls` position polls spread over `tickets` (64 at a time), their answers.
+async fn poll_round(app: &TestApp, id: &str, tickets: &[String], polls: usize) -> Vec<Reply> {
+    stream::iter(0..polls)
+        .map(|i| {
+            let t = &tickets[(i * 7) % tickets.len()];
+            async move { app.position(id, t).await }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await
+}
+
 /// `rushgate_store_commands_total` from the admin listener's `/metrics`.
 async fn metric_store_commands(app: &TestApp) -> u64 {
     let text = app.metrics_text().await;
@@ -148,14 +160,7 @@ async fn ten_thousand_polls_cost_at_most_500_store_commands() {
     let calls_before = command_calls(&redis);
     let total_before = redis.total_commands();
     let started = Instant::now();
-    let polled: Vec<Reply> = stream::iter(0..POLLS)
-        .map(|i| {
-            let t = &tickets[(i * 7) % tickets.len()];
-            async move { app_ref.position(id_ref, t).await }
-        })
-        .buffer_unordered(64)
-        .collect()
-        .await;
+    let polled = poll_round(&app, &id, &tickets, POLLS).await;
     let polling = started.elapsed();
     for p in &polled {
         assert_eq!(p.status, StatusCode::OK, "{}", p.body);
@@ -233,14 +238,7 @@ async fn admitted_polls_cost_no_store_commands_after_the_pickup() {
 
     let calls_before = command_calls(&redis);
     let started = Instant::now();
-    let polled: Vec<Reply> = stream::iter(0..POLLS)
-        .map(|i| {
-            let t = &tickets[(i * 7) % tickets.len()];
-            async move { app_ref.position(id_ref, t).await }
-        })
-        .buffer_unordered(64)
-        .collect()
-        .await;
+    let polled = poll_round(&app, &id, &tickets, POLLS).await;
     for p in &polled {
         assert_eq!(p.status, StatusCode::OK, "{}", p.body);
         assert_eq!(p.str("state"), "admitted", "{}", p.body);
